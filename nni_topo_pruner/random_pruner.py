@@ -1,0 +1,48 @@
+"""A random-mask control pruner: the same NNI pipeline and config-list semantics as
+``L1NormPruner``, but every output channel gets a random score.
+
+Benchmarks need it: a pruner that does not beat random masks beyond noise has shown nothing.
+
+Example
+-------
+>>> import torch
+>>> from nni_topo_pruner.random_pruner import RandomPruner
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+>>> _, masks = RandomPruner(model, [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}], seed=0).compress()
+>>> int(masks['0']['weight'].sum(dim=(1, 2, 3)).count_nonzero())
+4
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from nni.compression.pruning import L1NormPruner
+from nni.compression.pruning.tools import norm_metrics
+
+_METRICS = Dict[str, Dict[str, torch.Tensor]]
+
+
+class RandomPruner(L1NormPruner):
+    """Prunes uniformly random output channels; ``seed`` makes the masks reproducible.
+
+    The global torch RNG is not touched: scores come from a private ``torch.Generator``.
+    """
+
+    def __init__(self, model: torch.nn.Module, config_list: List[Dict], *, seed: int = 0, **kwargs):
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        super().__init__(model, config_list, **kwargs)
+
+    def _calculate_metrics(self, data: _METRICS) -> _METRICS:
+        # Same metric shapes as L1 (one value per output channel after NNI's scaler), random values.
+        shaped = norm_metrics(p=1, data=data, target_spaces=self._target_spaces)
+        generator = torch.Generator().manual_seed(self.seed)
+        metrics: _METRICS = {}
+        for module_name in sorted(shaped):
+            metrics[module_name] = {}
+            for target_name in sorted(shaped[module_name]):
+                metric = shaped[module_name][target_name]
+                metrics[module_name][target_name] = torch.rand(metric.shape, generator=generator).to(metric)
+        return metrics
