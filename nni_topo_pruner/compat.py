@@ -1,6 +1,256 @@
-"""Compatibility patches for NNI 3.0 on current PyTorch (work in progress, see issue 2)."""
+"""Compatibility patches that make NNI 3.0's concrete tracer and ``ModelSpeedup`` work on
+current PyTorch (2.1 ... 2.14) and Python 3.11.
+
+NNI 3.0 is NNI's last release; its ``ModelSpeedup`` traces the model with its own
+"concrete tracer", which breaks on today's torch and Python in several places. Every patch
+below is a monkeypatch applied at import time (nothing in site-packages is edited), guarded
+by a feature check that looks at the broken behaviour itself, and idempotent.
+
+``import nni_topo_pruner`` calls :func:`apply`. To see what is in effect::
+
+    >>> import nni_topo_pruner
+    >>> from nni_topo_pruner import compat
+    >>> compat.applied_patches()              # doctest: +SKIP
+    ['tensorbase-qualname', 'node-is-impure-signature', ...]
+    >>> print(compat.describe())              # doctest: +SKIP
+
+Each :class:`Patch` in :data:`PATCHES` says which symptom it fixes, why it happens and how
+it is fixed; ``docs/compat.md`` has the same table.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import logging
+import sys
+import textwrap
+from dataclasses import dataclass
+from typing import Any, Callable
+
+_logger = logging.getLogger(__name__)
+
+#: Attribute set on every object this module replaces; its value is the patch name.
+MARKER = "__nni_topo_pruner_compat__"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One compatibility fix.
+
+    ``is_needed()`` inspects the installed libraries and answers whether the broken
+    behaviour is present (False when already fixed upstream, already patched, or when the
+    code to patch is not the code this patch was written for); ``install()`` applies it.
+    """
+
+    name: str
+    symptom: str
+    cause: str
+    fix: str
+    is_needed: Callable[[], bool]
+    install: Callable[[], None]
+    is_applied: Callable[[], bool]
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+def _nni_tracer_modules() -> tuple[Any, Any] | None:
+    """Return NNI's (concrete_tracer, concrete_proxy) modules, or None if NNI lacks them."""
+    try:
+        from nni.common.concrete_trace_utils import concrete_proxy, concrete_tracer
+    except Exception:  # NNI missing or a layout we do not know: nothing to patch
+        return None
+    return concrete_tracer, concrete_proxy
+
+
+def _source(obj: Any) -> str:
+    try:
+        return textwrap.dedent(inspect.getsource(inspect.unwrap(obj)))
+    except (OSError, TypeError):
+        return ""
+
+
+def _is_marked(obj: Any, name: str) -> bool:
+    return getattr(obj, MARKER, None) == name
+
+
+def _mark(obj: Any, name: str) -> Any:
+    setattr(obj, MARKER, name)
+    return obj
+
+
+def _recompile_with_edits(func: Callable, edits: list[tuple[str, str]], patch_name: str) -> Callable:
+    """Return a copy of ``func`` compiled from its own source with exact text ``edits``.
+
+    Used where the bug sits inside a long NNI function: the copy keeps NNI's code and
+    behaviour line for line, tracebacks still point at NNI's file and line numbers, and a
+    missing ``old`` text (a different NNI) raises instead of patching blindly.
+    """
+    source = _source(func)
+    for old, new in edits:
+        if old not in source:
+            raise RuntimeError(f"{patch_name}: expected text not found in {func.__qualname__}: {old!r}")
+        source = source.replace(old, new)
+    tree = ast.parse(source)
+    ast.increment_lineno(tree, func.__code__.co_firstlineno - 1)
+    code = compile(tree, func.__code__.co_filename, "exec")
+    namespace: dict[str, Any] = {}
+    exec(code, func.__globals__, namespace)  # noqa: S102 - NNI's own source, edited above
+    new_func = namespace[func.__name__]
+    new_func.__qualname__ = func.__qualname__
+    new_func.__module__ = func.__module__
+    new_func.__wrapped_original__ = func
+    return _mark(new_func, patch_name)
+
+
+# ---------------------------------------------------------------------------------------
+# patch 1: torch builtins whose __module__ is None (TensorBase rename)
+# ---------------------------------------------------------------------------------------
+
+_TENSORBASE = "tensorbase-qualname"
+_TENSORBASE_OLD = "if func.__qualname__.startswith('_TensorBase'):"
+_TENSORBASE_NEW = "if func.__qualname__.startswith(('_TensorBase', 'TensorBase')):"
+
+
+def _tensorbase_needed() -> bool:
+    mods = _nni_tracer_modules()
+    if mods is None:
+        return False
+    import torch
+
+    tracer = mods[0].ConcreteTracer
+    if _is_marked(tracer.trace, _TENSORBASE):
+        return False
+    # torch >= 2.1 renamed torch._C._TensorBase to TensorBase (the old name is an alias)
+    qualname = torch._C._TensorBase.add.__qualname__
+    return not qualname.startswith("_TensorBase") and _TENSORBASE_OLD in _source(tracer.trace)
+
+
+def _tensorbase_install() -> None:
+    tracer = _nni_tracer_modules()[0].ConcreteTracer
+    tracer.trace = _recompile_with_edits(tracer.trace, [(_TENSORBASE_OLD, _TENSORBASE_NEW)], _TENSORBASE)
+
+
+def _tensorbase_applied() -> bool:
+    mods = _nni_tracer_modules()
+    return mods is not None and _is_marked(mods[0].ConcreteTracer.trace, _TENSORBASE)
+
+
+# ---------------------------------------------------------------------------------------
+# patch 2: Node.is_impure(impure_random)
+# ---------------------------------------------------------------------------------------
+
+_IMPURE = "node-is-impure-signature"
+
+
+def _impure_needed() -> bool:
+    mods = _nni_tracer_modules()
+    if mods is None or not hasattr(mods[0], "node_is_impure_wrapper"):
+        return False
+    import torch.fx
+
+    wrapper = mods[0].node_is_impure_wrapper
+    if _is_marked(wrapper, _IMPURE):
+        return False
+    torch_params = inspect.signature(torch.fx.Node.is_impure).parameters
+    try:
+        wrapper_params = inspect.signature(wrapper, follow_wrapped=False).parameters
+    except (TypeError, ValueError):
+        return False
+    return len(torch_params) > 1 and len(wrapper_params) == 1
+
+
+def _impure_install() -> None:
+    tracer_mod = _nni_tracer_modules()[0]
+    nni_wrapper = tracer_mod.node_is_impure_wrapper
+
+    @functools.wraps(nni_wrapper)
+    def node_is_impure_wrapper(node: Any, *args: Any, **kwargs: Any) -> bool:
+        # torch.fx passes impure_random (random ops count as impure); NNI's purity rule
+        # predates it and decides on its own, so the extra arguments are accepted and ignored.
+        return nni_wrapper(node)
+
+    tracer_mod.node_is_impure_wrapper = _mark(node_is_impure_wrapper, _IMPURE)
+
+
+def _impure_applied() -> bool:
+    mods = _nni_tracer_modules()
+    return mods is not None and _is_marked(getattr(mods[0], "node_is_impure_wrapper", None), _IMPURE)
+
+
+# ---------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------
+
+PATCHES: tuple[Patch, ...] = (
+    Patch(
+        name=_TENSORBASE,
+        symptom="AttributeError: 'NoneType' object has no attribute 'startswith' in "
+                "nni/common/concrete_trace_utils/concrete_tracer.py ConcreteTracer.trace",
+        cause="torch >= 2.1 renamed torch._C._TensorBase to TensorBase; NNI recognises tensor "
+              "methods by the qualname prefix '_TensorBase', so builtins such as "
+              "TensorBase._make_subclass (whose __module__ is None) fall through to the "
+              "'plain method' branch, which calls func.__module__.startswith",
+        fix="ConcreteTracer.trace recompiled from NNI's own source with the prefix test "
+            "accepting both '_TensorBase' and 'TensorBase' (upstream behaviour on torch 2.0)",
+        is_needed=_tensorbase_needed,
+        install=_tensorbase_install,
+        is_applied=_tensorbase_applied,
+    ),
+    Patch(
+        name=_IMPURE,
+        symptom="TypeError: Node.is_impure() takes 1 positional argument but 2 were given "
+                "(dead-code elimination at the end of concrete_trace)",
+        cause="torch.fx now calls node.is_impure(impure_random); NNI swaps Node.is_impure "
+              "for node_is_impure_wrapper(node), which takes one argument",
+        fix="concrete_tracer.node_is_impure_wrapper replaced by a wrapper that accepts and "
+            "ignores the extra arguments and returns NNI's own purity verdict",
+        is_needed=_impure_needed,
+        install=_impure_install,
+        is_applied=_impure_applied,
+    ),
+)
 
 
 def apply() -> list[str]:
-    """Apply every needed patch; return the names of the patches applied."""
-    return []
+    """Apply every patch whose broken behaviour is present; return the names applied now.
+
+    Idempotent: a patch already in effect is not needed any more, so a second call
+    applies nothing and returns ``[]``. A patch that fails to install is logged and
+    skipped (the others still apply); NNI then behaves as it does without this package.
+
+    Example::
+
+        >>> from nni_topo_pruner import compat
+        >>> compat.apply()   # already applied on import
+        []
+    """
+    applied: list[str] = []
+    for patch in PATCHES:
+        try:
+            if not patch.is_needed():
+                continue
+            patch.install()
+        except Exception:  # never break `import nni_topo_pruner` over a compat patch
+            _logger.exception("nni_topo_pruner.compat: patch %r could not be applied", patch.name)
+            continue
+        _logger.debug("nni_topo_pruner.compat: applied %s", patch.name)
+        applied.append(patch.name)
+    return applied
+
+
+def applied_patches() -> list[str]:
+    """Names of the patches currently in effect, in :data:`PATCHES` order."""
+    return [patch.name for patch in PATCHES if patch.is_applied()]
+
+
+def describe() -> str:
+    """A human-readable table: each patch, whether it is in effect, and what it fixes."""
+    lines = []
+    for patch in PATCHES:
+        state = "applied" if patch.is_applied() else "not needed / not applied"
+        lines.append(f"{patch.name} [{state}]\n  symptom: {patch.symptom}\n  cause:   {patch.cause}\n"
+                     f"  fix:     {patch.fix}")
+    return "\n".join(lines)
