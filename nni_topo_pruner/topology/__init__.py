@@ -1,2 +1,44 @@
 """Topology maths on plain arrays (no torch, no NNI): distance matrices, persistence
-diagrams, diagram distances, per-neuron salience, Betti numbers."""
+diagrams, diagram distances, per-neuron salience, Betti numbers.
+
+Example:
+    >>> import numpy as np
+    >>> from nni_topo_pruner.topology import distance_matrix, persistence_diagrams, diagram_distance
+    >>> cloud = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
+    >>> dgm = persistence_diagrams(distance_matrix(cloud))
+    >>> dgm[0]
+    array([[0., 1.],
+           [0., 4.]])
+    >>> diagram_distance(dgm, persistence_diagrams(distance_matrix(cloud[:2])))
+    2.0
+"""
+from .diagram_distance import (
+    SUPPORTED_DIAGRAM_DISTANCES,
+    bottleneck_h0,
+    bottleneck_h0_sorted,
+    diagram_distance,
+    wasserstein_exact,
+)
+from .distances import SUPPORTED_CLOUD_METRICS, check_points, distance_matrix
+from .mst import mst_edge_lengths, mst_edge_lengths_batch, mst_edges
+from .persistence import SUPPORTED_PERSISTENCE_METHODS, h0_diagram, persistence_diagrams
+from .salience import h0_leave_one_out_deaths, leave_one_out_salience
+
+__all__ = [
+    "SUPPORTED_CLOUD_METRICS",
+    "SUPPORTED_DIAGRAM_DISTANCES",
+    "SUPPORTED_PERSISTENCE_METHODS",
+    "bottleneck_h0",
+    "bottleneck_h0_sorted",
+    "check_points",
+    "diagram_distance",
+    "distance_matrix",
+    "h0_diagram",
+    "h0_leave_one_out_deaths",
+    "leave_one_out_salience",
+    "mst_edge_lengths",
+    "mst_edge_lengths_batch",
+    "mst_edges",
+    "persistence_diagrams",
+    "wasserstein_exact",
+]

@@ -1,0 +1,273 @@
+"""Evolutionary module (thesis module 4): a genetic algorithm, on pyeasyga, that picks which
+``n_keep`` of a layer's ``n`` neurons to keep so that the kept cloud's persistence diagram
+stays as close as possible to the whole layer's.
+
+* Chromosome: a boolean mask of length n with exactly ``n_keep`` ones (a numpy array, so
+  pyeasyga's deep copies are one memcpy).
+* Operators keep the cardinality: random k-subsets; set crossover with repair (children
+  keep the parents' common neurons and split the others between them); swap mutation
+  (one kept neuron out, one pruned neuron in).
+* The first population holds the salience-ranked subset (``initial_keep``) plus random
+  k-subsets; elitism carries the best individual over; pyeasyga's tournament selection.
+* Fitness (minimised) comes from :class:`~nni_topo_pruner.metric_calculator.SubsetFitness`
+  with its cache, the whole population evaluated in one batch.
+* Determinism: pyeasyga draws from the global :mod:`random` module. The GA seeds it with
+  ``GAConfig.seed`` and restores the caller's :mod:`random` and ``numpy.random`` states
+  afterwards, so the same seed gives the same mask and the caller sees no change. The
+  global state is shared by all threads, so runs are serialised by a module lock: run
+  layers in parallel in processes, not threads.
+* Ties: rank order is stable and the elite stays first, so an individual is replaced only
+  by a strictly better one; with all fitnesses equal (e.g. all-identical points) the result
+  is ``initial_keep`` (or the first random individual when none is given).
+
+``generations`` counts the generations bred after the initial population, so ``history``
+has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one).
+
+Example:
+    >>> import numpy as np
+    >>> from nni_topo_pruner.metric_calculator import MetricCalculator
+    >>> calc = MetricCalculator()
+    >>> cloud = np.array([[0.0], [0.0], [1.0], [1.0], [4.0], [4.0]])  # three planted duplicates
+    >>> result = evolve_neuron_mask(calc.subset_fitness(calc.analyse(cloud)), 6, 3,
+    ...                             GAConfig(population_size=8, generations=10))
+    >>> result.best_fitness, sorted(set(cloud[result.keep_mask, 0].tolist()))
+    (0.0, [0.0, 1.0, 4.0])
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyeasyga.pyeasyga import Chromosome, GeneticAlgorithm
+
+from .metric_calculator import SubsetFitness
+
+logger = logging.getLogger(__name__)
+
+# pyeasyga uses the process-wide `random` module: one GA at a time per process.
+_GLOBAL_RANDOM_LOCK = threading.Lock()
+
+
+def _check_int(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_probability(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    """Genetic algorithm settings (validated on construction).
+
+    Attributes:
+        population_size: individuals per generation (>= 2).
+        generations: generations bred after the initial population (>= 0).
+        crossover_probability: chance that a pair of parents is crossed over.
+        mutation_probability: chance that both children get a swap mutation.
+        elitism: carry the best individual into the next generation unchanged.
+        seed: seed of the GA's random draws; ``None`` draws a fresh one (not reproducible).
+
+    Example:
+        >>> GAConfig(population_size=16).generations >= 0
+        True
+    """
+
+    population_size: int = 24
+    generations: int = 30
+    crossover_probability: float = 0.8
+    mutation_probability: float = 0.2
+    elitism: bool = True
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        _check_int(self.population_size, "population_size", 2)
+        _check_int(self.generations, "generations", 0)
+        _check_probability(self.crossover_probability, "crossover_probability")
+        _check_probability(self.mutation_probability, "mutation_probability")
+        if not isinstance(self.elitism, (bool, np.bool_)):
+            raise ValueError(f"elitism must be True or False, got {self.elitism!r}")
+        if self.seed is not None:
+            _check_int(self.seed, "seed", 0)
+
+
+@dataclass
+class GAResult:
+    """Outcome of :func:`evolve_neuron_mask`.
+
+    Attributes:
+        keep_mask: bool (n,), exactly ``n_keep`` True: the best individual seen in any
+            generation (the last generation's best when elitism is on).
+        best_fitness: fitness of ``keep_mask`` (smaller is better).
+        history: best fitness in each generation; index 0 is the initial population
+            (non-increasing with elitism).
+        evaluations: real (uncached) fitness evaluations this run made.
+        initial_fitness: fitness of the salience-seeded individual (of the best initial
+            individual when no seed subset was given).
+    """
+
+    keep_mask: np.ndarray
+    best_fitness: float
+    history: list[float] = field(default_factory=list)
+    evaluations: int = 0
+    initial_fitness: float = 0.0
+
+
+# --- cardinality-preserving operators (all randomness from the global `random`, seeded) ---
+
+
+def random_subset_mask(n: int, n_keep: int) -> np.ndarray:
+    """A uniformly random mask with exactly ``n_keep`` of ``n`` entries True."""
+    mask = np.zeros(n, dtype=bool)
+    mask[random.sample(range(n), n_keep)] = True
+    return mask
+
+
+def set_crossover(parent_1: np.ndarray, parent_2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Set crossover with repair: both children keep the parents' common neurons and split
+    the neurons kept by only one parent at random, so each child has the parents' size."""
+    common = parent_1 & parent_2
+    differing = np.flatnonzero(parent_1 ^ parent_2)
+    shuffled = np.asarray(random.sample(differing.tolist(), len(differing)), dtype=np.intp)
+    half = len(differing) // 2  # both parents have the same count, so the split is even
+    child_1, child_2 = common.copy(), common.copy()
+    child_1[shuffled[:half]] = True
+    child_2[shuffled[half:]] = True
+    return child_1, child_2
+
+
+def swap_mutation(individual: np.ndarray) -> None:
+    """In place: one kept neuron is pruned and one pruned neuron is kept (no-op when all
+    or none are kept)."""
+    kept = np.flatnonzero(individual)
+    pruned = np.flatnonzero(~individual)
+    if len(kept) == 0 or len(pruned) == 0:
+        return
+    individual[kept[random.randrange(len(kept))]] = False
+    individual[pruned[random.randrange(len(pruned))]] = True
+
+
+class NeuronMaskGA(GeneticAlgorithm):
+    """pyeasyga's GA with k-subset masks, batched cached fitness, and a seeded first
+    population. Minimises the fitness."""
+
+    def __init__(
+        self,
+        fitness: SubsetFitness,
+        n: int,
+        n_keep: int,
+        config: GAConfig,
+        initial_mask: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(
+            list(range(n)),
+            population_size=config.population_size,
+            generations=config.generations,
+            crossover_probability=config.crossover_probability,
+            mutation_probability=config.mutation_probability,
+            elitism=config.elitism,
+            maximise_fitness=False,
+        )
+        self.subset_fitness = fitness
+        self.n = n
+        self.n_keep = n_keep
+        self.initial_mask = initial_mask
+        self.tournament_size = max(2, config.population_size // 10)
+        self.create_individual = lambda seed_data: random_subset_mask(n, n_keep)
+        self.crossover_function = set_crossover
+        self.mutate_function = swap_mutation
+        self.fitness_function = lambda genes, seed_data: fitness(genes)
+
+    def create_initial_population(self) -> None:
+        population = []
+        if self.initial_mask is not None:
+            population.append(Chromosome(self.initial_mask.copy()))
+        while len(population) < self.population_size:
+            population.append(Chromosome(self.create_individual(self.seed_data)))
+        self.current_generation = population
+
+    def calculate_population_fitness(self) -> None:
+        values = self.subset_fitness.batch([ind.genes for ind in self.current_generation])
+        for individual, value in zip(self.current_generation, values):
+            individual.fitness = float(value)
+
+
+def evolve_neuron_mask(
+    fitness: SubsetFitness,
+    n: int,
+    n_keep: int,
+    config: GAConfig,
+    *,
+    initial_keep: np.ndarray | None = None,
+) -> GAResult:
+    """Choose ``n_keep`` of ``n`` neurons minimising ``fitness`` with a genetic algorithm.
+
+    Args:
+        fitness: the layer's :class:`SubsetFitness` (cached; batched).
+        n: neurons in the layer (must equal ``fitness.n``).
+        n_keep: neurons to keep, in ``[1, n]``; ``n_keep == n`` keeps all without a GA.
+        config: GA settings.
+        initial_keep: indices (or bool mask) of the salience-ranked subset that seeds the
+            first population; must have exactly ``n_keep`` neurons.
+
+    Returns:
+        :class:`GAResult` with an exact-cardinality mask.
+    """
+    _check_int(n, "n", 1)
+    if n != fitness.n:
+        raise ValueError(f"n={n} does not match the layer the fitness was built for ({fitness.n} neurons)")
+    _check_int(n_keep, "n_keep", 1)
+    if n_keep > n:
+        raise ValueError(f"n_keep must be in [1, n={n}], got {n_keep}")
+    if not isinstance(config, GAConfig):
+        raise TypeError(f"config must be a GAConfig, got {type(config).__name__}")
+    initial_mask = None
+    if initial_keep is not None:
+        initial_mask = np.zeros(n, dtype=bool)
+        initial_mask[fitness._indices(initial_keep)] = True
+        if initial_mask.sum() != n_keep:
+            raise ValueError(f"initial_keep has {int(initial_mask.sum())} neurons, expected n_keep={n_keep}")
+    if n_keep == n:
+        # Nothing to choose: the full cloud has exactly the layer's diagram.
+        return GAResult(np.ones(n, dtype=bool), 0.0, [0.0] * (config.generations + 1), 0, 0.0)
+
+    before = fitness.evaluations
+    with _GLOBAL_RANDOM_LOCK:
+        saved_random = random.getstate()
+        saved_numpy = np.random.get_state()
+        try:
+            random.seed(config.seed)
+            ga = NeuronMaskGA(fitness, n, n_keep, config, initial_mask)
+            ga.create_first_generation()
+            initial_fitness = (
+                fitness(initial_mask) if initial_mask is not None else float(ga.current_generation[0].fitness)
+            )
+            best_fitness, best_genes = ga.best_individual()
+            best_genes = best_genes.copy()
+            history = [float(best_fitness)]
+            for _ in range(config.generations):
+                ga.create_next_generation()
+                fitness_now, genes_now = ga.best_individual()
+                history.append(float(fitness_now))
+                if fitness_now < best_fitness:  # strict: ties keep the earlier individual
+                    best_fitness, best_genes = fitness_now, genes_now.copy()
+        finally:
+            random.setstate(saved_random)
+            np.random.set_state(saved_numpy)
+    keep_mask = np.asarray(best_genes, dtype=bool).copy()
+    if int(keep_mask.sum()) != n_keep:  # the operators guarantee this; never return a wrong mask
+        raise RuntimeError(f"GA produced a mask with {int(keep_mask.sum())} neurons instead of {n_keep}")
+    logger.debug(
+        "GA n=%d keep=%d: fitness %.6g -> %.6g in %d evaluations",
+        n,
+        n_keep,
+        initial_fitness,
+        best_fitness,
+        fitness.evaluations - before,
+    )
+    return GAResult(keep_mask, float(best_fitness), history, fitness.evaluations - before, float(initial_fitness))

@@ -1,0 +1,264 @@
+"""Metric calculator (thesis module 3): a layer's distance matrix, persistence diagrams,
+per-neuron salience, and the fitness of a kept subset of neurons.
+
+Pure numpy / GUDHI: a point cloud (one row per neuron) in, arrays out.
+
+Example:
+    >>> import numpy as np
+    >>> calc = MetricCalculator()
+    >>> layer = calc.analyse(np.array([[0.0], [0.0], [1.0], [5.0]]))
+    >>> layer.salience.round(2)
+    array([0., 0., 1., 2.])
+    >>> fitness = calc.subset_fitness(layer)
+    >>> fitness([1, 2, 3]), fitness([0, 1, 3])
+    (0.0, 1.0)
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .topology.diagram_distance import (
+    _desc,
+    bottleneck_h0_sorted,
+    check_distance_kind,
+    check_order,
+    diagram_distance,
+    wasserstein_exact,
+)
+from .topology.distances import check_metric, check_points, distance_matrix
+from .topology.mst import mst_edge_lengths_batch
+from .topology.persistence import SUPPORTED_PERSISTENCE_METHODS, check_homology_dims, persistence_diagrams
+from .topology.salience import leave_one_out_salience
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerTopology:
+    """What the metric calculator knows about one layer's cloud.
+
+    Attributes:
+        distances: (n, n) distance matrix of the cloud.
+        diagrams: ``{dim: (m, 2)}`` finite persistence diagrams (essential H0 bar dropped).
+        salience: (n,) diagram distance between the cloud and the cloud without neuron i.
+        homology_dims: the dimensions in ``diagrams``.
+    """
+
+    distances: np.ndarray
+    diagrams: dict[int, np.ndarray]
+    salience: np.ndarray
+    homology_dims: tuple[int, ...] = field(default=(0,))
+
+    @property
+    def n(self) -> int:
+        """Number of neurons (points)."""
+        return int(self.distances.shape[0])
+
+
+def salience_ranked_subset(salience: np.ndarray, n_keep: int) -> np.ndarray:
+    """Sorted indices of the ``n_keep`` most salient neurons; ties keep the lower index.
+
+    Example:
+        >>> salience_ranked_subset(np.array([0.1, 0.3, 0.1, 0.2]), 2)
+        array([1, 3])
+    """
+    salience = np.asarray(salience, dtype=np.float64)
+    if not 0 <= n_keep <= len(salience):
+        raise ValueError(f"n_keep must be in [0, {len(salience)}], got {n_keep}")
+    order = np.argsort(-salience, kind="stable")
+    return np.sort(order[:n_keep])
+
+
+class MetricCalculator:
+    """Distance matrices, persistence diagrams, salience and subset fitness for layers.
+
+    Args:
+        homology_dims: homology dimensions compared, ``(0,)`` (default) or e.g. ``(0, 1)``.
+        distance: ``"bottleneck"`` (default) or ``"wasserstein"`` between diagrams.
+        cloud_metric: metric between neurons' weight vectors, one of
+            ``SUPPORTED_CLOUD_METRICS`` (``"euclidean"`` default).
+        wasserstein_order: order q >= 1 of the Wasserstein distance.
+        persistence_method: ``"auto"`` (exact fast paths), ``"fast"``, ``"ripser"`` or
+            ``"gudhi"`` (reference, slow), see :func:`~nni_topo_pruner.topology.persistence_diagrams`.
+
+    Example:
+        >>> MetricCalculator(distance="wasserstein", wasserstein_order=2).distance
+        'wasserstein'
+    """
+
+    def __init__(
+        self,
+        homology_dims: Sequence[int] = (0,),
+        distance: str = "bottleneck",
+        cloud_metric: str = "euclidean",
+        wasserstein_order: float = 1.0,
+        persistence_method: str = "auto",
+    ) -> None:
+        self.homology_dims = check_homology_dims(homology_dims, "homology_dims")
+        self.distance = check_distance_kind(distance)
+        self.cloud_metric = check_metric(cloud_metric)
+        self.wasserstein_order = check_order(wasserstein_order, "wasserstein_order")
+        if not isinstance(persistence_method, str) or persistence_method.lower() not in SUPPORTED_PERSISTENCE_METHODS:
+            raise ValueError(
+                f"persistence_method must be one of {SUPPORTED_PERSISTENCE_METHODS}, got {persistence_method!r}"
+            )
+        self.persistence_method = persistence_method.lower()
+
+    def __repr__(self) -> str:
+        return (
+            f"MetricCalculator(homology_dims={self.homology_dims}, distance={self.distance!r}, "
+            f"cloud_metric={self.cloud_metric!r}, wasserstein_order={self.wasserstein_order}, "
+            f"persistence_method={self.persistence_method!r})"
+        )
+
+    def analyse(self, points: np.ndarray, *, progress: bool = False) -> LayerTopology:
+        """Distance matrix, diagrams and per-neuron salience of one layer's cloud.
+
+        Args:
+            points: (n, d) array, one row per neuron; NaN/Inf raise a ValueError.
+            progress: tqdm bar for the leave-one-out loop of dimensions above 0.
+        """
+        points = check_points(points)
+        dist = distance_matrix(points, self.cloud_metric)
+        diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method)
+        salience = leave_one_out_salience(
+            dist,
+            self.homology_dims,
+            self.distance,
+            order=self.wasserstein_order,
+            diagrams=diagrams,
+            method=self.persistence_method,
+            progress=progress,
+        )
+        return LayerTopology(dist, diagrams, salience, self.homology_dims)
+
+    def subset_fitness(self, layer: LayerTopology) -> SubsetFitness:
+        """The GA's fitness for ``layer``: distance of a kept subset's diagram to the layer's."""
+        return SubsetFitness(
+            layer,
+            homology_dims=self.homology_dims,
+            distance=self.distance,
+            wasserstein_order=self.wasserstein_order,
+            persistence_method=self.persistence_method,
+        )
+
+
+class SubsetFitness:
+    """Fitness of a kept subset: ``diagram_distance(layer diagrams, diagrams of the subset's
+    cloud)``; smaller is better, 0 means the subset has the layer's exact diagram.
+
+    The subset's distance matrix is a slice of the layer's. Results are cached on the
+    subset; ``evaluations`` counts the real (uncached) ones. For H0, :meth:`batch` runs one
+    batched Prim over the whole population and the exact 1-D bottleneck on all of it.
+
+    Example:
+        >>> import numpy as np
+        >>> calc = MetricCalculator()
+        >>> fit = calc.subset_fitness(calc.analyse(np.array([[0.0], [1.0], [3.0]])))
+        >>> fit.batch([[0, 1], np.array([False, True, True])]).tolist()
+        [1.0, 0.5]
+        >>> fit.evaluations
+        2
+    """
+
+    def __init__(
+        self,
+        layer: LayerTopology,
+        *,
+        homology_dims: Sequence[int] = (0,),
+        distance: str = "bottleneck",
+        wasserstein_order: float = 1.0,
+        persistence_method: str = "auto",
+    ) -> None:
+        self.layer = layer
+        self.homology_dims = check_homology_dims(homology_dims, "homology_dims")
+        self.distance = check_distance_kind(distance)
+        self.order = check_order(wasserstein_order, "wasserstein_order")
+        self.persistence_method = persistence_method
+        missing = [d for d in self.homology_dims if d not in layer.diagrams]
+        if missing:
+            raise ValueError(f"layer has no diagrams for homology dims {missing}; analyse it with those dims")
+        self.reference = {d: layer.diagrams[d] for d in self.homology_dims}
+        self._full_desc = _desc(self.reference[0][:, 1]) if 0 in self.homology_dims else None
+        self._cache: dict[bytes, float] = {}
+        self.evaluations = 0
+
+    @property
+    def n(self) -> int:
+        return self.layer.n
+
+    def _indices(self, keep: np.ndarray | Sequence[int]) -> np.ndarray:
+        arr = np.asarray(keep)
+        n = self.n
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise ValueError(f"a boolean keep mask must have shape ({n},), got {arr.shape}")
+            return np.flatnonzero(arr)
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError("keep must be a 1-D array of int indices or a boolean mask")
+        idx = np.unique(arr.astype(np.intp))
+        if len(idx) != len(arr):
+            raise ValueError("keep has repeated indices")
+        if idx.size and (idx[0] < 0 or idx[-1] >= n):
+            raise ValueError(f"keep indices must be in [0, {n}), got {idx[0]}..{idx[-1]}")
+        return idx
+
+    def _key(self, idx: np.ndarray) -> bytes:
+        mask = np.zeros(self.n, dtype=bool)
+        mask[idx] = True
+        return np.packbits(mask).tobytes()
+
+    def __call__(self, keep: np.ndarray | Sequence[int]) -> float:
+        """Fitness of one kept subset (sorted int indices or a bool mask of length n)."""
+        return float(self.batch([keep])[0])
+
+    def batch(self, keeps: Sequence[np.ndarray | Sequence[int]]) -> np.ndarray:
+        """Fitness of many subsets; uncached ones of equal size are evaluated together."""
+        indices = [self._indices(k) for k in keeps]
+        keys = [self._key(i) for i in indices]
+        todo: dict[bytes, np.ndarray] = {}
+        for key, idx in zip(keys, indices):
+            if key not in self._cache and key not in todo:
+                todo[key] = idx
+        by_size: dict[int, list[bytes]] = {}
+        for key, idx in todo.items():
+            by_size.setdefault(len(idx), []).append(key)
+        for size, group in by_size.items():
+            values = self._evaluate(np.stack([todo[k] for k in group]) if size else np.empty((len(group), 0), np.intp))
+            for key, value in zip(group, values):
+                self._cache[key] = float(value)
+            self.evaluations += len(group)
+        return np.array([self._cache[k] for k in keys])
+
+    def _evaluate(self, subsets: np.ndarray) -> np.ndarray:
+        """Uncached fitness of a (b, k) stack of sorted index subsets."""
+        b, k = subsets.shape
+        per_dim: list[np.ndarray] = []
+        if 0 in self.homology_dims:
+            deaths = mst_edge_lengths_batch(self.layer.distances, subsets) if k >= 2 else np.zeros((b, 0))
+            if self.distance == "bottleneck":
+                per_dim.append(bottleneck_h0_sorted(self._full_desc, _desc(deaths)))
+            else:
+                ref = self.reference[0]
+                vals = np.empty(b)
+                for r in range(b):
+                    w = deaths[r][deaths[r] > 0.0]
+                    vals[r] = wasserstein_exact(ref, np.column_stack([np.zeros_like(w), w]), self.order)
+                per_dim.append(vals)
+        higher = tuple(d for d in self.homology_dims if d > 0)
+        if higher:
+            ref = {d: self.reference[d] for d in higher}
+            vals = np.empty(b)
+            for r in range(b):
+                sub = self.layer.distances[np.ix_(subsets[r], subsets[r])]
+                vals[r] = diagram_distance(
+                    ref, persistence_diagrams(sub, higher, method=self.persistence_method), self.distance, order=self.order
+                )
+            per_dim.append(vals)
+        if self.distance == "bottleneck":
+            return np.max(per_dim, axis=0)
+        return np.sum(np.power(per_dim, self.order), axis=0) ** (1.0 / self.order)

@@ -1,0 +1,240 @@
+"""Leave-one-out salience: how far a layer's persistence diagram moves when one neuron goes.
+
+``salience[i] = diagram_distance(D(cloud), D(cloud without point i))``; bigger means the
+point matters more to the cloud's shape (a duplicate point has salience 0).
+
+H0 is exact and fast: removing vertex v from a minimum spanning tree T leaves the forest
+T - v, whose deg(v) pieces are reconnected by the minimum spanning tree of the "piece
+graph" (edge weight = shortest distance between two pieces). Every edge of T - v is still
+the lightest edge across its own cut, so ``MST(cloud - v) = (T - v) + MST(pieces)``. Leaves
+(most vertices of a spanning tree) need no search at all; for an inner vertex only the
+pieces other than the largest one are scanned, O((n - largest piece) * n) per vertex.
+Higher homology dimensions are recomputed per left-out point with the chosen persistence
+method (n persistence computations).
+
+Example:
+    >>> import numpy as np
+    >>> from nni_topo_pruner.topology.distances import distance_matrix
+    >>> pts = np.array([[0.0], [0.0], [1.0], [5.0]])
+    >>> leave_one_out_salience(distance_matrix(pts)).round(2)
+    array([0., 0., 1., 2.])
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .diagram_distance import (
+    _desc,
+    _pad_last,
+    bottleneck_h0_sorted,
+    check_distance_kind,
+    check_order,
+    diagram_distance,
+    wasserstein_exact,
+)
+from .mst import mst_edges
+from .persistence import check_distance_matrix, check_homology_dims, persistence_diagrams
+
+logger = logging.getLogger(__name__)
+
+# Leave-one-out diagrams compared per block (bounds the (block, n) temporaries).
+_ROWS_PER_BLOCK = 512
+
+
+def _rooted_tree(n: int, us: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, list[list[int]], np.ndarray, np.ndarray]:
+    """Parent array, children lists, preorder position ``tin`` and subtree end ``tout``
+    (the subtree of v occupies preorder positions ``[tin[v], tout[v])``), rooted at 0."""
+    adjacency: list[list[int]] = [[] for _ in range(n)]
+    for a, b in zip(us.tolist(), vs.tolist()):
+        adjacency[a].append(b)
+        adjacency[b].append(a)
+    parent = np.full(n, -1, dtype=np.intp)
+    children: list[list[int]] = [[] for _ in range(n)]
+    order: list[int] = []
+    stack = [0]
+    seen = np.zeros(n, dtype=bool)
+    seen[0] = True
+    while stack:
+        v = stack.pop()
+        order.append(v)
+        for w in adjacency[v]:
+            if not seen[w]:
+                seen[w] = True
+                parent[w] = v
+                children[v].append(w)
+                stack.append(w)
+    # Children were pushed in adjacency order and popped in reverse: re-derive the
+    # preorder so that every subtree is one contiguous block.
+    order_arr = np.asarray(order, dtype=np.intp)
+    size = np.ones(n, dtype=np.intp)
+    for v in order_arr[::-1]:
+        if parent[v] >= 0:
+            size[parent[v]] += size[v]
+    tin = np.empty(n, dtype=np.intp)
+    # Assign positions top-down: a child's block starts after its earlier siblings' blocks.
+    tin[0] = 0
+    for v in order_arr:
+        pos = tin[v] + 1
+        for w in children[v]:
+            tin[w] = pos
+            pos += size[w]
+    tout = tin + size
+    return parent, children, tin, tout
+
+
+def _replacement_weights(
+    permuted: np.ndarray, v: int, parent: np.ndarray, children: list[int], tin: np.ndarray, tout: np.ndarray
+) -> np.ndarray:
+    """Weights of the edges that reconnect the pieces of T - v (MST of the piece graph).
+
+    ``permuted`` is the distance matrix with rows and columns in preorder.
+    """
+    n = permuted.shape[0]
+    # Pieces as lists of preorder ranges: the child subtrees, then the rest of the tree.
+    pieces: list[list[tuple[int, int]]] = [[(int(tin[c]), int(tout[c]))] for c in children]
+    if parent[v] >= 0:
+        rest = [(0, int(tin[v])), (int(tout[v]), n)]
+        pieces.append([r for r in rest if r[1] > r[0]])
+    c = len(pieces)
+    if c < 2:
+        return np.empty(0)
+    sizes = [sum(b - a for a, b in p) for p in pieces]
+    largest = int(np.argmax(sizes))
+    between = np.full((c, c), np.inf)
+    col_slices = [p for p in pieces]
+    for i, piece in enumerate(pieces):
+        if i == largest:
+            continue
+        rows = np.concatenate([np.arange(a, b) for a, b in piece])
+        block = permuted[rows]
+        for j, cols in enumerate(col_slices):
+            if j == i:
+                continue
+            best = min(block[:, a:b].min() for a, b in cols)
+            between[i, j] = between[j, i] = min(between[i, j], best)
+    # Prim on the small piece graph.
+    in_tree = np.zeros(c, dtype=bool)
+    in_tree[0] = True
+    best = between[0].copy()
+    weights = []
+    for _ in range(c - 1):
+        cand = np.where(in_tree, np.inf, best)
+        j = int(np.argmin(cand))
+        weights.append(cand[j])
+        in_tree[j] = True
+        best = np.minimum(best, between[j])
+    return np.asarray(weights)
+
+
+def h0_leave_one_out_deaths(dist: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """MST weights of the full cloud and, for every point i, of the cloud without i.
+
+    Returns:
+        ``(full, loo)``: ``full`` the n-1 weights of the whole cloud's MST, ``loo[i]`` the
+        n-2 weights of the MST without point i (unsorted; zeros kept).
+    """
+    n = dist.shape[0]
+    us, vs, ws = mst_edges(dist)
+    if n < 3:
+        return ws, [np.empty(0) for _ in range(n)]
+    parent, children, tin, tout = _rooted_tree(n, us, vs)
+    degree = np.bincount(np.concatenate([us, vs]), minlength=n)
+    position = np.empty(n, dtype=np.intp)
+    position[tin] = np.arange(n)  # position[p] = vertex at preorder p
+    permuted = None
+    incident: list[list[int]] = [[] for _ in range(n)]
+    for e, (a, b) in enumerate(zip(us.tolist(), vs.tolist())):
+        incident[a].append(e)
+        incident[b].append(e)
+    loo: list[np.ndarray] = []
+    keep_edge = np.ones(n - 1, dtype=bool)
+    for v in range(n):
+        keep_edge[incident[v]] = False
+        remaining = ws[keep_edge]
+        keep_edge[incident[v]] = True
+        if degree[v] >= 2:
+            if permuted is None:
+                permuted = dist[np.ix_(position, position)]
+            extra = _replacement_weights(permuted, v, parent, children[v], tin, tout)
+            remaining = np.concatenate([remaining, extra])
+        loo.append(remaining)
+    return ws, loo
+
+
+def _h0_salience(dist: np.ndarray, kind: str, order: float) -> np.ndarray:
+    full, loo = h0_leave_one_out_deaths(dist)
+    n = dist.shape[0]
+    full_pos = full[full > 0.0]
+    if kind == "wasserstein":
+        full_diag = np.column_stack([np.zeros_like(full_pos), full_pos])
+        out = np.empty(n)
+        for i, w in enumerate(loo):
+            w = w[w > 0.0]
+            out[i] = wasserstein_exact(full_diag, np.column_stack([np.zeros_like(w), w]), order)
+        return out
+    full_desc = _desc(full_pos)
+    out = np.empty(n)
+    width = max(len(full_desc), 1)
+    for start in range(0, n, _ROWS_PER_BLOCK):
+        chunk = loo[start : start + _ROWS_PER_BLOCK]
+        block = np.zeros((len(chunk), width))
+        for r, w in enumerate(chunk):
+            w = w[w > 0.0]  # never more positive bars than the full cloud has
+            block[r, : len(w)] = w
+        block = _desc(block)  # padding zeros sink to the end (points on the diagonal)
+        out[start : start + len(chunk)] = bottleneck_h0_sorted(_pad_last(full_desc, width), block)
+    return out
+
+
+def leave_one_out_salience(
+    dist: np.ndarray,
+    homology_dims: Sequence[int] = (0,),
+    kind: str = "bottleneck",
+    *,
+    order: float = 1.0,
+    diagrams: dict[int, np.ndarray] | None = None,
+    method: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Per-point salience: the diagram distance between the cloud and the cloud without it.
+
+    Args:
+        dist: (n, n) distance matrix of the cloud.
+        homology_dims: dimensions compared (combined as in :func:`diagram_distance`).
+        kind: ``"bottleneck"`` or ``"wasserstein"`` (with ``order``).
+        diagrams: the cloud's diagrams if already computed (saves one computation).
+        method: persistence method for dimensions above 0 (H0 is always the exact MST path).
+        progress: show a tqdm bar over the left-out points of the higher dimensions.
+
+    Returns:
+        (n,) float64 array; a cloud with fewer than 2 points has salience 0.
+    """
+    dims = check_homology_dims(homology_dims)
+    kind = check_distance_kind(kind)
+    order = check_order(order)
+    dist = check_distance_matrix(dist)
+    n = dist.shape[0]
+    if n < 2:
+        return np.zeros(n)
+    per_dim: list[np.ndarray] = []
+    if 0 in dims:
+        per_dim.append(_h0_salience(dist, kind, order))
+    higher = tuple(d for d in dims if d > 0)
+    if higher:
+        full = diagrams if diagrams is not None else persistence_diagrams(dist, higher, method=method)
+        full = {d: full[d] for d in higher}
+        values = np.empty(n)
+        keep = np.ones(n, dtype=bool)
+        for i in tqdm(range(n), desc="leave-one-out H1+", disable=not progress, leave=False):
+            keep[i] = False
+            sub = dist[np.ix_(keep, keep)]
+            keep[i] = True
+            values[i] = diagram_distance(full, persistence_diagrams(sub, higher, method=method), kind, order=order)
+        per_dim.append(values)
+    if kind == "bottleneck":
+        return np.max(per_dim, axis=0)
+    return np.sum(np.power(per_dim, order), axis=0) ** (1.0 / order)

@@ -1,0 +1,272 @@
+"""Topology maths against the real libraries (scipy, GUDHI, POT) on the same inputs."""
+from __future__ import annotations
+
+import gudhi
+import numpy as np
+import pytest
+from gudhi.hera import wasserstein_distance as hera_wasserstein
+from scipy.spatial.distance import pdist, squareform
+
+from nni_topo_pruner.topology import (
+    SUPPORTED_CLOUD_METRICS,
+    bottleneck_h0,
+    diagram_distance,
+    distance_matrix,
+    leave_one_out_salience,
+    mst_edge_lengths,
+    mst_edge_lengths_batch,
+    persistence_diagrams,
+    wasserstein_exact,
+)
+
+SCIPY_NAME = {"euclidean": "euclidean", "cosine": "cosine", "manhattan": "cityblock", "chebyshev": "chebyshev"}
+
+
+def clouds(seed: int = 0):
+    """Random clouds of several sizes, with planted duplicates and ties (grid points)."""
+    rng = np.random.default_rng(seed)
+    for n in (2, 3, 5, 17, 40, 90):
+        x = rng.standard_normal((n, 4))
+        yield f"gauss{n}", x
+        dup = x.copy()
+        dup[n // 2] = dup[0]
+        if n > 3:
+            dup[-1] = dup[1]
+        yield f"dup{n}", dup
+        yield f"grid{n}", rng.integers(0, 3, size=(n, 3)).astype(float)  # many equal distances
+
+
+def same_diagram(a: np.ndarray, b: np.ndarray) -> bool:
+    a = np.asarray(a).reshape(-1, 2)
+    b = np.asarray(b).reshape(-1, 2)
+    a = a[np.lexsort((a[:, 1], a[:, 0]))]
+    b = b[np.lexsort((b[:, 1], b[:, 0]))]
+    return a.shape == b.shape and np.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- distance matrices -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", SUPPORTED_CLOUD_METRICS)
+def test_distance_matrix_matches_scipy(metric):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 30)) * 3 + 1
+    x[7] = x[3]
+    got = distance_matrix(x, metric)
+    want = squareform(pdist(x, SCIPY_NAME[metric]))
+    assert got.dtype == np.float64 and got.shape == (60, 60)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert np.array_equal(got, got.T)
+    assert np.all(np.diag(got) == 0)
+    assert got[3, 7] == 0.0
+
+
+def test_euclidean_gram_path_is_accurate_for_near_duplicates_far_from_origin():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((1, 500)) * 1e4  # large norms: the Gram formula cancels badly
+    x = base + rng.standard_normal((40, 500)) * 1e-5
+    got = distance_matrix(x)
+    want = squareform(pdist(x))
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_cosine_zero_vectors_have_documented_distances():
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
+    d = distance_matrix(x, "cosine")
+    assert d[0, 1] == 1.0 and d[0, 3] == 1.0
+    assert d[0, 2] == 0.0
+    assert d[1, 3] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), ["NaN", "rows 0"]),
+        (np.array([[0.0, 1.0], [np.inf, 2.0]]), ["Inf", "rows 1"]),
+        (np.zeros(5), ["2-D"]),
+        (np.zeros((0, 3)), ["at least one point"]),
+    ],
+)
+def test_distance_matrix_rejects_bad_points_with_a_clear_message(bad, words):
+    with pytest.raises(ValueError) as err:
+        distance_matrix(bad)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_distance_matrix_rejects_unknown_metric():
+    with pytest.raises(ValueError, match="cloud_metric must be one of"):
+        distance_matrix(np.zeros((2, 2)), "mahalanobis")
+
+
+# --- persistence diagrams ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, x", list(clouds()))
+def test_fast_h0_equals_gudhi(name, x):
+    dist = distance_matrix(x)
+    fast = persistence_diagrams(dist, (0,), method="fast")[0]
+    ref = gudhi.RipsComplex(distance_matrix=dist).create_simplex_tree(max_dimension=1)
+    ref.compute_persistence()
+    ref_h0 = ref.persistence_intervals_in_dimension(0)
+    finite = ref_h0[np.isfinite(ref_h0[:, 1])]
+    assert same_diagram(fast, finite), name
+    # exactly one essential bar dropped: bars = distinct points - 1
+    assert len(fast) == len(np.unique(x, axis=0)) - 1
+
+
+@pytest.mark.parametrize("name, x", [c for c in clouds(3) if len(c[1]) <= 40])
+def test_h1_ripser_and_fast_equal_gudhi(name, x):
+    dist = distance_matrix(x)
+    ref = persistence_diagrams(dist, (0, 1), method="gudhi")
+    for method in ("ripser", "fast", "auto"):
+        got = persistence_diagrams(dist, (0, 1), method=method)
+        assert same_diagram(got[0], ref[0]) and same_diagram(got[1], ref[1]), (name, method)
+
+
+def test_persistence_of_tiny_clouds_and_bad_input():
+    assert persistence_diagrams(np.zeros((1, 1)))[0].shape == (0, 2)
+    assert persistence_diagrams(np.zeros((2, 2)), (0, 1))[0].shape == (0, 2)  # duplicates: no bars
+    with pytest.raises(ValueError, match="method must be one of"):
+        persistence_diagrams(np.zeros((2, 2)), method="magic")
+    with pytest.raises(ValueError, match="homology_dims"):
+        persistence_diagrams(np.zeros((2, 2)), (-1,))
+    with pytest.raises(ValueError, match="square"):
+        persistence_diagrams(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        persistence_diagrams(np.array([[0.0, np.nan], [np.nan, 0.0]]))
+
+
+def test_mst_batch_equals_single_prim_and_gudhi_h0():
+    rng = np.random.default_rng(4)
+    dist = distance_matrix(rng.standard_normal((50, 6)))
+    subsets = np.stack([np.sort(rng.permutation(50)[:20]) for _ in range(7)])
+    batch = mst_edge_lengths_batch(dist, subsets)
+    for row, sub in zip(batch, subsets):
+        single = mst_edge_lengths(dist[np.ix_(sub, sub)])
+        np.testing.assert_allclose(np.sort(row), np.sort(single))
+        ref = persistence_diagrams(dist[np.ix_(sub, sub)], method="gudhi")[0][:, 1]
+        np.testing.assert_allclose(np.sort(row), np.sort(ref))
+
+
+# --- diagram distances -------------------------------------------------------------------
+
+
+def random_h0_diagrams(rng, count=60):
+    for _ in range(count):
+        m, n = rng.integers(0, 12, size=2)
+        if rng.random() < 0.5:  # ties
+            a, b = rng.integers(1, 5, size=m) / 2, rng.integers(1, 5, size=n) / 2
+        else:
+            a, b = rng.random(m) * 3, rng.random(n) * 3
+        yield np.column_stack([np.zeros(m), a]), np.column_stack([np.zeros(n), b])
+
+
+def test_fast_bottleneck_h0_equals_gudhi():
+    rng = np.random.default_rng(5)
+    for a, b in random_h0_diagrams(rng, 300):
+        assert bottleneck_h0(a, b) == pytest.approx(gudhi.bottleneck_distance(a, b, e=0), abs=1e-12)
+
+
+def test_fast_bottleneck_on_real_h0_diagrams_equals_gudhi():
+    for (_, x), (_, y) in zip(clouds(6), clouds(7)):
+        a = persistence_diagrams(distance_matrix(x))[0]
+        b = persistence_diagrams(distance_matrix(y))[0]
+        assert diagram_distance({0: a}, {0: b}) == pytest.approx(gudhi.bottleneck_distance(a, b, e=0), abs=1e-12)
+
+
+@pytest.mark.parametrize("order", [1.0, 2.0])
+def test_exact_wasserstein_equals_pot_and_hera(order):
+    ot = pytest.importorskip("ot", reason="POT is the reference for gudhi.wasserstein (dev dependency)")
+    assert ot is not None
+    from gudhi.wasserstein import wasserstein_distance as pot_wasserstein
+
+    rng = np.random.default_rng(8)
+    pairs = list(random_h0_diagrams(rng, 40))
+    for _ in range(20):  # general (H1-like) diagrams, births > 0
+        m, n = rng.integers(0, 9, size=2)
+        births_a, births_b = rng.random(m), rng.random(n)
+        pairs.append(
+            (
+                np.column_stack([births_a, births_a + rng.random(m)]),
+                np.column_stack([births_b, births_b + rng.random(n)]),
+            )
+        )
+    for a, b in pairs:
+        ours = wasserstein_exact(a, b, order)
+        assert ours == pytest.approx(pot_wasserstein(a, b, order=order, internal_p=np.inf), abs=1e-9)
+        if len(a) and len(b):
+            hera = hera_wasserstein(a, b, order=order, internal_p=np.inf, delta=1e-4)
+            assert ours == pytest.approx(hera, rel=1e-3, abs=1e-9)
+
+
+def test_diagram_distance_combines_dimensions_as_documented():
+    a = {0: np.array([[0.0, 2.0]]), 1: np.array([[1.0, 4.0]])}
+    b = {0: np.empty((0, 2)), 1: np.empty((0, 2))}
+    # per-dim: H0 bar to the diagonal 1.0, H1 bar 1.5
+    assert diagram_distance(a, b) == pytest.approx(1.5)
+    assert diagram_distance(a, b, "wasserstein", order=1) == pytest.approx(2.5)
+    assert diagram_distance(a, b, "wasserstein", order=2) == pytest.approx(np.sqrt(1.0 + 2.25))
+    assert diagram_distance(a, {}) == pytest.approx(1.5)  # a missing dim is an empty diagram
+    with pytest.raises(ValueError, match="distance must be one of"):
+        diagram_distance(a, b, "hausdorff")
+    with pytest.raises(ValueError, match="order must be a finite number >= 1"):
+        diagram_distance(a, b, "wasserstein", order=0.5)
+
+
+# --- leave-one-out salience --------------------------------------------------------------
+
+
+def brute_force_salience(dist, dims, kind):
+    from gudhi.wasserstein import wasserstein_distance as pot_wasserstein
+
+    n = len(dist)
+    full = persistence_diagrams(dist, dims, method="gudhi")
+    out = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        sub = persistence_diagrams(dist[np.ix_(keep, keep)], dims, method="gudhi")
+        if kind == "bottleneck":
+            out.append(max(gudhi.bottleneck_distance(full[d], sub[d], e=0) for d in dims))
+        else:
+            out.append(sum(pot_wasserstein(full[d], sub[d], order=1, internal_p=np.inf) for d in dims))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name, x", [c for c in clouds(9) if len(c[1]) <= 40])
+def test_h0_salience_equals_brute_force_gudhi(name, x):
+    pytest.importorskip("ot", reason="POT is the reference for gudhi.wasserstein (dev dependency)")
+    dist = distance_matrix(x)
+    for kind in ("bottleneck", "wasserstein"):
+        np.testing.assert_allclose(
+            leave_one_out_salience(dist, (0,), kind), brute_force_salience(dist, (0,), kind), atol=1e-10, err_msg=name
+        )
+
+
+def test_h0_salience_on_a_long_path_and_a_star():
+    # inner vertices of high degree and long chains exercise the reconnection search
+    path = np.arange(30, dtype=float)[:, None] ** 1.1
+    star = np.vstack([np.zeros((1, 2)), np.column_stack([np.cos(np.arange(12)), np.sin(np.arange(12))])])
+    for x in (path, star):
+        dist = distance_matrix(x)
+        np.testing.assert_allclose(
+            leave_one_out_salience(dist), brute_force_salience(dist, (0,), "bottleneck"), atol=1e-10
+        )
+
+
+def test_h0_h1_salience_equals_brute_force_gudhi():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((14, 2))
+    dist = distance_matrix(x)
+    np.testing.assert_allclose(
+        leave_one_out_salience(dist, (0, 1)), brute_force_salience(dist, (0, 1), "bottleneck"), atol=1e-10
+    )
+
+
+def test_duplicate_points_have_zero_salience():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((10, 3))
+    x[4] = x[2]
+    s = leave_one_out_salience(distance_matrix(x))
+    assert s[2] == 0.0 and s[4] == 0.0
+    assert np.all(np.delete(s, [2, 4]) > 0)
