@@ -1,0 +1,92 @@
+"""Mask-generation time of the TopologicalPruner against NNI's L1NormPruner and FPGMPruner,
+measured side by side in one run (machines here are noisy: read the ratios).
+
+    python -m benchmarks.pruner_speed                      # full-width CIFAR VGG-16, 0.5 on all 13 convs
+    python -m benchmarks.pruner_speed --width 0.25 --repeats 1 --homology-dims 0 1
+
+Prints a Markdown table and, with ``--json``, writes the raw timings.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import resource
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+import nni_topo_pruner  # noqa: F401  (applies the NNI compat layer)
+from nni_topo_pruner.registry import create_pruner
+
+from .models import build_vgg16
+
+
+def _time_pruner(name: str, model: torch.nn.Module, config_list, options: Dict) -> float:
+    model = copy.deepcopy(model)
+    pruner = create_pruner(name, model, copy.deepcopy(config_list), **options)
+    started = time.perf_counter()
+    pruner.compress()
+    seconds = time.perf_counter() - started
+    pruner.unwrap_model()
+    return seconds
+
+
+def main(argv: List[str] | None = None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=float, default=1.0, help="VGG-16 width multiplier (1.0 = full width)")
+    parser.add_argument("--sparse-ratio", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per pruner (median reported)")
+    parser.add_argument("--homology-dims", type=int, nargs="+", default=[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--json", help="write the raw timings to this file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(args.seed)
+    model = build_vgg16(width=args.width).eval()
+    config_list = [{"op_types": ["Conv2d"], "sparse_ratio": args.sparse_ratio}]
+    topo_options = {"seed": args.seed, "homology_dims": tuple(args.homology_dims), "workers": args.workers,
+                    "progress": False}
+    pruners: Dict[str, Callable[[], float]] = {
+        "l1": lambda: _time_pruner("l1", model, config_list, {}),
+        "fpgm": lambda: _time_pruner("fpgm", model, config_list, {}),
+        "topological": lambda: _time_pruner("topological", model, config_list, topo_options),
+    }
+    filters = sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    timings: Dict[str, List[float]] = {name: [] for name in pruners}
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every pruner alike
+        for name, run in pruners.items():
+            timings[name].append(run())
+    median = {name: sorted(t)[len(t) // 2] for name, t in timings.items()}
+    result = {
+        "command": " ".join([sys.executable, "-m", "benchmarks.pruner_speed", *(argv or sys.argv[1:])]),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip(),
+        "model": f"CIFAR VGG-16 width {args.width} ({filters} conv filters)",
+        "sparse_ratio": args.sparse_ratio, "homology_dims": args.homology_dims, "workers": args.workers,
+        "timings_s": timings, "median_s": median,
+        "ratio_topological_to_fpgm": median["topological"] / median["fpgm"],
+        "ratio_topological_to_l1": median["topological"] / median["l1"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(f"{result['model']}, sparse_ratio {args.sparse_ratio}, H{args.homology_dims}, "
+          f"workers {args.workers}, median of {args.repeats}")
+    print("| pruner | median mask generation (s) | vs FPGM | vs L1 |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in pruners:
+        print(f"| {name} | {median[name]:.3f} | {median[name] / median['fpgm']:.2f}x | {median[name] / median['l1']:.1f}x |")
+    print(f"peak RSS {result['peak_rss_mib']:.0f} MiB")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()

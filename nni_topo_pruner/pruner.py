@@ -1,0 +1,263 @@
+"""Compressor module (thesis 6.2): the Topological Pruner as an NNI 3.0 ``Pruner``.
+
+The thesis' modules map onto NNI's three hooks:
+
+====================================  =============================================
+thesis module                          here
+====================================  =============================================
+data collector (6.3)                   ``_collect_data`` -> :mod:`.data_collector`
+metric calculator (6.4)                ``_calculate_metrics`` -> :mod:`.metric_calculator`
+evolutionary module (6.5)              ``_calculate_metrics`` -> :mod:`.evolutionary`
+sparsity allocator (6.6)               ``_generate_sparsity`` -> :mod:`.sparsity_allocator`
+speedup module (6.7)                   NNI ``ModelSpeedup`` (:mod:`.speedup`)
+====================================  =============================================
+
+Example
+-------
+>>> import torch
+>>> from nni_topo_pruner import TopologicalPruner
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3))
+>>> pruner = TopologicalPruner(model, [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}], seed=0)
+>>> _, masks = pruner.compress()
+>>> pruner.unwrap_model()
+>>> int(masks['0']['weight'].sum(dim=(1, 2, 3)).count_nonzero())
+8
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from nni.compression.base.compressor import Pruner
+from nni.compression.pruning.tools import active_sparse_targets_filter
+from nni.compression.utils.evaluator import Evaluator
+from schema import SchemaError
+from tqdm.auto import tqdm
+
+from . import sparsity_allocator as allocator
+from .data_collector import PruningUnit, check_module_supported, collect_pruning_units
+from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
+from .metric_calculator import LayerTopology, MetricCalculator
+from .report import PruningReport, UnitReport, diagrams_to_lists
+from .topology import persistence_diagrams
+
+_logger = logging.getLogger(__name__)
+
+_METRICS = Dict[str, Dict[str, torch.Tensor]]
+_SUPPORTED_GRANULARITY = ("default", "out_channel")
+
+
+class TopologicalPruner(Pruner):
+    """Prune neurons / filters whose removal moves the layer's persistence diagram least.
+
+    For every target layer the weight rows form a point cloud (one point per output neuron
+    or filter). A genetic algorithm chooses which ``n - int(sparse_ratio * n)`` points to
+    keep so that the kept cloud's persistence diagram stays closest (bottleneck distance by
+    default) to the whole layer's. Config lists mean exactly what they mean for NNI's
+    ``L1NormPruner``; the masks feed NNI's ``ModelSpeedup``.
+
+    Parameters
+    ----------
+    model, config_list, evaluator
+        As for any NNI pruner. ``sparse_threshold`` and granularities other than
+        ``out_channel`` are not supported (ValueError).
+    homology_dims
+        Homology dimensions of the persistence diagrams: ``(0,)`` (default) or ``(0, 1)``.
+    distance
+        Distance between diagrams: ``'bottleneck'`` (default) or ``'wasserstein'``.
+    cloud_metric
+        Metric between neurons' weight vectors, e.g. ``'euclidean'`` (default), ``'cosine'``.
+    wasserstein_order
+        Order ``p`` of the Wasserstein distance.
+    population_size, generations, crossover_probability, mutation_probability, elitism
+        Genetic-algorithm settings (``None`` = the evolutionary module's defaults).
+    seed
+        Seed of the GA (same seed -> same masks); ``None`` for a fresh random run. The
+        caller's global ``random`` / NumPy / torch RNG states are left as they were.
+    workers
+        Processes over which layers are analysed in parallel (``1`` = in this process).
+    progress
+        Show a tqdm progress bar over the layers.
+    """
+
+    requires_calibration_data = False
+
+    def __init__(self, model: torch.nn.Module, config_list: List[Dict], evaluator: Optional[Evaluator] = None, *,
+                 homology_dims: Sequence[int] = (0,), distance: str = "bottleneck", cloud_metric: str = "euclidean",
+                 wasserstein_order: float = 1.0, population_size: Optional[int] = None,
+                 generations: Optional[int] = None, crossover_probability: float = 0.8,
+                 mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0,
+                 workers: int = 1, progress: bool = True, existed_wrappers=None):
+        # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
+        self.calculator = MetricCalculator(homology_dims=tuple(homology_dims), distance=distance,
+                                           cloud_metric=cloud_metric, wasserstein_order=wasserstein_order)
+        ga_options = dict(crossover_probability=crossover_probability, mutation_probability=mutation_probability,
+                          elitism=elitism, seed=seed)
+        if population_size is not None:
+            ga_options["population_size"] = population_size
+        if generations is not None:
+            ga_options["generations"] = generations
+        self.ga_config = GAConfig(**ga_options)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        self.workers = workers
+        self.progress = bool(progress)
+        self.report: Optional[PruningReport] = None
+        _check_config_list(config_list)
+        try:
+            super().__init__(model, config_list, evaluator, existed_wrappers)
+        except SchemaError as error:
+            raise ValueError(f"invalid config_list for TopologicalPruner: {error}") from error
+        try:
+            self._check_target_spaces()
+        except Exception:
+            self.unwrap_model()  # leave the user's model as it was
+            raise
+
+    # ----------------------------------------------------------------- validation
+    def _check_target_spaces(self) -> None:
+        for module_name, spaces in self._target_spaces.items():
+            module = self._module_wrappers[module_name].module
+            for target_name, space in spaces.items():
+                if space.sparse_ratio is None and space.sparse_threshold is None:
+                    continue  # e.g. the bias, aligned to the weight
+                if space.sparse_threshold is not None:
+                    raise ValueError(f"{module_name}: 'sparse_threshold' is not supported by TopologicalPruner "
+                                     f"(topological scores have no absolute scale); use 'sparse_ratio'")
+                if not 0.0 <= space.sparse_ratio < 1.0:
+                    raise ValueError(f"{module_name}: 'sparse_ratio' must be in [0, 1), got {space.sparse_ratio!r}")
+                if target_name != "weight":
+                    raise ValueError(f"{module_name}: TopologicalPruner prunes output neurons through the 'weight' "
+                                     f"target; target {target_name!r} cannot carry a sparse_ratio")
+                if space.granularity != "out_channel":
+                    raise ValueError(f"{module_name}: 'granularity' {space.granularity!r} is not supported; "
+                                     f"TopologicalPruner prunes whole output channels ('out_channel')")
+                check_module_supported(module_name, module, space)
+
+    # ----------------------------------------------------------------- NNI hooks
+    def _collect_data(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        return active_sparse_targets_filter(self._target_spaces)
+
+    def _calculate_metrics(self, data: Dict[str, Dict[str, torch.Tensor]]) -> _METRICS:
+        units = collect_pruning_units(data, self._target_spaces)
+        started = time.perf_counter()
+        topologies, analyse_seconds = self._map(_analyse_unit, [(self.calculator, u.points) for u in units],
+                                                "topology")
+        saliences = [t.salience for t in topologies]
+        budgets = allocator.neuron_budgets(units, saliences, data, self._target_spaces)
+        jobs = [(self.calculator, topology, unit.n, n_keep, self._unit_ga_config(unit))
+                for unit, topology, n_keep in zip(units, topologies, budgets)]
+        results, ga_seconds = self._map(_evolve_unit, jobs, "evolution")
+        keep_masks = [r.keep_mask for r in results]
+        self._last_units, self._last_keep_masks = units, keep_masks
+        self.report = self._build_report(units, topologies, results, analyse_seconds, ga_seconds)
+        _logger.info("TopologicalPruner: %d units in %.2f s", len(units), time.perf_counter() - started)
+        return allocator.encode_neuron_masks(units, keep_masks, saliences, data)
+
+    def _generate_sparsity(self, metrics: _METRICS) -> Dict[str, Dict[str, torch.Tensor]]:
+        masks = allocator.to_nni_masks(metrics, self._target_spaces)
+        allocator.check_masks_match(self._last_units, self._last_keep_masks, masks)
+        return masks
+
+    def _single_compress(self, max_steps: Optional[int], max_epochs: Optional[int]) -> None:
+        if max_steps is not None or max_epochs is not None:
+            raise ValueError("TopologicalPruner is a one-shot pruner: call compress() without max_steps/max_epochs")
+        self.update_masks(self.generate_masks())
+
+    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
+        raise ValueError("TopologicalPruner does not support fused (training-aware) compression")
+
+    def _fuse_postprocess(self, evaluator: Evaluator) -> None:
+        raise ValueError("TopologicalPruner does not support fused (training-aware) compression")
+
+    def compress(self, max_steps: Optional[int] = None, max_epochs: Optional[int] = None):
+        """Compute masks and apply them; returns ``(model, masks)`` like NNI's pruners."""
+        return super().compress(max_steps, max_epochs)
+
+    # ----------------------------------------------------------------- helpers
+    def _unit_ga_config(self, unit: PruningUnit) -> GAConfig:
+        # A per-unit seed derived from the unit's name: results do not depend on the order
+        # or the process in which units are evolved.
+        if self.ga_config.seed is None:
+            return self.ga_config
+        return replace(self.ga_config, seed=(self.ga_config.seed * 1_000_003 + zlib.crc32(unit.name.encode())) % 2**32)
+
+    def _map(self, function, jobs: List[Tuple], label: str):
+        results, seconds = [None] * len(jobs), [0.0] * len(jobs)
+        bar = tqdm(total=len(jobs), desc=f"TopologicalPruner {label}", unit="layer",
+                   disable=not self.progress or len(jobs) == 0, leave=False)
+        if self.workers == 1 or len(jobs) <= 1:
+            for i, job in enumerate(jobs):
+                results[i], seconds[i] = function(*job)
+                bar.update()
+        else:
+            context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context) as pool:
+                futures = [pool.submit(function, *job) for job in jobs]
+                for i, future in enumerate(futures):
+                    results[i], seconds[i] = future.result()
+                    bar.update()
+        bar.close()
+        return results, seconds
+
+    def _build_report(self, units: Sequence[PruningUnit], topologies: Sequence[LayerTopology],
+                      results: Sequence[GAResult], analyse_seconds, ga_seconds) -> PruningReport:
+        options = {"homology_dims": list(self.calculator.homology_dims), "distance": self.calculator.distance,
+                   "cloud_metric": self.calculator.cloud_metric, "ga": asdict(self.ga_config), "workers": self.workers}
+        report = PruningReport(options=options)
+        for unit, topology, result, t_a, t_g in zip(units, topologies, results, analyse_seconds, ga_seconds):
+            kept_local = np.flatnonzero(result.keep_mask)
+            after = persistence_diagrams(topology.distances[np.ix_(kept_local, kept_local)],
+                                         self.calculator.homology_dims)
+            report.units.append(UnitReport(
+                name=unit.name, members=[f"{m}.{t}" for m, t in unit.members], neurons=unit.n,
+                kept=int(result.keep_mask.sum()), kept_channels=unit.channels[kept_local].tolist(),
+                salience=np.asarray(topology.salience, dtype=float).tolist(),
+                ga_history=[float(v) for v in result.history], initial_distance=float(result.initial_fitness),
+                final_distance=float(result.best_fitness), evaluations=int(result.evaluations),
+                seconds_analyse=float(t_a), seconds_ga=float(t_g),
+                diagram_before=diagrams_to_lists(topology.diagrams), diagram_after=diagrams_to_lists(after)))
+        return report
+
+
+def _analyse_unit(calculator: MetricCalculator, points: np.ndarray) -> Tuple[LayerTopology, float]:
+    started = time.perf_counter()
+    return calculator.analyse(points), time.perf_counter() - started
+
+
+def _evolve_unit(calculator: MetricCalculator, topology: LayerTopology, n: int, n_keep: int,
+                 config: GAConfig) -> Tuple[GAResult, float]:
+    started = time.perf_counter()
+    # Seed the first population with the most salient neurons (stable: ties keep index order).
+    initial = np.sort(np.argsort(-np.asarray(topology.salience), kind="stable")[:n_keep])
+    result = evolve_neuron_mask(calculator.subset_fitness(topology), n, n_keep, config, initial_keep=initial)
+    return result, time.perf_counter() - started
+
+
+def _check_config_list(config_list: Any) -> None:
+    """Reject, before NNI wraps the model, config values we cannot honour."""
+    if not isinstance(config_list, list) or not all(isinstance(c, dict) for c in config_list):
+        raise ValueError("config_list must be a list of dicts (an NNI config list)")
+    for index, config in enumerate(config_list):
+        settings = [config, *[s for s in (config.get("target_settings") or {}).values() if isinstance(s, dict)]]
+        for setting in settings:
+            if "sparse_threshold" in setting:
+                raise ValueError(f"config_list[{index}]: 'sparse_threshold' is not supported by TopologicalPruner; "
+                                 f"use 'sparse_ratio'")
+            granularity = setting.get("granularity", "default")
+            if granularity not in _SUPPORTED_GRANULARITY:
+                raise ValueError(f"config_list[{index}]: 'granularity' {granularity!r} is not supported; "
+                                 f"TopologicalPruner prunes whole output channels ('out_channel')")
+            for key in ("sparse_ratio", "sparsity", "sparsity_per_layer", "total_sparsity"):
+                value = setting.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                          or not 0.0 <= float(value) < 1.0):
+                    raise ValueError(f"config_list[{index}]: {key!r} must be a number in [0, 1), got {value!r}")
