@@ -21,7 +21,10 @@ stays as close as possible to the whole layer's.
   is ``initial_keep`` (or the first random individual when none is given).
 
 ``generations`` counts the generations bred after the initial population, so ``history``
-has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one).
+has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one). With
+elitism the GA stops early once the best individual reaches the fitness's proven lower
+bound (:meth:`SubsetFitness.lower_bound`): nothing can change after that, so the result is
+the full run's, for fewer evaluations.
 
 Example:
     >>> import numpy as np
@@ -109,6 +112,10 @@ class GAResult:
         evaluations: real (uncached) fitness evaluations this run made.
         initial_fitness: fitness of the salience-seeded individual (of the best initial
             individual when no seed subset was given).
+        generations_run: generations actually bred; fewer than ``config.generations`` when
+            the best individual reached ``lower_bound`` (with elitism nothing can change
+            after that, so the mask and history are those of the full run).
+        lower_bound: :meth:`SubsetFitness.lower_bound` for ``n_keep``.
     """
 
     keep_mask: np.ndarray
@@ -116,6 +123,8 @@ class GAResult:
     history: list[float] = field(default_factory=list)
     evaluations: int = 0
     initial_fitness: float = 0.0
+    generations_run: int = 0
+    lower_bound: float = 0.0
 
 
 # --- cardinality-preserving operators (all randomness from the global `random`, seeded) ---
@@ -234,9 +243,10 @@ def evolve_neuron_mask(
             raise ValueError(f"initial_keep has {int(initial_mask.sum())} neurons, expected n_keep={n_keep}")
     if n_keep == n:
         # Nothing to choose: the full cloud has exactly the layer's diagram.
-        return GAResult(np.ones(n, dtype=bool), 0.0, [0.0] * (config.generations + 1), 0, 0.0)
+        return GAResult(np.ones(n, dtype=bool), 0.0, [0.0] * (config.generations + 1), 0, 0.0, 0, 0.0)
 
     before = fitness.evaluations
+    lower_bound = fitness.lower_bound(n_keep)
     with _GLOBAL_RANDOM_LOCK:
         saved_random = random.getstate()
         saved_numpy = np.random.get_state()
@@ -250,7 +260,14 @@ def evolve_neuron_mask(
             best_fitness, best_genes = ga.best_individual()
             best_genes = best_genes.copy()
             history = [float(best_fitness)]
+            generations_run = 0
             for _ in range(config.generations):
+                if config.elitism and best_fitness <= lower_bound:
+                    # Optimal: the elite stays first (stable ranking, strict improvement only),
+                    # so the remaining generations would repeat this value and this mask.
+                    history.extend([float(best_fitness)] * (config.generations - generations_run))
+                    break
+                generations_run += 1
                 ga.create_next_generation()
                 fitness_now, genes_now = ga.best_individual()
                 history.append(float(fitness_now))
@@ -270,4 +287,12 @@ def evolve_neuron_mask(
         best_fitness,
         fitness.evaluations - before,
     )
-    return GAResult(keep_mask, float(best_fitness), history, fitness.evaluations - before, float(initial_fitness))
+    return GAResult(
+        keep_mask,
+        float(best_fitness),
+        history,
+        fitness.evaluations - before,
+        float(initial_fitness),
+        generations_run,
+        lower_bound,
+    )

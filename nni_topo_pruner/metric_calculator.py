@@ -207,6 +207,38 @@ class SubsetFitness:
             raise ValueError(f"keep indices must be in [0, {n}), got {idx[0]}..{idx[-1]}")
         return idx
 
+    def lower_bound(self, n_keep: int) -> float:
+        """A value no subset of ``n_keep`` neurons can beat (the GA stops when it gets there).
+
+        A subset of k points has at most k - 1 finite H0 bars, so at least ``N - k + 1`` of the
+        layer's N H0 bars are matched to the diagonal or to a padding point; with deaths
+        sorted in descending order ``a_1 >= a_2 >= ...``:
+
+        * bottleneck: every matching leaves some bar ``a_j`` with ``j >= k`` costing at least
+          ``a_j / 2``, so the distance is at least ``a_k / 2`` (``bottleneck_h0_sorted``'s
+          formula, term by term);
+        * Wasserstein: at least the ``N - k + 1`` smallest bars go to the diagonal, so
+          ``W_q^q >= sum of (a_j / 2)^q`` over them.
+
+        Other dimensions only add to either distance. Without H0 the bound is 0.
+
+        Example:
+            >>> import numpy as np
+            >>> calc = MetricCalculator()
+            >>> fit = calc.subset_fitness(calc.analyse(np.array([[0.0], [1.0], [3.0], [6.0]])))
+            >>> fit.lower_bound(2), fit([0, 2])
+            (1.0, 1.0)
+        """
+        if self._full_desc is None:
+            return 0.0
+        deaths = self._full_desc
+        if len(deaths) < n_keep:
+            return 0.0
+        if self.distance == "bottleneck":
+            return float(deaths[n_keep - 1] * 0.5)
+        unmatched = deaths[n_keep - 1 :] * 0.5
+        return float(np.sum(np.power(unmatched, self.order)) ** (1.0 / self.order))
+
     def _key(self, idx: np.ndarray) -> bytes:
         mask = np.zeros(self.n, dtype=bool)
         mask[idx] = True

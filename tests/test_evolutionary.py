@@ -185,3 +185,47 @@ def test_config_must_be_a_gaconfig():
     _, fitness = layer_fitness(np.random.default_rng(0).standard_normal((10, 2)))
     with pytest.raises(TypeError, match="GAConfig"):
         evolve_neuron_mask(fitness, 10, 3, {"population_size": 4})
+
+
+class _NoBound:
+    """Wraps a SubsetFitness but hides its lower bound, so the GA never stops early."""
+
+    def __init__(self, fitness):
+        self._fitness = fitness
+
+    def lower_bound(self, n_keep):
+        return -np.inf
+
+    def __call__(self, keep):
+        return self._fitness(keep)
+
+    def __getattr__(self, name):
+        return getattr(self._fitness, name)
+
+
+@pytest.mark.parametrize("distance", ["bottleneck", "wasserstein"])
+def test_lower_bound_holds_for_random_subsets(distance):
+    x = np.random.default_rng(12).standard_normal((30, 4))
+    _, fitness = layer_fitness(x, distance=distance)
+    rng = np.random.default_rng(13)
+    for k in (1, 5, 15, 29):
+        bound = fitness.lower_bound(k)
+        values = fitness.batch([rng.permutation(30)[:k] for _ in range(200)])
+        assert values.min() >= bound - 1e-12
+    assert fitness.lower_bound(30) == 0.0
+
+
+def test_early_stop_at_the_lower_bound_gives_the_full_runs_result():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((64, 30))  # Gaussian cloud: almost every subset sits at the bound
+    layer, fitness = layer_fitness(x)
+    seed_subset = salience_ranked_subset(layer.salience, 32)
+    cfg = GAConfig(population_size=10, generations=12, seed=4)
+    early = evolve_neuron_mask(fitness, 64, 32, cfg, initial_keep=seed_subset)
+    _, fresh = layer_fitness(x)
+    full = evolve_neuron_mask(_NoBound(fresh), 64, 32, cfg, initial_keep=seed_subset)
+    assert early.generations_run < full.generations_run == 12
+    assert early.best_fitness == early.lower_bound
+    assert np.array_equal(early.keep_mask, full.keep_mask)
+    assert early.history == full.history
+    assert early.evaluations < full.evaluations

@@ -4,7 +4,8 @@ Euclidean and cosine distances go through a Gram matrix (BLAS), so a 4096 x 2508
 costs one matrix product instead of 8 million Python-level row differences. The Gram
 trick loses accuracy for nearly coincident points (``|x|^2 + |y|^2 - 2 x.y`` cancels), so
 pairs that come out closer than ``1e-3`` of their norms are recomputed by direct
-differences, and exact duplicate rows are detected by hashing and get distance 0 exactly.
+differences (so exact duplicate rows are exactly 0 apart). The Gram matrix is accumulated
+over column blocks: a float32 weight matrix is never copied whole to float64.
 Manhattan and Chebyshev use :func:`scipy.spatial.distance.pdist` (no BLAS form exists).
 
 Example:
@@ -24,14 +25,23 @@ SUPPORTED_CLOUD_METRICS: tuple[str, ...] = ("euclidean", "cosine", "manhattan", 
 _REFINE_RELATIVE = 1e-3
 # Rows per block when recomputing / reducing, to keep temporaries small.
 _BLOCK = 256
+# Columns per block of the Gram accumulation (bounds the float64 slab to n x 2048).
+_COLUMNS_PER_BLOCK = 2048
 
 
 def check_points(points: np.ndarray, name: str = "points") -> np.ndarray:
-    """Return ``points`` as a C-contiguous float64 (n, d) array, or raise a ValueError
-    that names the problem (wrong shape, empty, NaN/Inf with the offending rows)."""
+    """Return ``points`` as a numeric (n, d) array (no copy when it already is one), or
+    raise a ValueError that names the problem (wrong shape, empty, NaN/Inf with the rows).
+
+    Example:
+        >>> check_points([[0.0, 1.0]]).shape
+        (1, 2)
+    """
     arr = np.asarray(points)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (n points x d coordinates), got shape {arr.shape}; "
@@ -39,20 +49,18 @@ def check_points(points: np.ndarray, name: str = "points") -> np.ndarray:
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must hold at least one point with at least one coordinate, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        kinds = []
-        if np.isnan(arr).any():
-            kinds.append("NaN")
-        if np.isinf(arr).any():
-            kinds.append("Inf")
-        shown = ", ".join(str(i) for i in bad_rows[:10]) + (" ..." if len(bad_rows) > 10 else "")
-        raise ValueError(
-            f"{name} contain {' and '.join(kinds)} values in {len(bad_rows)} point(s) (rows {shown}); "
-            "persistent homology needs finite coordinates: fix or exclude this layer"
+    if np.issubdtype(arr.dtype, np.floating):
+        bad_rows = np.concatenate(
+            [start + np.flatnonzero(~np.isfinite(arr[start : start + _BLOCK]).all(axis=1)) for start in range(0, len(arr), _BLOCK)]
         )
+        if len(bad_rows):
+            bad = arr[bad_rows]
+            kinds = [k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(bad).any()]
+            shown = ", ".join(str(i) for i in bad_rows[:10]) + (" ..." if len(bad_rows) > 10 else "")
+            raise ValueError(
+                f"{name} contain {' and '.join(kinds)} values in {len(bad_rows)} point(s) (rows {shown}); "
+                "persistent homology needs finite coordinates: fix or exclude this layer"
+            )
     return arr
 
 
@@ -63,40 +71,72 @@ def check_metric(metric: str) -> str:
     return metric.lower()
 
 
-def _duplicate_groups(points: np.ndarray) -> np.ndarray:
-    """Label rows so that exactly identical rows share a label (via ``np.unique``)."""
-    _, inverse = np.unique(points, axis=0, return_inverse=True)
-    return inverse.reshape(-1)
+def _column_blocks(d: int) -> range:
+    return range(0, d, _COLUMNS_PER_BLOCK)
 
 
-def _euclidean(points: np.ndarray) -> np.ndarray:
-    # Centre first: distances are translation invariant and smaller norms mean less
-    # cancellation in the Gram formula.
-    x = points - points.mean(axis=0)
-    sq = np.einsum("ij,ij->i", x, x)
-    gram = x @ x.T
-    d2 = sq[:, None] + sq[None, :] - 2.0 * gram
-    del gram
-    # Recompute nearly coincident pairs exactly (upper triangle only; mirrored below).
-    scale = sq[:, None] + sq[None, :]
-    suspect = np.triu(d2 <= _REFINE_RELATIVE**2 * scale, k=1)
-    rows, cols = np.nonzero(suspect)
-    for start in range(0, len(rows), _BLOCK * 16):
-        r, c = rows[start : start + _BLOCK * 16], cols[start : start + _BLOCK * 16]
-        diff = x[r] - x[c]
-        exact = np.einsum("ij,ij->i", diff, diff)
-        d2[r, c] = exact
-        d2[c, r] = exact
+def _gram_distances(x: np.ndarray, shift: np.ndarray | None, scale: np.ndarray | None) -> np.ndarray:
+    """Euclidean distances between the rows of ``(x - shift) / scale[:, None]`` in float64.
+
+    The Gram matrix is accumulated over column blocks, so a float32 input is never copied
+    whole to float64 (memory: the n x n result plus one n x block slab). Pairs closer than
+    ``_REFINE_RELATIVE`` of their norms are recomputed by direct differences, which makes
+    exact duplicates exactly 0 apart and near-duplicates accurate.
+    """
+    n, d = x.shape
+
+    def rows(index: np.ndarray, cols: slice) -> np.ndarray:
+        block = np.asarray(x[index, cols], dtype=np.float64)
+        if shift is not None:
+            block = block - shift[cols]
+        if scale is not None:
+            block = block / scale[index, None]
+        return block
+
+    gram = np.zeros((n, n))
+    sq = np.zeros(n)
+    everything = np.arange(n)
+    for start in _column_blocks(d):
+        block = rows(everything, slice(start, start + _COLUMNS_PER_BLOCK))
+        gram += block @ block.T
+        sq += np.einsum("ij,ij->i", block, block)
+    d2 = gram
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
+    # Nearly coincident pairs (upper triangle), recomputed exactly.
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        local = d2[start:stop] <= _REFINE_RELATIVE**2 * (sq[start:stop, None] + sq[None, :])
+        local &= np.arange(start, stop)[:, None] < everything[None, :]
+        r, c = np.nonzero(local)
+        r = r + start
+        for p in range(0, len(r), _BLOCK * 16):
+            rr, cc = r[p : p + _BLOCK * 16], c[p : p + _BLOCK * 16]
+            exact = np.zeros(len(rr))
+            for col in _column_blocks(d):
+                cols = slice(col, col + _COLUMNS_PER_BLOCK)
+                diff = rows(rr, cols) - rows(cc, cols)
+                exact += np.einsum("ij,ij->i", diff, diff)
+            d2[rr, cc] = exact
+            d2[cc, rr] = exact
     np.maximum(d2, 0.0, out=d2)
     return np.sqrt(d2, out=d2)
 
 
-def _cosine(points: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(points, axis=1)
+def _euclidean(x: np.ndarray) -> np.ndarray:
+    # Centre first: distances are translation invariant and smaller norms mean less
+    # cancellation in the Gram formula.
+    return _gram_distances(x, x.mean(axis=0, dtype=np.float64), None)
+
+
+def _cosine(x: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(sum(np.einsum("ij,ij->i", b, b) for b in (np.asarray(x[:, c : c + _COLUMNS_PER_BLOCK], np.float64) for c in _column_blocks(x.shape[1]))))
     zero = norms == 0.0
-    safe = np.where(zero, 1.0, norms)
-    unit = points / safe[:, None]
-    dist = 1.0 - unit @ unit.T
+    # 1 - cos(u, v) = |u/|u| - v/|v||^2 / 2: reuse the accurate Euclidean path on unit vectors.
+    unit_dist = _gram_distances(x, None, np.where(zero, 1.0, norms))
+    dist = np.square(unit_dist, out=unit_dist)
+    dist *= 0.5
     # A zero vector has no direction: distance 1 ("orthogonal") to every non-zero point,
     # 0 to other zero vectors (they are the same point).
     if zero.any():
@@ -133,12 +173,7 @@ def distance_matrix(points: np.ndarray, metric: str = "euclidean") -> np.ndarray
     elif metric == "cosine":
         dist = _cosine(x)
     else:
-        dist = squareform(pdist(x, metric="cityblock" if metric == "manhattan" else "chebyshev"))
-    # Exact duplicates are exactly 0 apart whatever the rounding above did.
-    labels = _duplicate_groups(x)
-    if len(np.unique(labels)) < n:
-        same = labels[:, None] == labels[None, :]
-        dist[same] = 0.0
-    dist = np.maximum(dist, dist.T)  # exact symmetry
+        dist = squareform(pdist(np.asarray(x, np.float64), metric="cityblock" if metric == "manhattan" else "chebyshev"))
+    np.maximum(dist, dist.T, out=dist)  # exact symmetry
     np.fill_diagonal(dist, 0.0)
     return dist
