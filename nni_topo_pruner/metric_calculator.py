@@ -27,7 +27,7 @@ from .topology.diagram_distance import (
     check_distance_kind,
     check_order,
     diagram_distance,
-    wasserstein_exact,
+    wasserstein_h0_sorted,
 )
 from .topology.distances import check_metric, check_points, distance_matrix
 from .topology.mst import mst_edge_lengths_batch
@@ -153,7 +153,8 @@ class SubsetFitness:
 
     The subset's distance matrix is a slice of the layer's. Results are cached on the
     subset; ``evaluations`` counts the real (uncached) ones. For H0, :meth:`batch` runs one
-    batched Prim over the whole population and the exact 1-D bottleneck on all of it.
+    batched Prim over the whole population and the exact 1-D bottleneck (or Wasserstein
+    dynamic programme) on all of it at once.
 
     Example:
         >>> import numpy as np
@@ -275,12 +276,7 @@ class SubsetFitness:
             if self.distance == "bottleneck":
                 per_dim.append(bottleneck_h0_sorted(self._full_desc, _desc(deaths)))
             else:
-                ref = self.reference[0]
-                vals = np.empty(b)
-                for r in range(b):
-                    w = deaths[r][deaths[r] > 0.0]
-                    vals[r] = wasserstein_exact(ref, np.column_stack([np.zeros_like(w), w]), self.order)
-                per_dim.append(vals)
+                per_dim.append(wasserstein_h0_sorted(self._full_desc[::-1], np.sort(deaths, axis=1), self.order))
         higher = tuple(d for d in self.homology_dims if d > 0)
         if higher:
             ref = {d: self.reference[d] for d in higher}

@@ -17,6 +17,8 @@ from nni_topo_pruner.topology import (
     mst_edge_lengths_batch,
     persistence_diagrams,
     wasserstein_exact,
+    wasserstein_h0,
+    wasserstein_h0_sorted,
 )
 
 SCIPY_NAME = {"euclidean": "euclidean", "cosine": "cosine", "manhattan": "cityblock", "chebyshev": "chebyshev"}
@@ -198,6 +200,28 @@ def test_exact_wasserstein_equals_pot_and_hera(order):
         if len(a) and len(b):
             hera = hera_wasserstein(a, b, order=order, internal_p=np.inf, delta=1e-4)
             assert ours == pytest.approx(hera, rel=1e-3, abs=1e-9)
+
+
+@pytest.mark.parametrize("order", [1.0, 2.0, 3.5])
+def test_fast_wasserstein_h0_equals_pot(order):
+    pytest.importorskip("ot", reason="POT is the reference for gudhi.wasserstein (dev dependency)")
+    from gudhi.wasserstein import wasserstein_distance as pot_wasserstein
+
+    rng = np.random.default_rng(15)
+    for a, b in random_h0_diagrams(rng, 200):
+        want = pot_wasserstein(a, b, order=order, internal_p=np.inf)
+        assert wasserstein_h0(a, b, order) == pytest.approx(want, rel=1e-10, abs=1e-10)
+    # batched form: one diagram against several, zero padding changes nothing
+    full = np.sort(rng.random(20))
+    subs = np.sort(rng.random((4, 9)), axis=1)
+    subs[1, :3] = 0.0
+    batch = wasserstein_h0_sorted(full, subs, order)
+    for row, value in zip(subs, batch):
+        row = row[row > 0]
+        want = pot_wasserstein(
+            np.column_stack([np.zeros(20), full]), np.column_stack([np.zeros(len(row)), row]), order=order, internal_p=np.inf
+        )
+        assert value == pytest.approx(want, rel=1e-10)
 
 
 def test_diagram_distance_combines_dimensions_as_documented():

@@ -18,6 +18,8 @@ from .diagram_distance import (
     bottleneck_h0_sorted,
     diagram_distance,
     wasserstein_exact,
+    wasserstein_h0,
+    wasserstein_h0_sorted,
 )
 from .distances import SUPPORTED_CLOUD_METRICS, check_points, distance_matrix
 from .mst import mst_edge_lengths, mst_edge_lengths_batch, mst_edges
@@ -41,4 +43,6 @@ __all__ = [
     "mst_edges",
     "persistence_diagrams",
     "wasserstein_exact",
+    "wasserstein_h0",
+    "wasserstein_h0_sorted",
 ]

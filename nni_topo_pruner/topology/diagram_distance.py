@@ -12,8 +12,10 @@ can only be matched to a bar of its own dimension or to the diagonal):
 
 Fast paths (tested against GUDHI): for H0 diagrams of a Rips filtration every birth is 0,
 so a diagram is a multiset of death times and the bottleneck distance is a 1-D problem
-solved exactly in O(m log m) (:func:`bottleneck_h0`); the Wasserstein distance is an exact
-assignment problem solved by :func:`scipy.optimize.linear_sum_assignment`.
+solved exactly in O(m log m) (:func:`bottleneck_h0`), and the Wasserstein distance by an
+exact dynamic programme over the sorted deaths (:func:`wasserstein_h0`). Other diagrams
+use GUDHI's exact bottleneck (``e=0``) and an exact assignment problem
+(:func:`scipy.optimize.linear_sum_assignment`) for Wasserstein.
 
 Example:
     >>> import numpy as np
@@ -109,6 +111,48 @@ def bottleneck_h0(a: np.ndarray, b: np.ndarray) -> float:
     return float(bottleneck_h0_sorted(_desc(_as_diagram(a)[:, 1]), _desc(_as_diagram(b)[:, 1])))
 
 
+def wasserstein_h0_sorted(a_asc: np.ndarray, b_asc: np.ndarray, order: float = 1.0) -> np.ndarray:
+    """Exact Wasserstein distances between 1-D diagrams ``{(0, a_i)}`` and ``{(0, b_j)}``.
+
+    Both hold death times sorted in *ascending* order; zeros (padding, zero-length bars)
+    are points on the diagonal and cost nothing. Leading dimensions broadcast (one diagram
+    against a batch). With a cost convex in ``a - b`` an optimal matching never crosses,
+    so a dynamic programme over the two sorted lists is exact:
+    ``f[i][j] = min(f[i-1][j] + (a_i/2)^q, f[i][j-1] + (b_j/2)^q, f[i-1][j-1] + |a_i - b_j|^q)``.
+    Each column is one vectorised step (the in-column recurrence is a running minimum of
+    ``g - prefix sums``), so the cost is ``len(b)`` numpy steps over ``len(a)``-long rows.
+    """
+    a_asc = np.asarray(a_asc, dtype=np.float64)
+    b_asc = np.asarray(b_asc, dtype=np.float64)
+    if a_asc.shape[-1] < b_asc.shape[-1]:  # loop over the shorter side
+        a_asc, b_asc = b_asc, a_asc
+    shape = np.broadcast_shapes(a_asc.shape[:-1], b_asc.shape[:-1])
+    n_a, n_b = a_asc.shape[-1], b_asc.shape[-1]
+    a_asc = np.broadcast_to(a_asc, shape + (n_a,))
+    b_asc = np.broadcast_to(b_asc, shape + (n_b,))
+    to_diag_a = np.power(a_asc * 0.5, order)
+    prefix = np.zeros(shape + (n_a + 1,))
+    np.cumsum(to_diag_a, axis=-1, out=prefix[..., 1:])
+    f = prefix.copy()  # column 0: every a_i to the diagonal
+    g = np.empty_like(f)
+    for j in range(n_b):
+        b = b_asc[..., j : j + 1]
+        db = np.power(b * 0.5, order)
+        np.add(f, db, out=g)  # b_j to the diagonal
+        np.minimum(g[..., 1:], f[..., :-1] + np.power(np.abs(a_asc - b), order), out=g[..., 1:])
+        g -= prefix
+        np.minimum.accumulate(g, axis=-1, out=f)
+        f += prefix
+    return np.power(np.maximum(f[..., -1], 0.0), 1.0 / order)
+
+
+def wasserstein_h0(a: np.ndarray, b: np.ndarray, order: float = 1.0) -> float:
+    """Exact Wasserstein distance between two H0 Rips diagrams (all births 0)."""
+    return float(
+        wasserstein_h0_sorted(np.sort(_as_diagram(a)[:, 1]), np.sort(_as_diagram(b)[:, 1]), check_order(order))
+    )
+
+
 def wasserstein_exact(a: np.ndarray, b: np.ndarray, order: float = 1.0) -> float:
     """Exact Wasserstein distance of order ``order`` (ground metric L-infinity) between two
     diagrams with finite points, as an assignment problem on the usual augmented matrix."""
@@ -143,6 +187,8 @@ def _per_dim(a: np.ndarray, b: np.ndarray, kind: str, order: float) -> float:
             return bottleneck_h0(a, b)
         # e=0: the exact algorithm; the default (e=None) can be off on tied points.
         return float(gudhi.bottleneck_distance(a, b, e=0))
+    if _is_h0_like(a) and _is_h0_like(b):
+        return wasserstein_h0(a, b, order)
     if np.all(np.isfinite(a)) and np.all(np.isfinite(b)):
         return wasserstein_exact(a, b, order)
     from gudhi.wasserstein import wasserstein_distance  # needs POT; only for essential bars

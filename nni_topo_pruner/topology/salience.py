@@ -34,7 +34,7 @@ from .diagram_distance import (
     check_distance_kind,
     check_order,
     diagram_distance,
-    wasserstein_exact,
+    wasserstein_h0_sorted,
 )
 from .mst import mst_edges
 from .persistence import check_distance_matrix, check_homology_dims, persistence_diagrams
@@ -169,13 +169,6 @@ def _h0_salience(dist: np.ndarray, kind: str, order: float) -> np.ndarray:
     full, loo = h0_leave_one_out_deaths(dist)
     n = dist.shape[0]
     full_pos = full[full > 0.0]
-    if kind == "wasserstein":
-        full_diag = np.column_stack([np.zeros_like(full_pos), full_pos])
-        out = np.empty(n)
-        for i, w in enumerate(loo):
-            w = w[w > 0.0]
-            out[i] = wasserstein_exact(full_diag, np.column_stack([np.zeros_like(w), w]), order)
-        return out
     full_desc = _desc(full_pos)
     out = np.empty(n)
     width = max(len(full_desc), 1)
@@ -185,8 +178,11 @@ def _h0_salience(dist: np.ndarray, kind: str, order: float) -> np.ndarray:
         for r, w in enumerate(chunk):
             w = w[w > 0.0]  # never more positive bars than the full cloud has
             block[r, : len(w)] = w
-        block = _desc(block)  # padding zeros sink to the end (points on the diagonal)
-        out[start : start + len(chunk)] = bottleneck_h0_sorted(_pad_last(full_desc, width), block)
+        if kind == "wasserstein":  # zeros cost nothing in the dynamic programme
+            out[start : start + len(chunk)] = wasserstein_h0_sorted(full_desc[::-1], np.sort(block, axis=1), order)
+        else:
+            block = _desc(block)  # padding zeros sink to the end (points on the diagonal)
+            out[start : start + len(chunk)] = bottleneck_h0_sorted(_pad_last(full_desc, width), block)
     return out
 
 
