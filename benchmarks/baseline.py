@@ -1,0 +1,113 @@
+"""The unpruned baseline: trained once per configuration and cached.
+
+The cache key is a hash of the data's content, the model width and the training recipe
+(:func:`benchmarks.config.baseline_key`); every pruner, seed and later run with the same key
+reuses ``<cache_dir>/baseline-<hash>/model.pt``. Training saves a checkpoint after each
+epoch, so an interrupted baseline resumes at the last finished epoch.
+
+Example
+-------
+>>> # doctest: +SKIP
+>>> baseline = load_or_train_baseline(config, arrays, device)
+>>> model = baseline.fresh_model()  # a new copy of the trained weights each call
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from .config import BenchmarkConfig, baseline_key, stable_hash
+from .data import CifarArrays, evaluation_loader, train_dataset
+from .measure import count_flops, count_parameters, measure_latency
+from .models import build_vgg16
+from .store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none
+from .training import evaluate, fit, seed_everything
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parent / "cache"
+
+
+@dataclass
+class Baseline:
+    """A trained unpruned model's weights and measurements."""
+
+    key_hash: str
+    width: float
+    state_dict: Dict[str, torch.Tensor]
+    info: Dict[str, Any]
+
+    def fresh_model(self) -> nn.Module:
+        """A new VGG-16 holding the baseline weights (safe to prune in place)."""
+        model = build_vgg16(width=self.width)
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+def cache_dir_for(config: BenchmarkConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
+
+
+def measure_size(model: nn.Module) -> Dict[str, int]:
+    """Parameters and FLOPs (thop MACs of one 32x32 image) of ``model``."""
+    return {"params": count_parameters(model), "flops": count_flops(model, (1, 3, 32, 32))}
+
+
+def measure_speed(model: nn.Module, config: BenchmarkConfig, device: torch.device) -> Dict[str, Any]:
+    """Inference latency of ``model`` at the configured batch size (machine-dependent: never cached)."""
+    return measure_latency(model, (config.latency_batch_size, 3, 32, 32), device,
+                           warmup=config.latency_warmup, repeats=config.latency_repeats)
+
+
+def load_or_train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device: torch.device,
+                           progress: bool = True) -> Baseline:
+    """The cached baseline for ``config`` and ``arrays``, training (or resuming) it if needed."""
+    key = baseline_key(config, arrays.content_sha256())
+    key_hash = stable_hash(key)
+    folder = cache_dir_for(config) / f"baseline-{key_hash}"
+    model_path, info_path = folder / "model.pt", folder / "info.json"
+    info = load_json_or_none(info_path)
+    state = load_torch_or_none(model_path, weights_only=True)
+    if info is not None and state is not None and info.get("key_hash") == key_hash:
+        _logger.info("baseline %s: cached (test acc %.4f) in %s", key_hash, info["test_acc"], folder)
+        return Baseline(key_hash, config.width, state, {**info, "cached": True, "cache_path": str(folder)})
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(key, folder / "key.json")
+    seed_everything(config.baseline_seed)
+    model = build_vgg16(width=config.width)
+    started = time.perf_counter()
+    history = fit(model, train_dataset(arrays), evaluation_loader(arrays, config.eval_batch_size),
+                  epochs=config.baseline_epochs, lr=config.baseline_lr, momentum=config.momentum,
+                  weight_decay=config.weight_decay, batch_size=config.batch_size, seed=config.baseline_seed,
+                  device=device, checkpoint=folder / "train.ckpt", num_workers=config.num_workers,
+                  desc="baseline", progress=progress)
+    train_seconds = time.perf_counter() - started
+    test_acc = evaluate(model, evaluation_loader(arrays, config.eval_batch_size), device)
+    info = {
+        "key_hash": key_hash,
+        "key": key,
+        "test_acc": test_acc,
+        **measure_size(model),
+        "history": history,
+        # epochs resumed from a checkpoint ran in an earlier process; their seconds are in history
+        "train_seconds_this_process": train_seconds,
+        "train_seconds_total": sum(row["seconds"] for row in history),
+        "trained_on": {"device": str(device), "torch_threads": torch.get_num_threads(),
+                       "machine": platform.machine(), "processor": platform.processor()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    atomic_torch_save(state, model_path)
+    atomic_write_json(info, info_path)  # written last: its presence marks a finished baseline
+    (folder / "train.ckpt").unlink(missing_ok=True)
+    _logger.info("baseline %s: trained, test acc %.4f, %.0f s; cached in %s", key_hash, test_acc,
+                 info["train_seconds_total"], folder)
+    return Baseline(key_hash, config.width, state, {**info, "cached": False, "cache_path": str(folder)})

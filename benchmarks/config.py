@@ -1,0 +1,270 @@
+"""Benchmark configuration: presets, ``key=value`` overrides, validation and cache keys.
+
+Example
+-------
+>>> config = preset_config("smoke")
+>>> config = apply_overrides(config, ["finetune_epochs=3", "sparsities=0.3,0.7"])
+>>> config.finetune_epochs, config.sparsities
+(3, [0.3, 0.7])
+>>> apply_overrides(config, ["no_such_key=1"])
+Traceback (most recent call last):
+...
+ValueError: unknown config key 'no_such_key' in --set no_such_key=1; known keys: ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Sequence
+
+# Bump when the training/measurement recipe changes in a way that invalidates cached results.
+RECIPE_VERSION = 1
+
+DEFAULT_PRUNERS = ["l1", "l2", "fpgm", "topological", "random"]
+
+
+def _option(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class BenchmarkConfig:
+    """Every knob of a benchmark run; presets fill it, ``--set key=value`` overrides any field."""
+
+    # data
+    data: str = _option("auto", "'auto' (../shared/data/cifar10_subset.npz next to the repo), 'cifar10:ROOT' "
+                                "(torchvision CIFAR-10, downloaded into ROOT) or a path to an .npz")
+    train_size: int = _option(0, "training images to use (a fixed random subset); 0 = all")
+    test_size: int = _option(0, "test images to use (a fixed random subset); 0 = all")
+    # model
+    width: float = _option(1.0, "VGG-16 width multiplier (1.0 = 64...512 channels)")
+    # baseline training (trained once, cached by its config)
+    baseline_epochs: int = _option(30, "epochs of baseline training")
+    baseline_lr: float = _option(0.05, "baseline SGD learning rate (cosine schedule)")
+    baseline_seed: int = _option(0, "seed of the baseline training")
+    batch_size: int = _option(64, "training batch size (baseline and fine-tuning)")
+    momentum: float = _option(0.9, "SGD momentum")
+    weight_decay: float = _option(5e-4, "SGD weight decay")
+    # pruning
+    pruners: List[str] = _option(DEFAULT_PRUNERS, "pruner names from nni_topo_pruner.registry")
+    sparsities: List[float] = _option([0.5], "sparse ratios, each in (0, 1)")
+    seeds: List[int] = _option([0, 1, 2], "seeds; one record per pruner x sparsity x seed")
+    op_types: List[str] = _option(["Conv2d"], "layer types in the NNI config list")
+    pruner_options: Dict[str, Dict[str, Any]] = _option(
+        {}, "JSON {pruner: {option: value}} passed to the pruner's constructor")
+    calibration_size: int = _option(256, "training images given to data-dependent pruners")
+    # fine-tuning
+    finetune_epochs: int = _option(8, "fine-tuning budget in epochs (recoverability is measured after it)")
+    finetune_lr: float = _option(0.01, "fine-tuning SGD learning rate (cosine schedule)")
+    convergence_tolerance: float = _option(0.01, "converged = test accuracy within this of the unpruned model")
+    # measurement
+    eval_batch_size: int = _option(256, "batch size for test accuracy and calibration batches")
+    latency_batch_size: int = _option(1, "batch size of the latency measurement")
+    latency_warmup: int = _option(5, "untimed forward passes before timing")
+    latency_repeats: int = _option(30, "timed forward passes (the median is reported)")
+    # execution
+    device: str = _option("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'")
+    num_threads: int = _option(0, "torch intra-op threads; 0 = torch's default (honours OMP_NUM_THREADS)")
+    num_workers: int = _option(0, "DataLoader worker processes for training batches")
+    cache_dir: str = _option("", "baseline cache directory; '' = <repo>/benchmarks/cache")
+
+    def config_list(self, sparsity: float) -> List[Dict[str, Any]]:
+        """The NNI config list every pruner gets at ``sparsity``."""
+        return [{"op_types": list(self.op_types), "sparse_ratio": float(sparsity)}]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # Tiny width and data: every step end to end in well under 3 minutes on a 2-core CPU.
+    "smoke": dict(width=0.125, train_size=1024, test_size=512, baseline_epochs=6, baseline_lr=0.05,
+                  batch_size=64, finetune_epochs=2, seeds=[0, 1], sparsities=[0.5], calibration_size=64,
+                  latency_warmup=2, latency_repeats=5, eval_batch_size=256),
+    # Full-width VGG-16 on the offline subset (5170 train / 1017 test images): about an hour
+    # on the 2-core dev machine for 5 pruners x 3 seeds at one sparsity (baseline cached apart).
+    "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=30, baseline_lr=0.05,
+                batch_size=64, finetune_epochs=8, seeds=[0, 1, 2], sparsities=[0.5], calibration_size=256,
+                latency_warmup=5, latency_repeats=30),
+    # Full CIFAR-10 at thesis scale, for a GPU.
+    "paper": dict(data="cifar10:data/cifar10", width=1.0, train_size=0, test_size=0, baseline_epochs=160,
+                  baseline_lr=0.1, batch_size=128, finetune_epochs=40, finetune_lr=0.01, seeds=[0, 1, 2],
+                  sparsities=[0.3, 0.5, 0.7], calibration_size=512, latency_warmup=20, latency_repeats=200,
+                  eval_batch_size=1000, num_workers=4),
+}
+
+
+def preset_config(name: str) -> BenchmarkConfig:
+    """The configuration of preset ``name`` (``smoke``, ``cpu`` or ``paper``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return BenchmarkConfig(**PRESETS[name])
+
+
+def config_keys() -> List[str]:
+    return [f.name for f in dataclasses.fields(BenchmarkConfig)]
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _parse_scalar(kind: type, text: str, key: str) -> Any:
+    try:
+        if kind is bool:
+            return _BOOL_WORDS[text.strip().lower()]
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except (ValueError, KeyError):
+        raise ValueError(f"--set {key}={text}: expected {kind.__name__}, got {text!r}") from None
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse the text of ``--set key=text`` into the type of field ``key``.
+
+    Lists take comma-separated items or a JSON list; dicts take JSON.
+    """
+    hints = typing.get_type_hints(BenchmarkConfig)
+    if key not in hints:
+        raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(config_keys())}")
+    hint = hints[key]
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--set {key}=...: expected a JSON object, e.g. "
+                             f"{key}='{{\"topological\": {{\"seed\": 0}}}}' ({error})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"--set {key}=...: expected a JSON object, got {type(value).__name__}")
+        return value
+    if origin is list:
+        (item_kind,) = typing.get_args(hint)
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                items = [str(item) for item in json.loads(stripped)]
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--set {key}={text}: invalid JSON list ({error})") from None
+        else:
+            items = [item.strip() for item in stripped.split(",") if item.strip()]
+        return [_parse_scalar(item_kind, item, key) for item in items]
+    return _parse_scalar(hint, text, key)
+
+
+def apply_overrides(config: BenchmarkConfig, assignments: Iterable[str]) -> BenchmarkConfig:
+    """Return a copy of ``config`` with each ``key=value`` applied (see :func:`parse_value`)."""
+    changes: Dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {assignment!r}")
+        if key not in config_keys():
+            raise ValueError(f"unknown config key {key!r} in --set {assignment}; known keys: {', '.join(config_keys())}")
+        changes[key] = parse_value(key, text)
+    return dataclasses.replace(config, **changes)
+
+
+def _known_pruner(name: str) -> None:
+    from nni_topo_pruner.registry import get_pruner
+
+    try:
+        get_pruner(name)
+    except ValueError:
+        raise  # unknown name: the registry's message lists the known ones
+    except Exception:  # noqa: BLE001 - a known name whose module fails to import fails its runs, recorded
+        pass
+
+
+def validate(config: BenchmarkConfig) -> BenchmarkConfig:
+    """Check every field; raise ``ValueError`` naming the key and the fix."""
+
+    def positive_int(key: str, allow_zero: bool = False) -> None:
+        value = getattr(config, key)
+        low = 0 if allow_zero else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{key} must be an int >= {low}, got {value!r}")
+
+    def positive_float(key: str) -> None:
+        value = getattr(config, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+
+    for key in ("baseline_epochs", "batch_size", "eval_batch_size", "latency_batch_size",
+                "latency_repeats", "calibration_size"):
+        positive_int(key)
+    for key in ("train_size", "test_size", "finetune_epochs", "latency_warmup", "num_threads",
+                "num_workers", "baseline_seed"):
+        positive_int(key, allow_zero=True)
+    for key in ("width", "baseline_lr", "finetune_lr"):
+        positive_float(key)
+    for key in ("momentum", "weight_decay", "convergence_tolerance"):
+        value = getattr(config, key)
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+    if not config.pruners:
+        raise ValueError("pruners must name at least one pruner, e.g. --pruners l1,random")
+    lowered = [name.lower() for name in config.pruners]
+    if len(set(lowered)) != len(lowered):
+        raise ValueError(f"pruners lists a name twice: {config.pruners}")
+    for name in config.pruners:
+        _known_pruner(name)
+    unknown_options = sorted(set(config.pruner_options) - set(config.pruners))
+    if unknown_options:
+        raise ValueError(f"pruner_options names pruner(s) {unknown_options} that are not in pruners {config.pruners}")
+    for name, options in config.pruner_options.items():
+        if not isinstance(options, dict):
+            raise ValueError(f"pruner_options[{name!r}] must be a mapping of keyword arguments, got {options!r}")
+    if not config.sparsities:
+        raise ValueError("sparsities must hold at least one value in (0, 1), e.g. --sparsities 0.5")
+    for value in config.sparsities:
+        if not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"sparsities: each value must lie strictly between 0 and 1, got {value!r}")
+    if len(set(config.sparsities)) != len(config.sparsities):
+        raise ValueError(f"sparsities lists a value twice: {config.sparsities}")
+    if not config.seeds:
+        raise ValueError("seeds must hold at least one int, e.g. --seeds 0,1,2")
+    for value in config.seeds:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"seeds: each seed must be an int >= 0, got {value!r}")
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ValueError(f"seeds lists a seed twice: {config.seeds}")
+    if not config.op_types:
+        raise ValueError("op_types must name at least one layer type, e.g. Conv2d")
+    if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
+    return config
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    """Short SHA-256 of the canonical JSON of ``payload``."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+BASELINE_KEYS: Sequence[str] = ("width", "baseline_epochs", "baseline_lr", "baseline_seed", "batch_size",
+                                "momentum", "weight_decay")
+
+
+def baseline_key(config: BenchmarkConfig, data_sha256: str) -> Dict[str, Any]:
+    """What the cached baseline depends on: the data's content, the model and the training recipe."""
+    return {"recipe_version": RECIPE_VERSION, "model": "cifar_vgg16", "data_content_sha256": data_sha256,
+            **{key: getattr(config, key) for key in BASELINE_KEYS}}
+
+
+def run_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: float, seed: int) -> Dict[str, Any]:
+    """What one (pruner, sparsity, seed) record depends on; a changed key means the record is redone."""
+    return {"recipe_version": RECIPE_VERSION, "baseline": baseline_hash, "pruner": pruner.lower(),
+            "sparsity": float(sparsity), "seed": int(seed), "config_list": config.config_list(sparsity),
+            "pruner_options": config.pruner_options.get(pruner, {}), "calibration_size": config.calibration_size,
+            "finetune_epochs": config.finetune_epochs, "finetune_lr": config.finetune_lr,
+            "batch_size": config.batch_size, "momentum": config.momentum, "weight_decay": config.weight_decay,
+            "latency": [config.latency_batch_size, config.latency_warmup, config.latency_repeats]}

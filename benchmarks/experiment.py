@@ -1,0 +1,167 @@
+"""One benchmark record: prune the baseline with one pruner at one sparsity and seed, speed the
+model up, measure it, fine-tune it with per-epoch test accuracy, and measure again.
+
+Steps (each failure is caught by the runner and recorded with the step's name):
+``create`` (registry) -> ``compress`` -> ``unwrap`` + ``speedup`` (NNI ``ModelSpeedup``) ->
+``measure`` (params, FLOPs, accuracy right after pruning, latency) -> ``finetune``.
+
+A run keeps its pruned model and a fine-tuning checkpoint under ``work_dir`` until its record
+is written, so an interrupted run resumes inside fine-tuning without pruning again.
+
+Example
+-------
+>>> # doctest: +SKIP
+>>> record = run_experiment(config, baseline, arrays, "l1", 0.5, 0, device, work_dir)
+>>> record["recoverability"], record["convergence_epoch"]
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .baseline import Baseline, measure_size, measure_speed
+from .config import BenchmarkConfig
+from .data import CifarArrays, calibration_loader, evaluation_loader, train_dataset
+from .measure import layer_widths
+from .store import atomic_torch_save, load_torch_or_none
+from .training import evaluate, fit, seed_everything
+
+_logger = logging.getLogger(__name__)
+# NNI's ModelSpeedup logs every replaced module at INFO on a logger it forces to INFO; it gets
+# this one instead (warnings only by default; lower its level to see NNI's speed-up trace).
+SPEEDUP_LOGGER = logging.getLogger("benchmarks.speedup")
+SPEEDUP_LOGGER.setLevel(logging.WARNING)
+
+
+class StepError(RuntimeError):
+    """A benchmark step failed; ``step`` names it (create, compress, speedup, measure, finetune)."""
+
+    def __init__(self, step: str, cause: BaseException):
+        super().__init__(f"{step}: {type(cause).__name__}: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+def _accepts_keyword(cls: type, name: str) -> bool:
+    try:
+        parameters = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters
+
+
+def pruner_options(pruner_class: type, name: str, config: BenchmarkConfig, seed: int) -> Dict[str, Any]:
+    """The keyword options for ``name``: ``config.pruner_options[name]``, plus ``seed=seed`` when
+    the pruner's constructor takes a ``seed`` and the options don't set one."""
+    options = dict(config.pruner_options.get(name, {}))
+    if "seed" not in options and _accepts_keyword(pruner_class, "seed"):
+        options["seed"] = seed
+    return options
+
+
+def convergence_epoch(curve: List[float], reference: float, tolerance: float) -> Optional[int]:
+    """First index of ``curve`` (0 = right after pruning, k = after fine-tuning epoch k) whose
+    accuracy is within ``tolerance`` of ``reference``; ``None`` if none is.
+
+    >>> convergence_epoch([0.1, 0.70, 0.775, 0.79], reference=0.78, tolerance=0.01)
+    2
+    >>> convergence_epoch([0.1, 0.5], reference=0.78, tolerance=0.01) is None
+    True
+    """
+    for epoch, accuracy in enumerate(curve):
+        if accuracy >= reference - tolerance - 1e-12:
+            return epoch
+    return None
+
+
+def _step(name: str, action):
+    try:
+        return action()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - recorded by the runner, which carries on
+        raise StepError(name, error) from error
+
+
+def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
+                      sparsity: float, seed: int, device: torch.device) -> Dict[str, Any]:
+    """Prune, unwrap, speed up and measure; returns ``{"model": sped-up model, "measurements": {...}}``."""
+    from nni_topo_pruner.registry import create_pruner, get_pruner
+    from nni_topo_pruner.speedup import speedup_model
+
+    seed_everything(seed)
+    model = baseline.fresh_model().to(device)
+    config_list = config.config_list(sparsity)
+    pruner_class = _step("create", lambda: get_pruner(pruner))
+    options = pruner_options(pruner_class, pruner, config, seed)
+    calibration = None
+    if getattr(pruner_class, "requires_calibration_data", False):
+        calibration = calibration_loader(arrays, config.calibration_size, config.eval_batch_size, seed)
+
+    started = time.perf_counter()
+    instance = _step("create", lambda: create_pruner(pruner, model, config_list,
+                                                     calibration_loader=calibration, **options))
+    _, masks = _step("compress", instance.compress)
+    pruning_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    _step("unwrap", instance.unwrap_model)
+    dummy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
+    _step("speedup", lambda: speedup_model(model, dummy, masks, logger=SPEEDUP_LOGGER))
+    speedup_seconds = time.perf_counter() - started
+
+    def measure() -> Dict[str, Any]:
+        return {
+            **measure_size(model),
+            "acc_after_pruning": evaluate(model, evaluation_loader(arrays, config.eval_batch_size), device),
+            "latency": measure_speed(model, config, device),
+            "layer_widths": layer_widths(model),
+        }
+
+    measurements = _step("measure", measure)
+    measurements.update({"pruning_seconds": pruning_seconds, "speedup_seconds": speedup_seconds,
+                         "pruner_options": options, "config_list": config_list,
+                         "calibration_images": None if calibration is None else len(calibration.dataset)})
+    return {"model": model, "measurements": measurements}
+
+
+def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
+                   sparsity: float, seed: int, device: torch.device, work_dir: Path,
+                   progress: bool = True) -> Dict[str, Any]:
+    """The full record for (``pruner``, ``sparsity``, ``seed``); raises :class:`StepError` on failure."""
+    started = time.perf_counter()
+    pruned_path = work_dir / "pruned.pt"
+    stage = load_torch_or_none(pruned_path)
+    if stage is None:
+        stage = prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device)
+        atomic_torch_save(stage, pruned_path)
+    else:
+        _logger.info("%s sparsity %g seed %d: pruned model found in %s; resuming fine-tuning",
+                     pruner, sparsity, seed, work_dir)
+    model, measurements = stage["model"].to(device), stage["measurements"]
+
+    seed_everything(seed)
+    history = _step("finetune", lambda: fit(
+        model, train_dataset(arrays), evaluation_loader(arrays, config.eval_batch_size),
+        epochs=config.finetune_epochs, lr=config.finetune_lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, batch_size=config.batch_size, seed=seed, device=device,
+        checkpoint=work_dir / "finetune.ckpt", num_workers=config.num_workers,
+        desc=f"{pruner} s={sparsity:g} seed={seed}", progress=progress))
+    curve = [measurements["acc_after_pruning"], *[row["test_acc"] for row in history]]
+    baseline_acc = baseline.info["test_acc"]
+    return {
+        **{key: value for key, value in measurements.items()},
+        "params_ratio": measurements["params"] / baseline.info["params"],
+        "flops_ratio": measurements["flops"] / baseline.info["flops"],
+        "finetune_history": history,
+        "curve": curve,
+        "recoverability": curve[-1],
+        "convergence_epoch": convergence_epoch(curve, baseline_acc, config.convergence_tolerance),
+        "finetune_seconds": sum(row["seconds"] for row in history),
+        "wall_seconds_this_process": time.perf_counter() - started,
+    }

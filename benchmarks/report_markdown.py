@@ -1,0 +1,173 @@
+"""The Markdown report: the thesis' tables (mean ± std over seeds), the comparison with the
+random control, per-epoch recovery, failures, and how the numbers were produced.
+
+Example
+-------
+>>> percent({"mean": 0.7712, "std": 0.0045, "n": 3})
+'77.12 ± 0.45'
+>>> percent({"mean": 0.5, "std": None, "n": 1})
+'50.00'
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Any, Dict, List, Optional
+
+from .summary import CONTROL, binomial_noise
+
+
+def percent(value: Dict[str, Any]) -> str:
+    """A fraction's mean ± std as percentages with two decimals."""
+    if value["mean"] is None:
+        return "-"
+    text = f"{100 * value['mean']:.2f}"
+    return text if value["std"] is None else f"{text} ± {100 * value['std']:.2f}"
+
+
+def number(value: Dict[str, Any], digits: int = 2, scale: float = 1.0) -> str:
+    """A quantity's mean ± std, scaled; the ± part is dropped when it is zero."""
+    if value["mean"] is None:
+        return "-"
+    text = f"{value['mean'] * scale:.{digits}f}"
+    if value["std"]:
+        text += f" ± {value['std'] * scale:.{digits}f}"
+    return text
+
+
+def convergence_text(value: Dict[str, Any], budget: int) -> str:
+    """Mean ± std epoch among runs that converged, with how many did."""
+    if value["converged"] == 0:
+        return f"not within {budget} epochs (0/{value['runs']})"
+    text = number(value, digits=1)
+    return f"{text} ({value['converged']}/{value['runs']})"
+
+
+def _sparsity_table(groups: List[Dict[str, Any]], baseline: Dict[str, Any], budget: int, batch: int) -> List[str]:
+    lines = [
+        f"| pruner | seeds | params left | FLOPs left | acc. after pruning (%) | recoverability after {budget} ep. (%) "
+        f"| convergence (epochs; converged/runs) | pruning time (s) | speed-up time (s) | latency (ms, batch {batch}) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| unpruned | - | {baseline['params'] / 1e6:.3f} M (100%) | {baseline['flops'] / 1e6:.1f} M (100%) | "
+        f"{100 * baseline['test_acc']:.2f} | - | - | - | - | {baseline['latency']['median_ms']:.2f} |",
+    ]
+    for group in groups:
+        lines.append(
+            f"| {group['pruner']} | {group['n']} "
+            f"| {number(group['params'], 3, 1e-6)} M ({number(group['params_ratio'], 1, 100)}%) "
+            f"| {number(group['flops'], 1, 1e-6)} M ({number(group['flops_ratio'], 1, 100)}%) "
+            f"| {percent(group['acc_after_pruning'])} | {percent(group['recoverability'])} "
+            f"| {convergence_text(group['convergence'], budget)} | {number(group['pruning_seconds'], 2)} "
+            f"| {number(group['speedup_seconds'], 2)} | {number(group['latency_ms'], 2)} |")
+    return lines
+
+
+def _curve_table(groups: List[Dict[str, Any]]) -> List[str]:
+    length = max(len(group["curve"]) for group in groups)
+    lines = ["| epoch | " + " | ".join(group["pruner"] for group in groups) + " |",
+             "| --- |" + " --- |" * len(groups)]
+    for epoch in range(length):
+        cells = [percent(group["curve"][epoch]) if epoch < len(group["curve"]) else "-" for group in groups]
+        label = "0 (after pruning)" if epoch == 0 else str(epoch)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _verdict_line(sparsity: float, comparisons: List[Dict[str, Any]], metric: str, label: str) -> str:
+    rows = [row for row in comparisons if row["sparsity"] == sparsity and row["metric"] == metric]
+    if not rows:
+        return f"- {label}: no comparison (the `{CONTROL}` control or the other pruners have no successful runs)."
+    beats = [row["pruner"] for row in rows if row["verdict"] == "beats"]
+    worse = [row["pruner"] for row in rows if row["verdict"] == "worse"]
+    undecided = [row["pruner"] for row in rows if row["verdict"].startswith("cannot tell")]
+    details = "; ".join(
+        f"{row['pruner']} {100 * row['difference']:+.2f} points"
+        + ("" if row["welch_p"] is None else f" (Welch p = {row['welch_p']:.2f})") for row in rows)
+    if undecided and len(undecided) == len(rows):
+        summary = "cannot tell: fewer than two seeds"
+    elif beats:
+        summary = f"{', '.join(beats)} beat{'s' if len(beats) == 1 else ''} the random control beyond the spread"
+    else:
+        summary = "no pruner beats the random control beyond the spread"
+    if worse:
+        summary += f"; {', '.join(worse)} fall{'s' if len(worse) == 1 else ''} below it beyond the spread"
+    return f"- {label}: **{summary}**. Mean difference to `{CONTROL}`: {details}."
+
+
+def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]]) -> str:
+    """The whole report as Markdown, from the results JSON payload."""
+    config = results["config"]
+    baseline = results["baseline"]
+    budget = config["finetune_epochs"]
+    data = results["data"]
+    machine = results["machine"]
+    summary, comparisons = results["summary"], results["comparisons"]
+    lines = [
+        f"# Pruning benchmark: CIFAR VGG-16, preset `{results['preset']}`",
+        "",
+        f"Status: **{results['status']}** ({results['finished_runs']} of {results['expected_runs']} runs finished, "
+        f"{len(results['failures'])} failed). Generated {results['generated']}.",
+        "",
+        "## How these numbers were made",
+        "",
+        f"- Command: `{' '.join(shlex.quote(part) for part in results['command_line'])}`",
+        f"- Machine: {machine['platform']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+        f"device `{machine['device']}`" + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+        + f"; git commit `{results['git']['commit']}`" + (" (uncommitted changes)" if results['git']['dirty'] else ""),
+        f"- Packages: " + ", ".join(f"{name} {version}" for name, version in results["packages"].items() if version),
+        f"- Data: {data['source']} `{data['location']}` (SHA-256 {data['file_sha256']}), "
+        f"{data['train_images']} training / {data['test_images']} test images",
+        f"- Model: CIFAR VGG-16 at width {config['width']}; baseline trained {config['baseline_epochs']} epochs "
+        f"(SGD lr {config['baseline_lr']}, cosine, batch {config['batch_size']}, seed {config['baseline_seed']}) "
+        f"to **{100 * baseline['test_acc']:.2f}%** test accuracy; cache key `{baseline['key_hash']}`",
+        f"- Pruning: every pruner gets the same NNI config list "
+        f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`, then `unwrap_model()` and NNI `ModelSpeedup`; "
+        f"seeds {config['seeds']}",
+        f"- Fine-tuning budget: {budget} epochs, SGD lr {config['finetune_lr']} (cosine), momentum {config['momentum']}, "
+        f"weight decay {config['weight_decay']}. Recoverability = test accuracy after the budget; convergence = "
+        f"first epoch within {100 * config['convergence_tolerance']:.1f} point(s) of the unpruned model "
+        f"(0 = already right after pruning).",
+        f"- FLOPs are thop's multiply-accumulates for one 32x32 image. Latency: median of "
+        f"{config['latency_repeats']} forward passes at batch {config['latency_batch_size']} "
+        f"(after {config['latency_warmup']} warm-up passes), on a machine possibly shared with other work.",
+        "",
+    ]
+    test_images = data["test_images"]
+    noise = binomial_noise(baseline["test_acc"], test_images)
+    for sparsity in sorted({group["sparsity"] for group in summary}):
+        groups = [group for group in summary if group["sparsity"] == sparsity]
+        lines += [f"## Sparse ratio {sparsity:g}", ""]
+        lines += _sparsity_table(groups, baseline, budget, config["latency_batch_size"])
+        lines += ["", "Compared with the random control. \"Beyond the spread\" = the intervals mean ± spread of the "
+                  "pruner and of the control do not overlap, where spread = max(std over seeds, binomial standard "
+                  f"error of one accuracy on {test_images} test images):", "",
+                  _verdict_line(sparsity, comparisons, "acc_after_pruning", "Accuracy right after pruning"),
+                  _verdict_line(sparsity, comparisons, "recoverability", f"Recoverability after {budget} epochs"),
+                  f"- For scale: one accuracy measured on {test_images} test images has a binomial standard error "
+                  f"of about {100 * noise:.1f} points at the baseline's accuracy.",
+                  "", f"Test accuracy (%) per fine-tuning epoch, mean ± std over seeds:", ""]
+        lines += _curve_table(groups)
+        lines.append("")
+    if not summary:
+        lines += ["No run finished successfully yet.", ""]
+    if plot_files:
+        lines += ["## Plots", ""]
+        for title, name in plot_files.items():
+            if name:
+                lines += [f"![{title}]({name})", ""]
+    if results["failures"]:
+        lines += ["## Failures", "", "| pruner | sparsity | seed | step | error |", "| --- | --- | --- | --- | --- |"]
+        for failure in results["failures"]:
+            message = failure["error"]["message"].replace("|", "\\|").replace("\n", " ")
+            if len(message) > 300:
+                message = message[:297] + "..."
+            lines.append(f"| {failure['pruner']} | {failure['sparsity']:g} | {failure['seed']} | "
+                         f"{failure['error']['step']} | {failure['error']['type']}: {message} |")
+        lines += ["", "Full tracebacks are in the JSON (`runs[*].error.traceback`). Rerunning the same command "
+                  "retries failed runs.", ""]
+    lines += ["## Reproducibility", "",
+              "Seeds fix Python's, NumPy's and torch's RNGs per run, the augmentation and shuffling of every "
+              "epoch, and the pruners that take a `seed`. On one CPU build with the same thread count, masks, "
+              "accuracies and curves repeat bit for bit; other thread counts, CPUs or a GPU change the "
+              "floating-point summation order and so the trained weights. Timings and latencies are not "
+              "reproducible: they depend on the machine and its load.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Command line of the pruning benchmark (CIFAR VGG-16; L1 / L2 / FPGM / topological / random).
+
+Usage::
+
+    python -m benchmarks.run --preset smoke
+    python -m benchmarks.run --preset cpu --seeds 0,1,2 --sparsities 0.3,0.5,0.7
+    python -m benchmarks.run --preset paper --data cifar10:data/cifar10 --set finetune_epochs=20
+
+Exit status: 0 when every run succeeded, 1 when some pruner failed (recorded in the report),
+2 on a usage error, 130 when interrupted (rerun the same command to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from .config import PRESETS, BenchmarkConfig, apply_overrides, preset_config, validate
+from .data import REPO_ROOT
+
+DEFAULT_OUT_ROOT = REPO_ROOT / "benchmarks" / "runs"
+_QUIET_LOGGERS = ("nni", "matplotlib", "PIL")
+
+
+def _keys_epilog() -> str:
+    lines = ["config keys for --set KEY=VALUE (lists: comma-separated; pruner_options: JSON), "
+             "with each preset's value:", ""]
+    presets = {name: preset_config(name) for name in PRESETS}
+    for spec in dataclasses.fields(BenchmarkConfig):
+        values = ", ".join(f"{name}={getattr(config, spec.name)!r}" for name, config in presets.items())
+        lines.append(f"  {spec.name}: {spec.metadata['help']}")
+        lines.append(f"      [{values}]")
+    lines += ["", "outputs in --out-dir: results.json (schema-versioned, everything), report.md (tables), "
+              "recovery.png, accuracy_vs_flops.png, runs/*.json (one per pruner x sparsity x seed), benchmark.log.",
+              "Rerunning the same command resumes: finished records and the cached baseline are reused; "
+              "failed records are retried.",
+              "exit status: 0 all runs succeeded, 1 some run failed (see report.md), 2 usage error, 130 interrupted."]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Prune a CIFAR VGG-16 with each pruner at the same NNI config list, speed it up with NNI "
+                    "ModelSpeedup, fine-tune it, and report parameters, FLOPs, accuracy after pruning, "
+                    "recoverability, convergence, pruning time and latency (mean ± std over seeds).",
+        epilog=_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", required=True, choices=sorted(PRESETS),
+                        help="smoke: tiny model and data, every step in minutes (CI); cpu: full-width VGG-16 on the "
+                             "offline CIFAR-10 subset, about an hour on 2 CPU cores; paper: full CIFAR-10, "
+                             "thesis-scale epochs, for a GPU")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="output directory (default: benchmarks/runs/<preset> in the repository)")
+    parser.add_argument("--data", default=None,
+                        help="'auto', 'cifar10:ROOT' (torchvision download into ROOT) or PATH.npz; overrides data")
+    parser.add_argument("--pruners", default=None, help="comma-separated pruner names, e.g. l1,l2,fpgm,topological,random")
+    parser.add_argument("--sparsities", default=None, help="comma-separated sparse ratios, e.g. 0.3,0.5,0.7")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--cache-dir", default=None, help="baseline cache directory (overrides cache_dir)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key (repeatable); see the list below")
+    parser.add_argument("--show-config", action="store_true", help="print the resolved configuration as JSON and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars (log lines only)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> BenchmarkConfig:
+    """Preset, then ``--set`` assignments, then the dedicated flags; validated."""
+    config = apply_overrides(preset_config(args.preset), args.assignments)
+    flags = [f"{key}={value}" for key, value in (("data", args.data), ("pruners", args.pruners),
+                                                  ("sparsities", args.sparsities), ("seeds", args.seeds),
+                                                  ("cache_dir", args.cache_dir)) if value is not None]
+    return validate(apply_overrides(config, flags))
+
+
+@contextmanager
+def _logging_to(out_dir: Path, verbose: bool) -> Iterator[None]:
+    """Log to stderr and to ``out_dir/benchmark.log`` for the duration of the run (then restore)."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    previous_level = root.level
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(out_dir / "benchmark.log")]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    quiet = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous_level)
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit status (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    if args.show_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    out_dir = args.out_dir if args.out_dir is not None else DEFAULT_OUT_ROOT / args.preset
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    import nni_topo_pruner  # noqa: F401 - applies the NNI compat patches before any pruner runs
+    from nni.runtime.log import silence_stdout
+
+    silence_stdout()  # NNI's own stdout handler would repeat what our handlers already log
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .runner import BenchmarkInputError, run_benchmark
+
+    command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        with _logging_to(out_dir, args.verbose), logging_redirect_tqdm():
+            logging.getLogger(__name__).info("command: %s", " ".join(command_line))
+            return run_benchmark(config, preset=args.preset, out_dir=out_dir, command_line=command_line,
+                                 progress=not args.no_progress)
+    except BenchmarkInputError as error:
+        print(f"python -m benchmarks.run: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; finished records are kept in {out_dir}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

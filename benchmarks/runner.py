@@ -1,0 +1,252 @@
+"""Run a whole benchmark: data -> cached baseline -> one record per (sparsity, seed, pruner) ->
+results JSON, Markdown report and plots, rewritten after every record.
+
+Output directory layout::
+
+    results.json          everything (schema SCHEMA_VERSION), rewritten atomically after each record
+    report.md             the tables, rewritten with results.json
+    recovery.png          accuracy per fine-tuning epoch, per pruner, mean ± std
+    accuracy_vs_flops.png accuracy vs FLOPs, mean ± std
+    runs/NAME.json        one record per (pruner, sparsity, seed): the unit of resumption
+    work/NAME-HASH/       a run in progress (pruned model, fine-tuning checkpoint); removed when done
+    benchmark.log         log of every invocation (appended by the CLI)
+
+A record is reused when its file holds ``status: ok`` and the hash of everything it depends on
+(:func:`benchmarks.config.run_key`); failed, stale or unreadable records are redone.
+
+Example
+-------
+>>> # doctest: +SKIP
+>>> exit_code = run_benchmark(preset_config("smoke"), preset="smoke", out_dir=Path("out"), command_line=["..."])
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .baseline import Baseline, load_or_train_baseline, measure_speed
+from .config import BenchmarkConfig, run_key, stable_hash
+from .data import REPO_ROOT, CifarArrays, load_data, subsample
+from .environment import git_state, machine_info, package_versions
+from .experiment import StepError, run_experiment
+from .plots import plot_accuracy_vs_flops, plot_recovery
+from .report_markdown import render_report
+from .store import atomic_write_json, atomic_write_text, load_json_or_none
+from .summary import compare_with_control, summarize
+
+_logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PLOT_INTERVAL_S = 60.0  # redraw the PNGs at most this often while running (and always at the end)
+PLOT_FILES = {"Accuracy recovery per fine-tuning epoch": "recovery.png",
+              "Accuracy vs FLOPs": "accuracy_vs_flops.png"}
+
+
+class BenchmarkInputError(ValueError):
+    """The data or device named by the configuration cannot be used (a usage error, not a crash)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkInputError(f"device={name!r} but torch sees no CUDA device; use device=cpu or device=auto")
+    return device
+
+
+def record_name(pruner: str, sparsity: float, seed: int) -> str:
+    """File stem of a record, e.g. ``l1_sparsity0.5_seed0``."""
+    return f"{pruner.lower()}_sparsity{sparsity:g}_seed{seed}"
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Refuse to share ``out_dir`` with another live benchmark process (a stale lock is taken over)."""
+    lock = out_dir / ".lock"
+    if lock.is_file():
+        try:
+            other = int(lock.read_text().strip() or 0)
+        except ValueError:
+            other = 0
+        if other and other != os.getpid():
+            try:
+                os.kill(other, 0)
+            except ProcessLookupError:
+                _logger.info("taking over the stale lock of finished process %d in %s", other, out_dir)
+            except PermissionError:
+                raise RuntimeError(f"another benchmark (pid {other}) is writing to {out_dir}") from None
+            else:
+                raise RuntimeError(f"another benchmark (pid {other}) is writing to {out_dir}; wait for it or "
+                                   f"use another --out-dir")
+    atomic_write_text(str(os.getpid()), lock)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+@dataclass
+class BenchmarkState:
+    """What the results JSON is built from."""
+
+    config: BenchmarkConfig
+    preset: str
+    command_line: List[str]
+    context: Dict[str, Any]
+    baseline: Dict[str, Any]
+    plan: List[tuple]
+    records: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    status: str = "running"
+
+    def results(self) -> Dict[str, Any]:
+        ordered = [self.records[record_name(p, s, seed)] for s, seed, p in self.plan
+                   if record_name(p, s, seed) in self.records]
+        summary = summarize(ordered)
+        failures = [record for record in ordered if record["status"] != "ok"]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": self.status,
+            "preset": self.preset,
+            "command_line": self.command_line,
+            "config": self.config.to_dict(),
+            **self.context,
+            "baseline": self.baseline,
+            "expected_runs": len(self.plan),
+            "finished_runs": sum(record["status"] == "ok" for record in ordered),
+            "runs": ordered,
+            "failures": failures,
+            "summary": summary,
+            "comparisons": compare_with_control(summary, self.context["data"]["test_images"]),
+        }
+
+
+def write_outputs(state: BenchmarkState, out_dir: Path, plots: bool = True) -> Dict[str, Any]:
+    """Rewrite results.json, report.md and (if ``plots``) the PNGs, each atomically; returns the results."""
+    results = state.results()
+    if plots and results["summary"]:
+        plot_recovery(results["summary"], state.baseline["test_acc"], state.config.convergence_tolerance,
+                      out_dir / PLOT_FILES["Accuracy recovery per fine-tuning epoch"])
+        plot_accuracy_vs_flops(results["summary"], state.baseline, out_dir / PLOT_FILES["Accuracy vs FLOPs"])
+    existing = {title: name for title, name in PLOT_FILES.items() if (out_dir / name).is_file()}
+    atomic_write_json(results, out_dir / "results.json")
+    atomic_write_text(render_report(results, existing), out_dir / "report.md")
+    return results
+
+
+def _failure(error: BaseException) -> Dict[str, Any]:
+    step = error.step if isinstance(error, StepError) else "unknown"
+    cause = error.cause if isinstance(error, StepError) else error
+    return {"step": step, "type": type(cause).__name__, "message": str(cause),
+            "traceback": "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))}
+
+
+def _baseline_summary(baseline: Baseline, latency: Dict[str, Any]) -> Dict[str, Any]:
+    keep = ("key_hash", "key", "test_acc", "params", "flops", "history", "train_seconds_total", "trained_on",
+            "created", "cached", "cache_path")
+    return {**{key: baseline.info.get(key) for key in keep}, "latency": latency}
+
+
+def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
+                   sparsity: float, seed: int, device: torch.device, out_dir: Path,
+                   progress: bool = True) -> Dict[str, Any]:
+    """The record for one (pruner, sparsity, seed), reusing a finished one when its hash matches.
+
+    Returns the record with ``reused`` set to whether it came from disk.
+    """
+    name = record_name(pruner, sparsity, seed)
+    key = run_key(config, baseline.key_hash, pruner, sparsity, seed)
+    key_hash = stable_hash(key)
+    path = out_dir / "runs" / f"{name}.json"
+    existing = load_json_or_none(path)
+    if existing is not None:
+        if (existing.get("schema_version") == SCHEMA_VERSION and existing.get("run_hash") == key_hash
+                and existing.get("status") == "ok"):
+            return {**existing, "reused": True}
+        reason = ("it failed" if existing.get("status") == "failed" and existing.get("run_hash") == key_hash
+                  else "its configuration differs")
+        _logger.info("%s: redoing the record in %s (%s)", name, path, reason)
+    work_dir = out_dir / "work" / f"{name}-{key_hash}"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_hash": key_hash, "run_key": key,
+                              "pruner": pruner.lower(), "sparsity": float(sparsity), "seed": int(seed),
+                              "started": started}
+    try:
+        result = run_experiment(config, baseline, arrays, pruner, sparsity, seed, device, work_dir, progress)
+        record.update(status="ok", **result)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - recorded; the benchmark carries on and exits non-zero
+        record.update(status="failed", error=_failure(error))
+        _logger.error("%s failed at step %s: %s", name, record["error"]["step"], error)
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic_write_json(record, path)
+    if record["status"] == "ok":
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return {**record, "reused": False}
+
+
+def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, command_line: Sequence[str],
+                  progress: bool = True) -> int:
+    """Run (or resume) the benchmark into ``out_dir``; 0 if every record succeeded, else 1.
+
+    Raises ``KeyboardInterrupt`` after leaving consistent files behind (status ``interrupted``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir):
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        device = resolve_device(config.device)
+        try:
+            arrays = subsample(load_data(config.data), config.train_size, config.test_size)
+        except (FileNotFoundError, ValueError) as error:
+            raise BenchmarkInputError(f"data={config.data!r}: {error}") from error
+        context = {"packages": package_versions(), "git": git_state(REPO_ROOT), "machine": machine_info(device),
+                   "data": arrays.describe()}
+        _logger.info("data: %s, %d train / %d test images", arrays.location, len(arrays.y_train),
+                     len(arrays.y_test))
+        baseline = load_or_train_baseline(config, arrays, device, progress=progress)
+        latency = measure_speed(baseline.fresh_model().to(device), config, device)
+        plan = [(sparsity, seed, pruner) for sparsity in config.sparsities for seed in config.seeds
+                for pruner in config.pruners]
+        state = BenchmarkState(config, preset, list(command_line), context, _baseline_summary(baseline, latency),
+                               plan)
+        reused = 0
+        last_plot = time.monotonic()
+        try:
+            bar = tqdm(plan, desc="benchmark", unit="run", disable=not progress)
+            for sparsity, seed, pruner in bar:
+                bar.set_postfix_str(f"{pruner} s={sparsity:g} seed={seed}")
+                record = run_one_record(config, baseline, arrays, pruner, sparsity, seed, device, out_dir, progress)
+                reused += record.pop("reused")
+                state.records[record_name(pruner, sparsity, seed)] = record
+                if record["status"] == "ok":
+                    _logger.info("%s: acc after pruning %.4f, after %d epochs %.4f",
+                                 record_name(pruner, sparsity, seed), record["acc_after_pruning"],
+                                 config.finetune_epochs, record["recoverability"])
+                redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
+                write_outputs(state, out_dir, plots=redraw)
+                last_plot = time.monotonic() if redraw else last_plot
+        except KeyboardInterrupt:
+            state.status = "interrupted"
+            write_outputs(state, out_dir)
+            raise
+        failed = [name for name, record in state.records.items() if record["status"] != "ok"]
+        state.status = "complete" if not failed else "complete with failures"
+        write_outputs(state, out_dir)
+        _logger.info("done: %d records (%d reused from earlier runs), %d failed; report in %s",
+                     len(plan), reused, len(failed), out_dir / "report.md")
+        return 0 if not failed else 1

@@ -1,0 +1,101 @@
+"""Crash-safe files: write to a temporary sibling, then ``os.replace`` it into place.
+
+A reader sees either the old file or the new one, never half a file, so Ctrl-C or a
+killed process leaves nothing corrupt. Files found unreadable anyway (a disk fault, a hand
+edit) are moved aside to ``NAME.corrupt`` and treated as missing, with a warning.
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "record.json"
+>>> atomic_write_json({"ok": 1}, path)
+>>> load_json_or_none(path)
+{'ok': 1}
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+_logger = logging.getLogger(__name__)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, mode) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(payload: Any, path: Path) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"
+    _atomic_write(path, lambda stream: stream.write(text), "w")
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    _atomic_write(path, lambda stream: stream.write(text), "w")
+
+
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic_write(path, lambda stream: stream.write(data), "wb")
+
+
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    _atomic_write(path, lambda stream: torch.save(payload, stream), "wb")
+
+
+def _quarantine(path: Path, error: BaseException) -> None:
+    aside = path.with_name(path.name + ".corrupt")
+    _logger.warning("unreadable file %s (%s: %s); moved aside to %s and ignored",
+                    path, type(error).__name__, error, aside)
+    os.replace(path, aside)
+
+
+def load_json_or_none(path: Path) -> Optional[Any]:
+    """The JSON in ``path``, or ``None`` if it is missing or unreadable (then moved aside)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        _quarantine(path, error)
+        return None
+
+
+def load_torch_or_none(path: Path, *, weights_only: bool = False) -> Optional[Any]:
+    """``torch.load`` of ``path`` on CPU, or ``None`` if missing or unreadable (then moved aside).
+
+    Only for files this benchmark wrote itself (``weights_only=False`` unpickles modules).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ModuleNotFoundError) as error:
+        # truncated or foreign files surface as any of these, depending on where the bytes stop
+        _quarantine(path, error)
+        return None

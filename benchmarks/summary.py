@@ -1,0 +1,127 @@
+"""Aggregate per-seed records into mean and spread per (pruner, sparsity), and compare each
+pruner with the random control.
+
+"Beyond the spread" means the intervals mean ± spread of the pruner and of the control do not
+overlap, where spread = max(sample std over seeds, binomial standard error of one accuracy on
+the test set). The second term matters for deterministic pruners: their masks do not depend
+on the seed, so their accuracy right after pruning has zero seed spread, yet it is measured on
+a finite test set. With fewer than two seeds on either side no verdict is given. Welch's
+t-test p-value is reported alongside, for information (with three seeds it has little power).
+
+Example
+-------
+>>> stat([0.70, 0.72, 0.74])["mean"], round(stat([0.70, 0.72, 0.74])["std"], 3)
+(0.72, 0.02)
+>>> verdict(stat([0.80, 0.81, 0.82]), stat([0.70, 0.71, 0.72]))
+'beats'
+>>> verdict(stat([0.70, 0.75]), stat([0.72, 0.73]))
+'within spread'
+>>> verdict(stat([0.11, 0.11]), stat([0.09, 0.10]), test_images=512)  # 1.5 points < test-set noise
+'within spread'
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
+
+CONTROL = "random"
+COMPARED_METRICS = ("acc_after_pruning", "recoverability")
+
+
+def stat(values: Sequence[float]) -> Dict[str, Any]:
+    """``{"mean", "std", "n", "values"}``; ``std`` is the sample std (``None`` when n < 2)."""
+    values = [float(value) for value in values]
+    if not values:
+        return {"mean": None, "std": None, "n": 0, "values": []}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": values}
+
+
+def spread(value: Dict[str, Any], test_images: Optional[int] = None) -> float:
+    """max(sample std over seeds, binomial standard error on ``test_images`` images)."""
+    noise = binomial_noise(value["mean"], test_images) if test_images else 0.0
+    return max(value["std"] or 0.0, noise)
+
+
+def verdict(candidate: Dict[str, Any], control: Dict[str, Any], test_images: Optional[int] = None) -> str:
+    """``beats`` / ``worse`` when the intervals mean ± :func:`spread` do not overlap, else
+    ``within spread``; ``cannot tell (n < 2)`` without two seeds on each side."""
+    if candidate["n"] < 2 or control["n"] < 2:
+        return "cannot tell (n < 2)"
+    low, high = candidate["mean"] - spread(candidate, test_images), candidate["mean"] + spread(candidate, test_images)
+    control_low = control["mean"] - spread(control, test_images)
+    control_high = control["mean"] + spread(control, test_images)
+    if low > control_high:
+        return "beats"
+    if high < control_low:
+        return "worse"
+    return "within spread"
+
+
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Two-sided Welch t-test p-value (``None`` if undefined: n < 2 or zero variance on both sides)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        return None
+    from scipy.stats import ttest_ind
+
+    with warnings.catch_warnings():  # near-identical samples: scipy warns about precision, p is still usable
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p_value = float(ttest_ind(a, b, equal_var=False).pvalue)
+    return None if math.isnan(p_value) else p_value
+
+
+def binomial_noise(accuracy: float, test_images: int) -> float:
+    """Standard error of one accuracy measured on ``test_images`` images: sqrt(p(1-p)/N)."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / test_images)
+
+
+def summarize(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One group per (sparsity, pruner) among successful records, in first-seen pruner order."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for record in records:
+        if record.get("status") == "ok":
+            groups.setdefault((record["sparsity"], record["pruner"]), []).append(record)
+    summary = []
+    for (sparsity, pruner), members in sorted(groups.items(), key=lambda item: item[0][0]):
+        curves = [member["curve"] for member in members]
+        length = min(len(curve) for curve in curves)
+        converged = [member["convergence_epoch"] for member in members if member["convergence_epoch"] is not None]
+        summary.append({
+            "pruner": pruner,
+            "sparsity": sparsity,
+            "seeds": [member["seed"] for member in members],
+            "n": len(members),
+            **{key: stat([member[key] for member in members])
+               for key in ("params", "params_ratio", "flops", "flops_ratio", "acc_after_pruning",
+                           "recoverability", "pruning_seconds", "speedup_seconds", "finetune_seconds")},
+            "latency_ms": stat([member["latency"]["median_ms"] for member in members]),
+            "convergence": {**stat(converged), "converged": len(converged), "runs": len(members)},
+            "curve": [stat([curve[epoch] for curve in curves]) for epoch in range(length)],
+        })
+    return summary
+
+
+def compare_with_control(summary: List[Dict[str, Any]], test_images: Optional[int] = None,
+                         control: str = CONTROL) -> List[Dict[str, Any]]:
+    """Each non-control pruner vs ``control`` at the same sparsity, on each compared metric
+    (accuracies measured on ``test_images`` images; see :func:`verdict`)."""
+    by_key = {(group["sparsity"], group["pruner"]): group for group in summary}
+    comparisons = []
+    for group in summary:
+        reference = by_key.get((group["sparsity"], control))
+        if group["pruner"] == control or reference is None:
+            continue
+        for metric in COMPARED_METRICS:
+            mine, theirs = group[metric], reference[metric]
+            comparisons.append({
+                "pruner": group["pruner"], "sparsity": group["sparsity"], "metric": metric, "control": control,
+                "difference": mine["mean"] - theirs["mean"],
+                "pruner_stat": mine, "control_stat": theirs,
+                "verdict": verdict(mine, theirs, test_images),
+                "welch_p": welch_p_value(mine["values"], theirs["values"]),
+            })
+    return comparisons
