@@ -23,6 +23,7 @@ import ast
 import functools
 import inspect
 import logging
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -81,6 +82,16 @@ def _mark(obj: Any, name: str) -> Any:
     return obj
 
 
+def _edit_pattern(old: str) -> re.Pattern[str]:
+    """Regex for the lines of ``old`` at any (consistent) indentation."""
+    lines = [re.escape(line.strip()) for line in old.strip().splitlines()]
+    return re.compile(r"^(?P<indent>[ \t]*)" + r"\n(?P=indent)".join(lines) + r"$", re.MULTILINE)
+
+
+def _indent_like(new: str, indent: str) -> str:
+    return "\n".join(indent + line.strip() for line in new.strip().splitlines())
+
+
 def _recompile_with_edits(func: Callable, edits: list[tuple[str, str]], patch_name: str) -> Callable:
     """Return a copy of ``func`` compiled from its own source with exact text ``edits``.
 
@@ -90,9 +101,10 @@ def _recompile_with_edits(func: Callable, edits: list[tuple[str, str]], patch_na
     """
     source = _source(func)
     for old, new in edits:
-        if old not in source:
+        source, count = _edit_pattern(old).subn(
+            lambda match, new=new: _indent_like(new, match.group("indent")), source)
+        if count == 0:
             raise RuntimeError(f"{patch_name}: expected text not found in {func.__qualname__}: {old!r}")
-        source = source.replace(old, new)
     tree = ast.parse(source)
     ast.increment_lineno(tree, func.__code__.co_firstlineno - 1)
     code = compile(tree, func.__code__.co_filename, "exec")
@@ -125,7 +137,7 @@ def _tensorbase_needed() -> bool:
         return False
     # torch >= 2.1 renamed torch._C._TensorBase to TensorBase (the old name is an alias)
     qualname = torch._C._TensorBase.add.__qualname__
-    return not qualname.startswith("_TensorBase") and _TENSORBASE_OLD in _source(tracer.trace)
+    return not qualname.startswith("_TensorBase") and bool(_edit_pattern(_TENSORBASE_OLD).search(_source(tracer.trace)))
 
 
 def _tensorbase_install() -> None:
@@ -181,6 +193,63 @@ def _impure_applied() -> bool:
 
 
 # ---------------------------------------------------------------------------------------
+# patch 3: Python 3.11 bytecode (inline CACHE entries, renamed jump opcodes)
+# ---------------------------------------------------------------------------------------
+
+_BYTECODE = "py311-bytecode-introspection"
+#: ConcreteProxy methods that find the caller's current instruction the Python <= 3.10 way
+_BYTECODE_METHODS = ("__iter__", "__len__", "__bool__", "keys")
+_BYTECODE_OLD = (
+    "cur = calling_frame.f_lasti // 2\n"
+    "        insts: List[dis.Instruction] = _orig_list(dis.get_instructions(calling_frame.f_code))"
+)
+# same instruction list (CACHE entries hidden, so insts[cur + 1] is still the next real
+# instruction), but the current one is found by its byte offset instead of f_lasti // 2
+_BYTECODE_NEW = (
+    "insts: List[dis.Instruction] = _orig_list(dis.get_instructions(calling_frame.f_code))\n"
+    "        cur = _orig_list(inst.offset for inst in insts).index(calling_frame.f_lasti)"
+)
+#: Python 3.11 names of the conditional jumps that call __bool__ (3.10 and 3.12 use POP_JUMP_IF_*)
+_PY311_JUMPS = ("POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE",
+                "POP_JUMP_BACKWARD_IF_FALSE", "POP_JUMP_BACKWARD_IF_TRUE")
+
+
+def _python_has_inline_caches() -> bool:
+    import dis
+
+    return "CACHE" in dis.opmap
+
+
+def _bytecode_needed() -> bool:
+    mods = _nni_tracer_modules()
+    if mods is None or not _python_has_inline_caches():
+        return False
+    proxy = mods[1].ConcreteProxy
+    return any(_edit_pattern(_BYTECODE_OLD).search(_source(getattr(proxy, name))) for name in _BYTECODE_METHODS
+               if not _is_marked(getattr(proxy, name), _BYTECODE))
+
+
+def _bytecode_install() -> None:
+    import dis
+
+    proxy = _nni_tracer_modules()[1].ConcreteProxy
+    for name in _BYTECODE_METHODS:
+        method = proxy.__dict__[name]
+        if _is_marked(method, _BYTECODE) or not _edit_pattern(_BYTECODE_OLD).search(_source(method)):
+            continue
+        setattr(proxy, name, _recompile_with_edits(method, [(_BYTECODE_OLD, _BYTECODE_NEW)], _BYTECODE))
+    extra_jumps = tuple(dis.opmap[op] for op in _PY311_JUMPS
+                        if op in dis.opmap and dis.opmap[op] not in proxy.jump_opcodes)
+    proxy.jump_opcodes = tuple(proxy.jump_opcodes) + extra_jumps
+
+
+def _bytecode_applied() -> bool:
+    mods = _nni_tracer_modules()
+    return mods is not None and all(_is_marked(getattr(mods[1].ConcreteProxy, name), _BYTECODE)
+                                    for name in _BYTECODE_METHODS)
+
+
+# ---------------------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------------------
 
@@ -210,6 +279,25 @@ PATCHES: tuple[Patch, ...] = (
         is_needed=_impure_needed,
         install=_impure_install,
         is_applied=_impure_applied,
+    ),
+    Patch(
+        name=_BYTECODE,
+        symptom="IndexError: list index out of range in nni/common/concrete_trace_utils/"
+                "concrete_proxy.py ConcreteProxy.__bool__ (also __iter__, __len__, keys) on "
+                "models with data-dependent Python branches (ConvNeXt, EfficientNet, ViT, "
+                "Inception), or a branch traced as a node followed by "
+                "'TypeError: __bool__ should return bool, returned ConcreteProxy'",
+        cause="NNI finds the caller's current instruction as dis.get_instructions(code)"
+              "[f_lasti // 2]; Python 3.11 stores inline CACHE entries in the bytecode that "
+              "dis hides, so the index points past the instruction (or off the list). 3.11 "
+              "also renamed the conditional jumps (POP_JUMP_FORWARD_IF_FALSE, ...), which "
+              "NNI's jump_opcodes table does not list",
+        fix="the four ConcreteProxy methods recompiled from NNI's source with the "
+            "instruction looked up by byte offset (inst.offset == f_lasti); the 3.11 jump "
+            "opcodes added to ConcreteProxy.jump_opcodes",
+        is_needed=_bytecode_needed,
+        install=_bytecode_install,
+        is_applied=_bytecode_applied,
     ),
 )
 
