@@ -13,6 +13,8 @@
 #   BASE_IMAGE    base to build on (default: localhost/nni-topo-pruner-base:bookworm, made if absent)
 #   IMAGE         tag of the built image (default localhost/nni-topo-pruner:verify)
 #   VERIFY_OUT    where the logs and smoke results are written (default /var/tmp/nni-topo-pruner-verify)
+#   DATA_DIR      folder holding cifar10_subset.npz, mounted read-only at /data for the tests and
+#                 the smoke run (default: ../shared/data next to the repository)
 #   SKIP_VERIFY=1 only build the runtime image (no tests, no smoke run)
 #   PYTEST_ARGS   extra pytest arguments for the verify stage (e.g. "-x")
 #   EXTRA_BUILD_ARGS  extra arguments for `podman build` (e.g. "--build-arg TORCH_INDEX_URL=...")
@@ -36,6 +38,7 @@ done
 BASE_IMAGE=${BASE_IMAGE:-localhost/nni-topo-pruner-base:bookworm}
 IMAGE=${IMAGE:-localhost/nni-topo-pruner:verify}
 VERIFY_OUT=${VERIFY_OUT:-/var/tmp/nni-topo-pruner-verify}
+DATA_DIR=${DATA_DIR:-$repo/../shared/data}
 command -v podman >/dev/null || { echo "error: podman not found; apt-get install -y podman debootstrap" >&2; exit 2; }
 
 log() { printf '[verify_build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -122,12 +125,24 @@ log "image size: $size bytes ($(( size / 1024 / 1024 )) MiB, uncompressed, base 
 [[ ${SKIP_VERIFY:-0} == 1 ]] && { log "SKIP_VERIFY=1: tests and smoke benchmark not run"; exit 0; }
 
 # 6. Test suite and smoke benchmark, run by the image's user inside the build; logs come back.
+#    The data folder is mounted where the image's /data mount point is (as `docker run -v` would).
+data_mount=()
+if [[ -f $DATA_DIR/cifar10_subset.npz ]]; then
+    data_mount=(-v "$(cd "$DATA_DIR" && pwd):/data:ro")
+    log "data: $DATA_DIR/cifar10_subset.npz mounted at /data (sha256 $(sha256sum "$DATA_DIR/cifar10_subset.npz" | cut -c1-16)...)"
+else
+    log "warning: no cifar10_subset.npz in DATA_DIR=$DATA_DIR: data-dependent tests skip and the smoke run fails"
+fi
 t=$(date +%s); log "building target $report_target (pytest$([[ $report_target == verify-report ]] && echo ' + smoke benchmark')) -> $VERIFY_OUT"
 rm -rf "$VERIFY_OUT"; mkdir -p "$VERIFY_OUT"
-build "$report_target" --build-arg "PYTEST_ARGS=${PYTEST_ARGS:-}" --output "type=local,dest=$VERIFY_OUT"
+build "$report_target" --build-arg "PYTEST_ARGS=${PYTEST_ARGS:-}" "${data_mount[@]}" --output "type=local,dest=$VERIFY_OUT"
 log "$report_target passed in $(elapsed "$t")"
 log "ran as: $(cat "$VERIFY_OUT/user.txt")"
-log "pytest: $(tail -n 1 "$VERIFY_OUT/pytest.log")"
+summary=$(tail -n 1 "$VERIFY_OUT/pytest.log")
+log "pytest: $summary"
+if [[ $summary =~ (failed|error) || ! $summary =~ passed ]]; then  # the build already failed on these; belt and braces
+    echo "error: the test run did not pass: $summary" >&2; exit 1
+fi
 if [[ $report_target == verify-report ]]; then
-    log "smoke results: $(cd "$VERIFY_OUT" && find smoke -type f | sort | tr '\n' ' ')"
+    log "smoke results: $(cd "$VERIFY_OUT" && find smoke -maxdepth 1 -type f | sort | tr '\n' ' ')"
 fi
