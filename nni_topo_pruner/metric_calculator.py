@@ -29,6 +29,7 @@ from .topology.diagram_distance import (
     diagram_distance,
     wasserstein_h0_sorted,
 )
+from .topology.bounds import enclosing_radius, higher_dim_bottleneck_bound, max_persistence, smallest_positive_distance
 from .topology.distances import check_metric, check_points, distance_matrix
 from .topology.mst import mst_edge_lengths_batch
 from .topology.persistence import SUPPORTED_PERSISTENCE_METHODS, check_homology_dims, persistence_diagrams
@@ -174,6 +175,7 @@ class SubsetFitness:
         distance: str = "bottleneck",
         wasserstein_order: float = 1.0,
         persistence_method: str = "auto",
+        max_edge_length: float | None = None,
     ) -> None:
         self.layer = layer
         self.homology_dims = check_homology_dims(homology_dims, "homology_dims")
@@ -185,8 +187,14 @@ class SubsetFitness:
             raise ValueError(f"layer has no diagrams for homology dims {missing}; analyse it with those dims")
         self.reference = {d: layer.diagrams[d] for d in self.homology_dims}
         self._full_desc = _desc(self.reference[0][:, 1]) if 0 in self.homology_dims else None
+        self.max_edge_length = max_edge_length
+        higher = tuple(d for d in self.homology_dims if d > 0)
+        self._skip_bound: tuple[float, float] | None = None
+        if higher and 0 in self.homology_dims and self.distance == "bottleneck":
+            self._skip_bound = (smallest_positive_distance(layer.distances), max_persistence(self.reference, higher))
         self._cache: dict[bytes, float] = {}
         self.evaluations = 0
+        self.skipped_higher = 0  # evaluations whose dims >= 1 the exact bound made unnecessary
 
     @property
     def n(self) -> int:
@@ -280,12 +288,19 @@ class SubsetFitness:
         higher = tuple(d for d in self.homology_dims if d > 0)
         if higher:
             ref = {d: self.reference[d] for d in higher}
-            vals = np.empty(b)
+            vals = np.zeros(b)
             for r in range(b):
                 sub = self.layer.distances[np.ix_(subsets[r], subsets[r])]
-                vals[r] = diagram_distance(
-                    ref, persistence_diagrams(sub, higher, method=self.persistence_method), self.distance, order=self.order
+                if self._skip_bound is not None and k >= 1:
+                    # Exact shortcut (topology.bounds): the H0 part is already the maximum.
+                    bound = higher_dim_bottleneck_bound(enclosing_radius(sub), *self._skip_bound)
+                    if per_dim[0][r] >= bound:
+                        self.skipped_higher += 1
+                        continue
+                sub_diagrams = persistence_diagrams(
+                    sub, higher, method=self.persistence_method, max_edge_length=self.max_edge_length
                 )
+                vals[r] = diagram_distance(ref, sub_diagrams, self.distance, order=self.order)
             per_dim.append(vals)
         if self.distance == "bottleneck":
             return np.max(per_dim, axis=0)

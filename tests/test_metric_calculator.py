@@ -128,3 +128,17 @@ def test_salience_ranked_subset_keeps_most_salient_with_stable_ties():
     assert salience_ranked_subset(np.zeros(5), 2).tolist() == [0, 1]
     with pytest.raises(ValueError, match="n_keep"):
         salience_ranked_subset(s, 6)
+
+
+def test_h1_skip_is_used_in_high_dimension_and_matches_gudhi():
+    calc = MetricCalculator(homology_dims=(0, 1))
+    layer = calc.analyse(cloud(40, 60, seed=3))
+    fitness = calc.subset_fitness(layer)
+    rng = np.random.default_rng(4)
+    subsets = [np.sort(rng.permutation(40)[:20]) for _ in range(6)]
+    values = fitness.batch(subsets)
+    assert fitness.skipped_higher > 0
+    for sub, value in zip(subsets, values):
+        ref = persistence_diagrams(layer.distances[np.ix_(sub, sub)], (0, 1), method="gudhi")
+        want = max(gudhi.bottleneck_distance(layer.diagrams[d], ref[d], e=0) for d in (0, 1))
+        assert value == pytest.approx(want, abs=1e-10)

@@ -294,3 +294,46 @@ def test_duplicate_points_have_zero_salience():
     s = leave_one_out_salience(distance_matrix(x))
     assert s[2] == 0.0 and s[4] == 0.0
     assert np.all(np.delete(s, [2, 4]) > 0)
+
+
+def test_higher_dim_bounds_hold_and_skip_is_exact():
+    from nni_topo_pruner.topology.bounds import (
+        enclosing_radius,
+        enclosing_radius_without_each,
+        higher_dim_bottleneck_bound,
+        max_persistence,
+        smallest_positive_distance,
+    )
+
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((22, 40))  # high-dimensional: H1 is tiny next to H0
+    dist = distance_matrix(x)
+    full = persistence_diagrams(dist, (0, 1), method="gudhi")
+    radius_without = enclosing_radius_without_each(dist)
+    m, p = smallest_positive_distance(dist), max_persistence(full, (1,))
+    for v in range(22):
+        keep = np.arange(22) != v
+        sub = dist[np.ix_(keep, keep)]
+        assert radius_without[v] == enclosing_radius(sub)
+        sub_dgm = persistence_diagrams(sub, (1,), method="gudhi")[1]
+        assert gudhi.bottleneck_distance(full[1], sub_dgm, e=0) <= higher_dim_bottleneck_bound(radius_without[v], m, p) + 1e-12
+    # the (0, 1) salience, which skips most H1 recomputations here, equals brute force
+    np.testing.assert_allclose(
+        leave_one_out_salience(dist, (0, 1)), brute_force_salience(dist, (0, 1), "bottleneck"), atol=1e-10
+    )
+
+
+def test_capped_filtration_is_exact_at_the_enclosing_radius_and_bounded_below_it():
+    rng = np.random.default_rng(17)
+    dist = distance_matrix(rng.standard_normal((30, 2)))
+    exact = persistence_diagrams(dist, (0, 1), method="gudhi")
+    radius = dist.max(axis=1).min()
+    capped = persistence_diagrams(dist, (0, 1), max_edge_length=radius)
+    assert same_diagram(capped[1], exact[1]) and same_diagram(capped[0], exact[0])
+    cap = float(np.quantile(exact[1][:, 1], 0.5))
+    low = persistence_diagrams(dist, (0, 1), max_edge_length=cap)
+    assert same_diagram(low[0], exact[0])  # H0 is never capped
+    assert np.all(low[1][:, 1] <= cap)
+    assert gudhi.bottleneck_distance(low[1], exact[1], e=0) <= radius - cap
+    with pytest.raises(ValueError, match="max_edge_length"):
+        persistence_diagrams(dist, (0, 1), max_edge_length=-1.0)

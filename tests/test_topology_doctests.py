@@ -13,6 +13,7 @@ MODULES = [
     "nni_topo_pruner.topology.persistence",
     "nni_topo_pruner.topology.diagram_distance",
     "nni_topo_pruner.topology.salience",
+    "nni_topo_pruner.topology.bounds",
     "nni_topo_pruner.metric_calculator",
     "nni_topo_pruner.evolutionary",
 ]

@@ -67,26 +67,33 @@ def check_distance_matrix(dist: np.ndarray, name: str = "dist") -> np.ndarray:
     return arr
 
 
-def _sorted_rows(d: np.ndarray) -> np.ndarray:
+def _sorted_rows(d: np.ndarray, cap: float | None = None) -> np.ndarray:
     d = np.asarray(d, dtype=np.float64).reshape(-1, 2)
+    if cap is not None:  # bars still alive at the cap end there (truncated filtration)
+        d = d.copy()
+        d[:, 1] = np.minimum(d[:, 1], cap)
     d = d[np.isfinite(d[:, 1]) & (d[:, 1] > d[:, 0])]
     order = np.lexsort((d[:, 1], d[:, 0]))
     return np.ascontiguousarray(d[order])
 
 
-def _gudhi(dist: np.ndarray, dims: tuple[int, ...]) -> dict[int, np.ndarray]:
-    rips = gudhi.RipsComplex(distance_matrix=dist)
+def _gudhi(dist: np.ndarray, dims: tuple[int, ...], cap: float | None = None) -> dict[int, np.ndarray]:
+    if cap is None:
+        rips = gudhi.RipsComplex(distance_matrix=dist)
+    else:
+        rips = gudhi.RipsComplex(distance_matrix=dist, max_edge_length=cap)
     tree = rips.create_simplex_tree(max_dimension=max(dims) + 1)
     tree.compute_persistence()
-    return {d: _sorted_rows(tree.persistence_intervals_in_dimension(d)) for d in dims}
+    return {d: _sorted_rows(tree.persistence_intervals_in_dimension(d), cap) for d in dims}
 
 
-def _ripser(dist: np.ndarray, dims: tuple[int, ...]) -> dict[int, np.ndarray]:
+def _ripser(dist: np.ndarray, dims: tuple[int, ...], cap: float | None = None) -> dict[int, np.ndarray]:
     from gudhi.sklearn.rips_persistence import RipsPersistence
 
-    rips = RipsPersistence(homology_dimensions=list(dims), input_type="full distance matrix")
+    threshold = float("inf") if cap is None else float(cap)
+    rips = RipsPersistence(homology_dimensions=list(dims), threshold=threshold, input_type="full distance matrix")
     diagrams = rips.fit_transform([dist])[0]
-    return {d: _sorted_rows(dg) for d, dg in zip(dims, diagrams)}
+    return {d: _sorted_rows(dg, cap) for d, dg in zip(dims, diagrams)}
 
 
 def h0_diagram(dist: np.ndarray) -> np.ndarray:
@@ -101,6 +108,7 @@ def persistence_diagrams(
     homology_dims: Sequence[int] = (0,),
     *,
     method: str = "auto",
+    max_edge_length: float | None = None,
 ) -> dict[int, np.ndarray]:
     """Finite persistence diagrams of the Vietoris-Rips filtration of a distance matrix.
 
@@ -108,6 +116,11 @@ def persistence_diagrams(
         dist: (n, n) symmetric distance matrix with zero diagonal.
         homology_dims: dimensions to compute, e.g. ``(0,)`` or ``(0, 1)``.
         method: ``"auto"``, ``"fast"``, ``"ripser"`` or ``"gudhi"`` (see the module doc).
+        max_edge_length: an approximation for dimensions >= 1 only (H0 stays exact): the
+            filtration stops there, bars alive at that length end there, later ones are
+            missed. Each bar moves by at most ``enclosing radius - max_edge_length``; no
+            error at all when the cap is at least the enclosing radius
+            (``dist.max(axis=1).min()``). ``None`` (default): exact.
 
     Returns:
         ``{dim: (m, 2) array}`` of finite, non-zero-length (birth, death) bars, rows sorted;
@@ -126,14 +139,18 @@ def persistence_diagrams(
     n = dist.shape[0]
     if n < 2:
         return {d: np.empty((0, 2)) for d in dims}
-    if method == "gudhi":
+    if max_edge_length is not None:
+        if not np.isfinite(max_edge_length) or max_edge_length <= 0:
+            raise ValueError(f"max_edge_length must be a positive finite number or None, got {max_edge_length!r}")
+        max_edge_length = float(max_edge_length)
+    higher = tuple(d for d in dims if d > 0)
+    if max_edge_length is None and method == "gudhi":
         return _gudhi(dist, dims)
-    if method == "ripser":
+    if max_edge_length is None and method == "ripser":
         return _ripser(dist, dims)
     out: dict[int, np.ndarray] = {}
-    higher = tuple(d for d in dims if d > 0)
     if higher:
-        out.update(_ripser(dist, higher))
+        out.update((_gudhi if method == "gudhi" else _ripser)(dist, higher, max_edge_length))
     if 0 in dims:
-        out[0] = h0_diagram(dist)
+        out[0] = _gudhi(dist, (0,))[0] if method == "gudhi" else h0_diagram(dist)
     return {d: out[d] for d in dims}

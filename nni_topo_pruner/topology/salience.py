@@ -10,7 +10,9 @@ the lightest edge across its own cut, so ``MST(cloud - v) = (T - v) + MST(pieces
 (most vertices of a spanning tree) need no search at all; for an inner vertex only the
 pieces other than the largest one are scanned, O((n - largest piece) * n) per vertex.
 Higher homology dimensions are recomputed per left-out point with the chosen persistence
-method (n persistence computations).
+method (up to n persistence computations); with the bottleneck distance, points whose H0
+part already exceeds a proven bound on any change in dims >= 1 are skipped (exact, see
+:mod:`~nni_topo_pruner.topology.bounds`).
 
 Example:
     >>> import numpy as np
@@ -35,6 +37,12 @@ from .diagram_distance import (
     check_order,
     diagram_distance,
     wasserstein_h0_sorted,
+)
+from .bounds import (
+    enclosing_radius_without_each,
+    higher_dim_bottleneck_bound,
+    max_persistence,
+    smallest_positive_distance,
 )
 from .mst import mst_edges
 from .persistence import check_distance_matrix, check_homology_dims, persistence_diagrams
@@ -194,6 +202,7 @@ def leave_one_out_salience(
     order: float = 1.0,
     diagrams: dict[int, np.ndarray] | None = None,
     method: str = "auto",
+    max_edge_length: float | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Per-point salience: the diagram distance between the cloud and the cloud without it.
@@ -204,6 +213,8 @@ def leave_one_out_salience(
         kind: ``"bottleneck"`` or ``"wasserstein"`` (with ``order``).
         diagrams: the cloud's diagrams if already computed (saves one computation).
         method: persistence method for dimensions above 0 (H0 is always the exact MST path).
+        max_edge_length: cap of the leave-one-out filtrations in dims >= 1 (an
+            approximation, see :func:`persistence_diagrams`); ``None``: exact.
         progress: show a tqdm bar over the left-out points of the higher dimensions.
 
     Returns:
@@ -223,13 +234,23 @@ def leave_one_out_salience(
     if higher:
         full = diagrams if diagrams is not None else persistence_diagrams(dist, higher, method=method)
         full = {d: full[d] for d in higher}
-        values = np.empty(n)
+        values = np.zeros(n)
+        todo = np.arange(n)
+        if kind == "bottleneck" and 0 in dims:
+            # Exact shortcut: where the H0 part already reaches the bound on any change in
+            # dims >= 1, the maximum over dimensions is the H0 part (see topology.bounds).
+            bound = higher_dim_bottleneck_bound(
+                enclosing_radius_without_each(dist), smallest_positive_distance(dist), max_persistence(full, higher)
+            )
+            todo = np.flatnonzero(per_dim[0] < bound)
+        logger.debug("leave-one-out in dims %s for %d of %d points", higher, len(todo), n)
         keep = np.ones(n, dtype=bool)
-        for i in tqdm(range(n), desc="leave-one-out H1+", disable=not progress, leave=False):
+        for i in tqdm(todo, desc="leave-one-out H1+", disable=not progress, leave=False):
             keep[i] = False
             sub = dist[np.ix_(keep, keep)]
             keep[i] = True
-            values[i] = diagram_distance(full, persistence_diagrams(sub, higher, method=method), kind, order=order)
+            sub_diagrams = persistence_diagrams(sub, higher, method=method, max_edge_length=max_edge_length)
+            values[i] = diagram_distance(full, sub_diagrams, kind, order=order)
         per_dim.append(values)
     if kind == "bottleneck":
         return np.max(per_dim, axis=0)
