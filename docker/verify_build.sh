@@ -63,10 +63,12 @@ if [[ $source_mode == ref ]]; then
     trap 'rm -rf "$snapshot"' EXIT  # the temporary snapshot only, never the repository
     git -C "$repo" archive --format=tar "$commit" | tar -x -C "$snapshot"
     context=$snapshot
+    source_commit=$commit
     log "context: git archive of $ref ($commit)"
 else
     context=$repo
-    log "context: working tree $repo ($(git -C "$repo" rev-parse --short HEAD) + uncommitted changes)"
+    source_commit="$(git -C "$repo" rev-parse HEAD)+worktree"
+    log "context: working tree $repo ($source_commit: HEAD plus uncommitted changes)"
 fi
 
 # 3. What the build may reach: this machine's pip settings (CA bundle, local wheel folders and
@@ -80,7 +82,7 @@ extra_indexes=${PIP_EXTRA_INDEX_URL:-$(pip_get global.extra-index-url)}
 index_url=${PIP_INDEX_URL:-$(pip_get global.index-url)}
 index_url=${index_url:-https://pypi.org/simple}
 
-build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "INDEX_URL=$index_url")
+build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "INDEX_URL=$index_url" --build-arg "SOURCE_COMMIT=$source_commit")
 mounts=()
 if [[ -f $ca_bundle ]]; then
     mounts+=(-v "$ca_bundle:/etc/ssl/certs/host-ca-bundle.crt:ro")
@@ -118,6 +120,7 @@ log "runtime image built in $(elapsed "$t")"
 
 # 5. Its configuration, checked without running it (running containers is not possible here).
 config=$(podman image inspect --format '{{.Config.User}}|{{json .Config.Cmd}}|{{.Config.WorkingDir}}' "$IMAGE")
+log "image revision label: $(podman image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' "$IMAGE")"
 log "image config (user|cmd|workdir): $config"
 expected='pruner|["python","-m","benchmarks.run","--preset","smoke","--out-dir","/results"]|/app'
 [[ $config == "$expected" ]] || { echo "error: image config is '$config', expected '$expected'" >&2; exit 1; }
@@ -137,7 +140,7 @@ else
 fi
 t=$(date +%s); log "building target $report_target -> $VERIFY_OUT"
 rm -rf "$VERIFY_OUT"; mkdir -p "$VERIFY_OUT"
-build "$report_target" --build-arg "PYTEST_ARGS=${PYTEST_ARGS:-}" "${data_mount[@]}" --output "type=local,dest=$VERIFY_OUT"
+build "$report_target" --build-arg "PYTEST_ARGS=${PYTEST_ARGS:-}" --build-arg "VERIFY_RUN_ID=$(date +%s)" "${data_mount[@]}" --output "type=local,dest=$VERIFY_OUT"
 log "$report_target passed in $(elapsed "$t")"
 if [[ -f $VERIFY_OUT/pytest.log ]]; then
     log "tests ran as: $(cat "$VERIFY_OUT/user.txt")"
@@ -150,5 +153,5 @@ fi
 if [[ -d $VERIFY_OUT/smoke ]]; then
     log "smoke ran as: $(cat "$VERIFY_OUT/smoke-user.txt")"
     log "smoke benchmark outputs: $(cd "$VERIFY_OUT/smoke" && find . -maxdepth 1 -type f | sort | tr '\n' ' ')"
-    log "smoke log tail: $(grep -v '^\s*$' "$VERIFY_OUT/smoke.log" | tail -n 3 | tr '\n' ' ')"
+    log "smoke benchmark: $(grep -a -v -e '%|' -e '^\s*$' "$VERIFY_OUT/smoke.log" | tail -n 1)"
 fi
