@@ -83,13 +83,13 @@ def _mark(obj: Any, name: str) -> Any:
 
 
 def _edit_pattern(old: str) -> re.Pattern[str]:
-    """Regex for the lines of ``old`` at any (consistent) indentation."""
-    lines = [re.escape(line.strip()) for line in old.strip().splitlines()]
-    return re.compile(r"^(?P<indent>[ \t]*)" + r"\n(?P=indent)".join(lines) + r"$", re.MULTILINE)
+    """Regex for the lines of ``old`` (relative indentation kept) at any base indentation."""
+    lines = [re.escape(line.rstrip()) for line in textwrap.dedent(old).strip("\n").splitlines()]
+    return re.compile(r"^(?P<indent>[ \t]*)" + r"\n(?P=indent)".join(lines) + r"[ \t]*$", re.MULTILINE)
 
 
 def _indent_like(new: str, indent: str) -> str:
-    return "\n".join(indent + line.strip() for line in new.strip().splitlines())
+    return "\n".join(indent + line for line in textwrap.dedent(new).strip("\n").splitlines())
 
 
 def _recompile_with_edits(func: Callable, edits: list[tuple[str, str]], patch_name: str) -> Callable:
@@ -199,16 +199,16 @@ def _impure_applied() -> bool:
 _BYTECODE = "py311-bytecode-introspection"
 #: ConcreteProxy methods that find the caller's current instruction the Python <= 3.10 way
 _BYTECODE_METHODS = ("__iter__", "__len__", "__bool__", "keys")
-_BYTECODE_OLD = (
-    "cur = calling_frame.f_lasti // 2\n"
-    "        insts: List[dis.Instruction] = _orig_list(dis.get_instructions(calling_frame.f_code))"
-)
+_BYTECODE_OLD = """
+cur = calling_frame.f_lasti // 2
+insts: List[dis.Instruction] = _orig_list(dis.get_instructions(calling_frame.f_code))
+"""
 # same instruction list (CACHE entries hidden, so insts[cur + 1] is still the next real
 # instruction), but the current one is found by its byte offset instead of f_lasti // 2
-_BYTECODE_NEW = (
-    "insts: List[dis.Instruction] = _orig_list(dis.get_instructions(calling_frame.f_code))\n"
-    "        cur = _orig_list(inst.offset for inst in insts).index(calling_frame.f_lasti)"
-)
+_BYTECODE_NEW = """
+insts: List[dis.Instruction] = _orig_list(dis.get_instructions(calling_frame.f_code))
+cur = _orig_list(inst.offset for inst in insts).index(calling_frame.f_lasti)
+"""
 #: Python 3.11 names of the conditional jumps that call __bool__ (3.10 and 3.12 use POP_JUMP_IF_*)
 _PY311_JUMPS = ("POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE",
                 "POP_JUMP_BACKWARD_IF_FALSE", "POP_JUMP_BACKWARD_IF_TRUE")
@@ -247,6 +247,148 @@ def _bytecode_applied() -> bool:
     mods = _nni_tracer_modules()
     return mods is not None and all(_is_marked(getattr(mods[1].ConcreteProxy, name), _BYTECODE)
                                     for name in _BYTECODE_METHODS)
+
+
+# ---------------------------------------------------------------------------------------
+# patch 4: torch.jit.trace's sanity check runs under no_grad (NNI's TorchModuleGraph)
+# ---------------------------------------------------------------------------------------
+
+_JIT_NO_GRAD = "jit-trace-grad-mode"
+
+
+def _nni_graph_utils() -> Any | None:
+    try:
+        from nni.common import graph_utils
+    except Exception:  # e.g. tensorboard missing: NNI's dependency analysis fails anyway
+        return None
+    return graph_utils
+
+
+def _jit_no_grad_needed() -> bool:
+    graph_utils = _nni_graph_utils()
+    if graph_utils is None or not hasattr(graph_utils.TorchGraph, "_trace"):
+        return False
+    import torch.jit._trace
+
+    trace = graph_utils.TorchGraph._trace
+    if _is_marked(trace, _JIT_NO_GRAD) or "no_grad" in _source(trace):
+        return False
+    return "@torch.no_grad()" in _source(torch.jit._trace._check_trace)
+
+
+def _jit_no_grad_install() -> None:
+    import torch
+
+    graph = _nni_graph_utils().TorchGraph
+    nni_trace = graph._trace
+
+    @functools.wraps(nni_trace)
+    def _trace(self: Any, model: Any, dummy_input: Any) -> Any:
+        # trace in the grad mode torch.jit uses for its check; NNI needs the graph only
+        with torch.no_grad():
+            return nni_trace(self, model, dummy_input)
+
+    graph._trace = _mark(_trace, _JIT_NO_GRAD)
+
+
+def _jit_no_grad_applied() -> bool:
+    graph_utils = _nni_graph_utils()
+    return graph_utils is not None and _is_marked(getattr(graph_utils.TorchGraph, "_trace", None), _JIT_NO_GRAD)
+
+
+# ---------------------------------------------------------------------------------------
+# patch 5: NoMaskUpdater deletes a misspelt attribute
+# ---------------------------------------------------------------------------------------
+
+_NOMASK = "nomaskupdater-output-randomize"
+_NOMASK_OLD = "del model_speedup.node_infos[to_delete]._output_randomize"
+_NOMASK_NEW = "del model_speedup.node_infos[to_delete].output_randomize"
+
+
+def _nni_mask_updater() -> Any | None:
+    try:
+        from nni.compression.speedup import mask_updater
+    except Exception:
+        return None
+    return mask_updater
+
+
+def _nomask_needed() -> bool:
+    updater = _nni_mask_updater()
+    if updater is None or not hasattr(updater, "NoMaskUpdater"):
+        return False
+    method = updater.NoMaskUpdater.direct_update_process
+    return not _is_marked(method, _NOMASK) and bool(_edit_pattern(_NOMASK_OLD).search(_source(method)))
+
+
+def _nomask_install() -> None:
+    cls = _nni_mask_updater().NoMaskUpdater
+    cls.direct_update_process = _recompile_with_edits(
+        cls.direct_update_process, [(_NOMASK_OLD, _NOMASK_NEW)], _NOMASK)
+
+
+def _nomask_applied() -> bool:
+    updater = _nni_mask_updater()
+    return updater is not None and _is_marked(updater.NoMaskUpdater.direct_update_process, _NOMASK)
+
+
+# ---------------------------------------------------------------------------------------
+# patch 6: exponential search in ChannelDependency._depthwise_get_parent
+# ---------------------------------------------------------------------------------------
+
+_DEPTHWISE = "depthwise-parent-search"
+# a breadth-first search without a visited set walks every path of the graph: on
+# ShuffleNetV2 (split/concat in every block) that is exponential. Same set of layers found.
+_DEPTHWISE_EDITS = [
+    ("""
+queue = predeessors
+while queue:
+    curnode = queue.pop(0)
+""", """
+queue, visited = predeessors, set(predeessors)
+while queue:
+    curnode = queue.pop(0)
+"""),
+    ("""
+for parent in parents:
+    queue.append(parent)
+""", """
+for parent in parents:
+    if parent not in visited:
+        visited.add(parent)
+        queue.append(parent)
+"""),
+]
+
+
+def _nni_shape_dependency() -> Any | None:
+    try:
+        from nni.compression.utils import shape_dependency
+    except Exception:
+        return None
+    return shape_dependency
+
+
+def _depthwise_needed() -> bool:
+    module = _nni_shape_dependency()
+    if module is None or not hasattr(module, "ChannelDependency"):
+        return False
+    method = getattr(module.ChannelDependency, "_depthwise_get_parent", None)
+    if method is None or _is_marked(method, _DEPTHWISE):
+        return False
+    source = _source(method)
+    return all(_edit_pattern(old).search(source) for old, _ in _DEPTHWISE_EDITS)
+
+
+def _depthwise_install() -> None:
+    cls = _nni_shape_dependency().ChannelDependency
+    cls._depthwise_get_parent = _recompile_with_edits(cls._depthwise_get_parent, _DEPTHWISE_EDITS, _DEPTHWISE)
+
+
+def _depthwise_applied() -> bool:
+    module = _nni_shape_dependency()
+    return module is not None and _is_marked(getattr(module.ChannelDependency, "_depthwise_get_parent", None),
+                                             _DEPTHWISE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,6 +440,45 @@ PATCHES: tuple[Patch, ...] = (
         is_needed=_bytecode_needed,
         install=_bytecode_install,
         is_applied=_bytecode_applied,
+    ),
+    Patch(
+        name=_JIT_NO_GRAD,
+        symptom="torch.jit._trace.TracingCheckError: Tracing failed sanity checks! ERROR: "
+                "Graphs differed across invocations! from nni.compression.utils."
+                "auto_set_denpendency_group_ids / ChannelDependency (nni/common/graph_utils.py "
+                "TorchGraph._trace) on models with nn.MultiheadAttention (vit_b_16)",
+        cause="torch.jit.trace re-runs the model for its sanity check under torch.no_grad(); "
+              "nn.MultiheadAttention takes its fused fast path only when grad is off, so the "
+              "check's graph differs from the traced one",
+        fix="TorchGraph._trace runs NNI's jit trace under torch.no_grad(), the grad mode of "
+            "torch's own check (NNI uses the graph's structure only)",
+        is_needed=_jit_no_grad_needed,
+        install=_jit_no_grad_install,
+        is_applied=_jit_no_grad_applied,
+    ),
+    Patch(
+        name=_NOMASK,
+        symptom="AttributeError: 'NodeInfo' object has no attribute '_output_randomize' in "
+                "nni/compression/speedup/mask_updater.py NoMaskUpdater.direct_update_process "
+                "(swin_t: a size()/dim() node is the last user of a value)",
+        cause="typo in NNI: the attribute is output_randomize; the misspelt name is only "
+              "reached when a size/dim/len/is/in node is the last use of a value",
+        fix="NoMaskUpdater.direct_update_process recompiled from NNI's source with the "
+            "attribute name corrected",
+        is_needed=_nomask_needed,
+        install=_nomask_install,
+        is_applied=_nomask_applied,
+    ),
+    Patch(
+        name=_DEPTHWISE,
+        symptom="auto_set_denpendency_group_ids / ChannelDependency never returns "
+                "(ShuffleNetV2: > 15 minutes in shape_dependency.py _depthwise_get_parent)",
+        cause="ChannelDependency._depthwise_get_parent walks the graph breadth-first with no "
+              "visited set, so it follows every path: exponential on split/concat blocks",
+        fix="the same search with a visited set (finds the same layers)",
+        is_needed=_depthwise_needed,
+        install=_depthwise_install,
+        is_applied=_depthwise_applied,
     ),
 )
 
