@@ -11,6 +11,7 @@ from nni_topo_pruner.topology.betti import (
     BettiScale,
     betti_at_scale,
     betti_numbers,
+    h0_intervals,
     pairwise_distances,
     persistence_intervals,
 )
@@ -70,10 +71,13 @@ def test_relative_scale_ignores_units():
 def test_scale_resolution():
     assert BettiScale(0.25, "diameter").resolve(8.0) == 2.0
     assert BettiScale(0.25, "absolute").resolve(8.0) == 0.25
+    assert BettiScale(0.5, "median").resolve(8.0, median=3.0) == 1.5
+    with pytest.raises(ValueError, match="median"):
+        BettiScale(0.5, "median").resolve(8.0)
     with pytest.raises(ValueError, match="scale"):
         BettiScale(-1.0)
     with pytest.raises(ValueError, match="scale_reference"):
-        BettiScale(0.5, "median")
+        BettiScale(0.5, "mean")
     with pytest.raises(ValueError, match="count"):
         BettiScale(0.5, "diameter", "all")
 
@@ -162,3 +166,35 @@ def test_bad_input_betti_numbers():
         betti_numbers(distance_matrix=np.zeros((2, 2)), complex="alpha")
     with pytest.raises(ValueError, match="scale"):
         betti_numbers(np.zeros((3, 2)), scale=math.nan)
+
+
+def test_median_reference_is_robust_to_an_outlier():
+    pts = circle(80, seed=13)
+    far = np.vstack([pts, [[100.0, 0.0]]])
+    assert betti_numbers(pts, dims=(0, 1), scale=0.3, scale_reference="median") == (1, 1)
+    # the median barely moves: the circle keeps its loop, the outlier is a second component
+    assert betti_numbers(far, dims=(0, 1), scale=0.3, scale_reference="median") == (2, 1)
+    # the outlier alone sets the diameter: 0.3 x diameter (~30) fills the circle in
+    assert betti_numbers(far, dims=(0, 1), scale=0.3, scale_reference="diameter") == (2, 0)
+    dm = pairwise_distances(far)
+    diameter, median = BettiScale.distance_stats(dm)
+    assert diameter == pytest.approx(dm.max()) and median == pytest.approx(np.median(dm[np.triu_indices(81, 1)]))
+
+
+def test_median_reference_refuses_huge_point_clouds():
+    with pytest.raises(ValueError, match="subsample"):
+        betti_numbers(np.zeros((5000, 3)), scale=0.5, scale_reference="median", complex="alpha")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_h0_from_mst_matches_gudhi(seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(120, 7))
+    pts[5] = pts[6]                                   # a duplicate point: a zero-length bar
+    dm = pairwise_distances(pts)
+    ours = h0_intervals(dm)
+    ref = persistence_intervals(distance_matrix=dm, max_dimension=0)[0]
+    np.testing.assert_allclose(np.sort(ours[ours[:, 1] > 0][:, 1]), np.sort(ref[:, 1]), rtol=1e-12)
+    for s in np.quantile(dm, [0.01, 0.05, 0.2, 0.5]):
+        for count in ("alive", "persistent"):
+            assert betti_at_scale({0: ours}, s, count) == betti_at_scale({0: ref}, s, count)

@@ -24,7 +24,9 @@ What is counted (``count``)
 Scale reference (``scale_reference``)
     ``"diameter"`` (default): ``s = scale * diameter(X)``, so the count does not depend on
     the units of the cloud (a filter whose maps are twice as large gets the same Betti
-    numbers). ``"absolute"``: ``s = scale``.
+    numbers). ``"median"``: ``s = scale * median pairwise distance`` -- also unit-free, and
+    robust to a few outlying points, which otherwise set the diameter alone.
+    ``"absolute"``: ``s = scale``.
 
 Example:
     >>> import numpy as np
@@ -42,13 +44,14 @@ from typing import Dict, Literal, Optional, Sequence, Tuple
 import gudhi
 import numpy as np
 
-ScaleReference = Literal["diameter", "absolute"]
+ScaleReference = Literal["diameter", "median", "absolute"]
 Count = Literal["alive", "persistent"]
 ComplexKind = Literal["rips", "alpha"]
 
-_SCALE_REFERENCES = ("diameter", "absolute")
+_SCALE_REFERENCES = ("diameter", "median", "absolute")
 _COUNTS = ("alive", "persistent")
 _COMPLEXES = ("rips", "alpha")
+_MAX_POINTS_FOR_MEDIAN = 4096
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,29 @@ class BettiScale:
         if self.count not in _COUNTS:
             raise ValueError(f"count must be one of {_COUNTS}, got {self.count!r}")
 
-    def resolve(self, diameter: float) -> float:
-        """The scale in the cloud's own distance units."""
-        return float(self.value * diameter) if self.reference == "diameter" else float(self.value)
+    def resolve(self, diameter: float, median: Optional[float] = None) -> float:
+        """The scale in the cloud's own distance units (``median``: of the pairwise distances)."""
+        if self.reference == "diameter":
+            return float(self.value * diameter)
+        if self.reference == "median":
+            if median is None:
+                raise ValueError("scale_reference='median' needs the median pairwise distance")
+            return float(self.value * median)
+        return float(self.value)
+
+    @staticmethod
+    def distance_stats(distance_matrix: np.ndarray) -> Tuple[float, float]:
+        """``(diameter, median pairwise distance)`` of a distance matrix (off-diagonal pairs).
+
+        Example:
+            >>> BettiScale.distance_stats(np.array([[0.0, 1.0, 4.0], [1.0, 0.0, 3.0], [4.0, 3.0, 0.0]]))
+            (4.0, 3.0)
+        """
+        n = distance_matrix.shape[0]
+        if n < 2:
+            return 0.0, 0.0
+        upper = distance_matrix[np.triu_indices(n, 1)]
+        return float(upper.max()), float(np.median(upper))
 
 
 def pairwise_distances(points: np.ndarray) -> np.ndarray:
@@ -141,6 +164,27 @@ def persistence_intervals(
     return {k: _bars(st, k) for k in range(max_dimension + 1)}
 
 
+def h0_intervals(distance_matrix: np.ndarray) -> np.ndarray:
+    """H0 bars of the Rips filtration, from a minimum spanning tree (no simplicial complex).
+
+    Kruskal's algorithm is the H0 persistence algorithm: the finite bars are ``(0, w)`` for
+    the MST's edge weights ``w``, plus one infinite bar. Equal to GUDHI's H0 (tested) up
+    to zero-length bars (duplicate points), which no count here sees.
+
+    Example:
+        >>> h0_intervals(np.array([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]]))[:, 1].tolist()
+        [1.0, 2.0, inf]
+    """
+    from .mst import mst_edge_lengths
+
+    dm = _as_distance_matrix(distance_matrix)
+    deaths = np.sort(mst_edge_lengths(dm))
+    bars = np.zeros((len(deaths) + 1, 2))
+    bars[:-1, 1] = deaths
+    bars[-1, 1] = np.inf
+    return bars
+
+
 def betti_at_scale(intervals: Dict[int, np.ndarray], scale: float, count: Count = "alive") -> Dict[int, int]:
     """Count bars per dimension at ``scale`` (see the module doc for ``count``).
 
@@ -192,11 +236,17 @@ def betti_numbers(
         distance_matrix = pairwise_distances(points)  # type: ignore[arg-type]
     if distance_matrix is not None:
         dm = _as_distance_matrix(distance_matrix)
-        diameter = float(dm.max()) if dm.size else 0.0
+        diameter, median = BettiScale.distance_stats(dm)
     else:
         x = _as_points(points)  # type: ignore[arg-type]
-        diameter = _diameter(x)
-    s = spec.resolve(diameter)
+        if spec.reference == "median":
+            if len(x) > _MAX_POINTS_FOR_MEDIAN:
+                raise ValueError(f"scale_reference='median' on {len(x)} points would need all pairwise distances; "
+                                 f"use 'diameter' or 'absolute', or subsample to <= {_MAX_POINTS_FOR_MEDIAN} points")
+            diameter, median = BettiScale.distance_stats(pairwise_distances(x))
+        else:
+            diameter, median = _diameter(x), None
+    s = spec.resolve(diameter, median)
 
     # "alive" and H0-only "persistent" need the filtration only up to s (bars alive at s
     # come back infinite); higher-dimensional "persistent" counts need all of it.

@@ -1,0 +1,476 @@
+"""BettiPruner: the BMVC paper's filter pruning by Betti numbers (seed 000, section 3.6).
+
+For every target convolution, calibration images are run through the model; each filter's
+feature map over the ``N`` images is a cloud of ``N`` points (one per image, dimension
+``H*W``). The Betti numbers of that cloud -- of its Vietoris-Rips complex at a configured
+scale, from GUDHI persistent homology (:mod:`nni_topo_pruner.topology.betti`) -- score the
+filter, and the filters with the **largest** Betti numbers are pruned: the paper's reading
+is that they scatter same-class images and so increase intra-class distance.
+
+Two ways to say how much to prune, NNI's config-list semantics unchanged:
+
+* ``sparse_ratio`` in the config list (NNI's ratio, dependency-group and global-group
+  rules via NNI's own ``generate_sparsity``; ``max_sparse_ratio`` / ``min_sparse_ratio``
+  honoured), ranking filters by Betti score;
+* ``betti_threshold=T`` (the paper: 300): every filter whose Betti score exceeds ``T`` is
+  pruned (config entries then carry no ``sparse_ratio``; ``max_sparse_ratio`` /
+  ``min_sparse_ratio`` still cap the result, as for NNI's ``sparse_threshold``).
+
+Score and ties
+    The score is the sum of the Betti numbers over ``homology_dims`` (default ``(0,)``:
+    ``b0``, the number of connected components). Integer scores tie often; ties are broken
+    by the cloud's mean H0 count over ``[0, s]`` (how late its components merge, a number in
+    ``[0, 1)`` after normalising by ``N``), which never changes the integer order. NNI
+    prunes the smallest metric, so the metric handed to NNI is ``-(score + tie/2)``.
+
+Scale
+    ``scale`` is a fraction of each cloud's median pairwise distance
+    (``scale_reference="median"``, default), of its diameter (``"diameter"``) or an
+    absolute distance (``"absolute"``); see :mod:`nni_topo_pruner.topology.betti`. The two
+    relative references make the score invariant to the filter's output magnitude; the
+    median is the default because a few outlying images set a cloud's diameter alone (on
+    a CIFAR VGG-16, 0.5 x diameter gave b0 = 1 for almost every filter past the first
+    block, while 0.5 x median spread the scores in all but the 2x2 layers). The paper
+    states neither its scale nor its number of images, so its threshold of 300 has no
+    fixed meaning here: ``b0 <= num_images``, and which filters exceed 300 depends on both.
+    With ``homology_dims=(0,)`` the H0 bars come from a minimum spanning tree (exactly
+    GUDHI's H0, tested); other dimensions use GUDHI's Rips complex.
+
+Memory
+    Feature maps are streamed into one preallocated ``(N, C, D)`` float32 buffer per layer
+    (``D = H*W``). When ``H*W > max_feature_dim`` each map is reduced to at most
+    ``max_feature_dim`` values first, by a fixed Gaussian random projection
+    (``feature_reduction="random_projection"``, default; preserves pairwise distances up to
+    ``1 +- eps`` by Johnson-Lindenstrauss) or adaptive average pooling (``"avgpool"``);
+    ``"none"`` keeps full maps. Memory is ``4 * N * sum_layers(C * D)`` bytes, logged
+    before collection. Distance matrices are computed per chunk of channels in float64.
+
+Example
+-------
+>>> import torch
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+>>> images = [torch.rand(16, 3, 12, 12) for _ in range(4)]
+>>> pruner = BettiPruner(model, [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}],
+...                      calibration_loader=images, num_images=64, progress=False)
+>>> _, masks = pruner.compress()
+>>> pruner.unwrap_model()
+>>> int(masks['0']['weight'].sum(dim=(1, 2, 3)).count_nonzero()), len(pruner.scores['0'])
+(4, 8)
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import zlib
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nni.compression.base.compressor import Pruner
+from nni.compression.pruning.tools import generate_sparsity
+from nni.compression.utils.evaluator import Evaluator
+from schema import SchemaError
+from torch import nn
+from tqdm.auto import tqdm
+
+from .topology.betti import BettiScale, betti_at_scale, h0_intervals, persistence_intervals
+
+_logger = logging.getLogger(__name__)
+
+_SUPPORTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_REDUCTIONS = ("random_projection", "avgpool", "none")
+_MASKS = Dict[str, Dict[str, torch.Tensor]]
+
+
+class BettiPruner(Pruner):
+    """Prune the convolution filters whose feature-map clouds have the largest Betti numbers.
+
+    Parameters
+    ----------
+    model, config_list
+        As for any NNI pruner; targets must be ``Conv1d/2d/3d`` layers pruned along output
+        channels (``granularity`` ``'default'`` / ``'out_channel'``).
+    evaluator
+        Optional NNI ``Evaluator``: when no ``calibration_loader`` is given, the feature
+        maps are recorded while ``evaluator.evaluate()`` runs its ``evaluating_func`` (the
+        first ``num_images`` images it feeds the model are used).
+    calibration_loader
+        An iterable of input batches: tensors, or ``(inputs, targets, ...)`` tuples/lists
+        whose first element is the model input (a ``DataLoader`` works). Iterated once,
+        until ``num_images`` images have been seen.
+    num_images
+        Points per cloud ``N`` (default 512). Fewer is fine when the data runs out (>= 3).
+    scale, scale_reference, count
+        Where Betti numbers are read (see module doc and :class:`BettiScale`); default
+        ``0.5`` x the cloud's median pairwise distance, ``"alive"`` bars.
+    homology_dims
+        Homology dimensions summed into the score: ``(0,)`` (default) or e.g. ``(0, 1)``
+        (H1 at large scales is much slower: triangles of the Rips complex are built).
+    betti_threshold
+        Prune every filter whose score exceeds this (the paper: 300) instead of using
+        ``sparse_ratio``.
+    max_feature_dim, feature_reduction
+        Memory bound for large feature maps (see module doc).
+    seed
+        Seed of the random projection (per layer: derived from the layer name).
+    progress
+        tqdm progress bars for collection and scoring.
+    """
+
+    requires_calibration_data = True
+
+    def __init__(self, model: nn.Module, config_list: List[Dict], evaluator: Optional[Evaluator] = None, *,
+                 calibration_loader: Optional[Iterable] = None, num_images: int = 512, scale: float = 0.5,
+                 scale_reference: str = "median", count: str = "alive", homology_dims: Sequence[int] = (0,),
+                 betti_threshold: Optional[float] = None, max_feature_dim: Optional[int] = 1024,
+                 feature_reduction: str = "random_projection", seed: int = 0, progress: bool = True,
+                 existed_wrappers=None):
+        # validate our own options first: a bad option leaves the model unwrapped
+        if calibration_loader is None and evaluator is None:
+            raise ValueError("BettiPruner needs calibration data: pass calibration_loader= (a DataLoader or an "
+                             "iterable of input batches) or an NNI evaluator= whose evaluating_func runs the model")
+        if calibration_loader is not None and (isinstance(calibration_loader, (torch.Tensor, str, bytes))
+                                               or not hasattr(calibration_loader, "__iter__")):
+            raise TypeError("calibration_loader must be an iterable of batches (e.g. a DataLoader or a list of "
+                            f"tensors), got {type(calibration_loader).__name__}; wrap a single tensor as [tensor]")
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 3:
+            raise ValueError(f"num_images must be an int >= 3, got {num_images!r}")
+        self.betti_scale = BettiScale(scale, scale_reference, count)  # validates
+        dims = tuple(homology_dims)
+        if not dims or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in dims):
+            raise ValueError(f"homology_dims must be a non-empty sequence of ints >= 0, got {homology_dims!r}")
+        if betti_threshold is not None and not (isinstance(betti_threshold, (int, float))
+                                                and not isinstance(betti_threshold, bool)
+                                                and math.isfinite(betti_threshold) and betti_threshold >= 0):
+            raise ValueError(f"betti_threshold must be a finite number >= 0, got {betti_threshold!r}")
+        if feature_reduction not in _REDUCTIONS:
+            raise ValueError(f"feature_reduction must be one of {_REDUCTIONS}, got {feature_reduction!r}")
+        if max_feature_dim is not None and (isinstance(max_feature_dim, bool) or not isinstance(max_feature_dim, int)
+                                            or max_feature_dim < 1):
+            raise ValueError(f"max_feature_dim must be an int >= 1 or None, got {max_feature_dim!r}")
+        self.calibration_loader = calibration_loader
+        self.num_images = num_images
+        self.homology_dims = dims
+        self.betti_threshold = betti_threshold
+        self.max_feature_dim = max_feature_dim
+        self.feature_reduction = feature_reduction
+        self.seed = int(seed)
+        self.progress = bool(progress)
+        #: per layer: the score (sum of Betti numbers) of every output channel, after compress()
+        self.scores: Dict[str, np.ndarray] = {}
+        #: per layer: Betti numbers per channel, shape (C, len(homology_dims))
+        self.betti: Dict[str, np.ndarray] = {}
+        #: per layer: number of images the clouds were built from
+        self.images_used: Dict[str, int] = {}
+        try:
+            super().__init__(model, config_list, evaluator, existed_wrappers)
+        except SchemaError as error:
+            raise ValueError(f"invalid config_list for BettiPruner: {error}") from error
+        try:
+            self._prepare_target_spaces()
+        except Exception:
+            self.unwrap_model()
+            raise
+
+    # ----------------------------------------------------------------- validation
+    def _prepare_target_spaces(self) -> None:
+        found = 0
+        for module_name, spaces in self._target_spaces.items():
+            module = self._module_wrappers[module_name].module
+            for target_name, space in spaces.items():
+                if space.align is not None:
+                    continue  # e.g. the bias, masked like the weight
+                if space.sparse_threshold is not None:
+                    raise ValueError(
+                        f"{module_name}: 'sparse_threshold' in the config list is not used by BettiPruner (its metric "
+                        f"is a negated Betti score); pass betti_threshold=T to prune filters with Betti score > T")
+                if self.betti_threshold is not None:
+                    if space.sparse_ratio is not None:
+                        raise ValueError(f"{module_name}: give either betti_threshold or a 'sparse_ratio' in the "
+                                         f"config list, not both")
+                    if target_name != "weight":
+                        continue
+                    # keep iff score + tie <= floor(T) + 0.75  <=>  integer score <= T (tie < 0.5)
+                    space.sparse_threshold = -(math.floor(self.betti_threshold) + 0.75)
+                elif space.sparse_ratio is None:
+                    continue
+                if target_name != "weight":
+                    raise ValueError(f"{module_name}: BettiPruner prunes output channels through the 'weight' "
+                                     f"target; target {target_name!r} cannot carry a sparse ratio")
+                if not isinstance(module, _SUPPORTED_MODULES):
+                    raise ValueError(
+                        f"{module_name}: BettiPruner scores convolution filters by their feature maps; "
+                        f"{type(module).__name__} is not a Conv1d/Conv2d/Conv3d. Restrict the config list, e.g. "
+                        f"op_types=['Conv2d'], or add exclude_op_names=['{module_name}']")
+                if space.granularity != "out_channel":
+                    raise ValueError(f"{module_name}: granularity {space.granularity!r} is not supported; BettiPruner "
+                                     f"prunes whole output channels ('out_channel')")
+                found += 1
+        if found == 0:
+            raise ValueError("the config list selects no layer to prune: give 'sparse_ratio' in a config entry that "
+                             "matches Conv layers, or betti_threshold=")
+
+    def _active_modules(self) -> List[str]:
+        return sorted({name for name, spaces in self._target_spaces.items()
+                       for space in spaces.values() if space.sparse_ratio is not None
+                       or space.sparse_threshold is not None})
+
+    # ----------------------------------------------------------------- NNI hooks
+    def _collect_data(self) -> Dict[str, torch.Tensor]:
+        """``{module_name: (N, C, D) float32 feature clouds}`` from the calibration data."""
+        modules = {name: self._module_wrappers[name].module for name in self._active_modules()}
+        collector = _FeatureCollector(modules, self.num_images, self.max_feature_dim, self.feature_reduction,
+                                      self.seed)
+        started = time.perf_counter()
+        with collector.hooked():
+            if self.calibration_loader is not None:
+                self._run_loader(collector)
+            else:
+                self._run_evaluator(collector)
+        buffers = collector.result()
+        _logger.info("BettiPruner: feature clouds of %d layers from %d images in %.1f s (%.1f MiB)",
+                     len(buffers), collector.images_seen, time.perf_counter() - started,
+                     sum(b.numel() for b in buffers.values()) * 4 / 2**20)
+        return buffers
+
+    def _calculate_metrics(self, data: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, torch.Tensor]]:
+        metrics: Dict[str, Dict[str, torch.Tensor]] = defaultdict(dict)
+        total = sum(b.shape[1] for b in data.values())
+        bar = tqdm(total=total, desc="BettiPruner persistence", unit="filter", disable=not self.progress, leave=False)
+        for module_name, cloud in data.items():
+            betti, tie = layer_betti(cloud, self.betti_scale, self.homology_dims, on_filter=bar.update)
+            score = betti.sum(axis=1)
+            self.betti[module_name], self.scores[module_name] = betti, score
+            self.images_used[module_name] = int(cloud.shape[0])
+            metric = -torch.as_tensor(score + 0.5 * tie, dtype=torch.float32)
+            for target_name, space in self._target_spaces[module_name].items():
+                if space.sparse_ratio is None and space.sparse_threshold is None:
+                    continue
+                shape = space._scaler.shrink(space.target.detach(), keepdim=True).shape
+                metrics[module_name][target_name] = metric.to(space.target.device).reshape(shape)
+            _logger.debug("%s: Betti scores min %d, median %.1f, max %d", module_name, score.min(),
+                          float(np.median(score)), score.max())
+        bar.close()
+        return metrics
+
+    def _generate_sparsity(self, metrics: Dict[str, Dict[str, torch.Tensor]]) -> _MASKS:
+        return generate_sparsity(metrics, self._target_spaces)
+
+    def _single_compress(self, max_steps: Optional[int], max_epochs: Optional[int]) -> None:
+        if max_steps is not None or max_epochs is not None:
+            raise ValueError("BettiPruner is a one-shot pruner: call compress() without max_steps/max_epochs")
+        self.update_masks(self.generate_masks())
+
+    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
+        raise ValueError("BettiPruner does not support fused (training-aware) compression")
+
+    def _fuse_postprocess(self, evaluator: Evaluator) -> None:
+        raise ValueError("BettiPruner does not support fused (training-aware) compression")
+
+    def compress(self, max_steps: Optional[int] = None, max_epochs: Optional[int] = None):
+        """Collect feature clouds, score filters, apply masks; returns ``(model, masks)``."""
+        return super().compress(max_steps, max_epochs)
+
+    # ----------------------------------------------------------------- data
+    def _run_loader(self, collector: "_FeatureCollector") -> None:
+        model = self.bound_model
+        device = _model_device(model)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in self.calibration_loader:  # type: ignore[union-attr]
+                    inputs = _batch_inputs(batch)
+                    model(inputs.to(device))
+                    if collector.full:
+                        break
+        finally:
+            model.train(was_training)
+        if collector.images_seen == 0:
+            raise ValueError("calibration_loader yielded no images")
+
+    def _run_evaluator(self, collector: "_FeatureCollector") -> None:
+        evaluator = self.evaluator
+        if getattr(evaluator, "evaluating_func", True) is None:
+            raise ValueError("the evaluator has no evaluating_func, so BettiPruner cannot run calibration images "
+                             "through the model; pass calibration_loader= or an evaluator with evaluating_func")
+        evaluator.bind_model(self.bound_model, self._get_param_names_map())
+        try:
+            evaluator.evaluate()
+        finally:
+            evaluator.unbind_model()
+        if collector.images_seen == 0:
+            raise ValueError("evaluator.evaluate() ran no images through the pruned layers")
+
+
+# --------------------------------------------------------------------- scoring
+
+def layer_betti(cloud: torch.Tensor, scale: BettiScale, homology_dims: Sequence[int],
+                channel_chunk: int = 16, on_filter=None) -> Tuple[np.ndarray, np.ndarray]:
+    """Betti numbers and H0 tie-breakers of every channel's cloud.
+
+    ``cloud`` is ``(N, C, D)``: channel ``c``'s cloud is ``cloud[:, c, :]`` (N points).
+    Returns ``betti`` of shape ``(C, len(homology_dims))`` (ints) and ``tie`` of shape
+    ``(C,)`` in ``[0, 1)``: the mean number of H0 bars alive over ``[0, s]`` divided by N.
+
+    Example:
+        >>> pts = torch.tensor([[0.0], [1.0], [10.0], [11.0]])[:, None, :]   # N=4, C=1, D=1
+        >>> betti, tie = layer_betti(pts, BettiScale(0.5, "diameter"), (0,))
+        >>> betti.tolist()
+        [[2]]
+    """
+    n, channels, _ = cloud.shape
+    dims = tuple(homology_dims)
+    betti = np.zeros((channels, len(dims)), dtype=np.int64)
+    tie = np.zeros(channels, dtype=np.float64)
+    for start in range(0, channels, channel_chunk):
+        block = cloud[:, start:start + channel_chunk, :].to(torch.float64).transpose(0, 1)  # (c, N, D)
+        sq = (block * block).sum(-1)
+        d2 = sq[:, :, None] + sq[:, None, :] - 2.0 * block @ block.transpose(1, 2)
+        dist = d2.clamp_min_(0.0).sqrt_().numpy()
+        for i in range(dist.shape[0]):
+            dm = dist[i]
+            np.fill_diagonal(dm, 0.0)
+            dm = np.minimum(dm, dm.T)  # exact symmetry for GUDHI
+            s = scale.resolve(*BettiScale.distance_stats(dm))
+            if dims == (0,):
+                # H0 only: minimum-spanning-tree bars, equal to GUDHI's (tests/test_betti.py)
+                bars = {0: h0_intervals(dm)}
+            else:
+                truncate = scale.count == "alive"
+                bars = persistence_intervals(distance_matrix=dm, max_dimension=max(dims),
+                                             max_edge_length=s if truncate else math.inf)
+            counts = betti_at_scale(bars, s, scale.count)
+            betti[start + i] = [counts[k] for k in dims]
+            tie[start + i] = _h0_tie(bars[0], s, n)
+            if on_filter is not None:
+                on_filter(1)
+    return betti, tie
+
+
+def _h0_tie(h0: np.ndarray, s: float, n: int) -> float:
+    # mean H0 count over [0, s] / N: (1/(N s)) * sum_bars min(death, s); 1 when s == 0
+    if s <= 0:
+        return 1.0 - 1e-9
+    lengths = np.minimum(h0[:, 1], s) - np.minimum(h0[:, 0], s)
+    return float(min(lengths.sum() / (n * s), 1.0 - 1e-9))
+
+
+# --------------------------------------------------------------------- collection
+
+class _FeatureCollector:
+    """Forward hooks that stream each layer's outputs into a preallocated (N, C, D) buffer."""
+
+    def __init__(self, modules: Dict[str, nn.Module], num_images: int, max_feature_dim: Optional[int],
+                 reduction: str, seed: int):
+        self.modules = modules
+        self.num_images = num_images
+        self.max_feature_dim = max_feature_dim
+        self.reduction = reduction
+        self.seed = seed
+        self.buffers: Dict[str, torch.Tensor] = {}
+        self.filled: Dict[str, int] = {name: 0 for name in modules}
+        self.projections: Dict[str, torch.Tensor] = {}
+        self._handles: List[Any] = []
+
+    @property
+    def full(self) -> bool:
+        return all(count >= self.num_images for count in self.filled.values())
+
+    @property
+    def images_seen(self) -> int:
+        return min(self.filled.values()) if self.filled else 0
+
+    def hooked(self):
+        collector = self
+
+        class _Context:
+            def __enter__(self_inner):
+                for name, module in collector.modules.items():
+                    collector._handles.append(module.register_forward_hook(collector._hook(name)))
+                return collector
+
+            def __exit__(self_inner, *exc):
+                for handle in collector._handles:
+                    handle.remove()
+                collector._handles.clear()
+                return False
+
+        return _Context()
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"{name}: BettiPruner expects the layer to output one tensor, got "
+                                f"{type(output).__name__}")
+            room = self.num_images - self.filled[name]
+            if room <= 0:
+                return
+            maps = self._reduce(name, output.detach()[:room])
+            if name not in self.buffers:
+                self.buffers[name] = torch.empty((self.num_images, *maps.shape[1:]), dtype=torch.float32)
+                _logger.debug("%s: buffer %s (%.1f MiB)", name, tuple(self.buffers[name].shape),
+                              self.buffers[name].numel() * 4 / 2**20)
+            start = self.filled[name]
+            self.buffers[name][start:start + maps.shape[0]] = maps.to("cpu", torch.float32)
+            self.filled[name] = start + maps.shape[0]
+
+        return hook
+
+    def _reduce(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) -> (B, C, D) with D <= max_feature_dim unless reduction is 'none'."""
+        b, c = out.shape[:2]
+        spatial = out.shape[2:]
+        size = int(np.prod(spatial)) if len(spatial) else 1
+        limit = self.max_feature_dim
+        if self.reduction == "none" or limit is None or size <= limit:
+            return out.reshape(b, c, size)
+        if self.reduction == "avgpool":
+            pooled = _adaptive_pool(out, limit)
+            return pooled.reshape(b, c, -1)
+        if name not in self.projections:
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+            proj = torch.randn(size, limit, generator=gen, dtype=torch.float32) / math.sqrt(limit)
+            self.projections[name] = proj.to(out.device)
+        return (out.reshape(b * c, size).to(torch.float32) @ self.projections[name]).reshape(b, c, limit)
+
+    def result(self) -> Dict[str, torch.Tensor]:
+        short = {name: count for name, count in self.filled.items() if count < self.num_images}
+        if any(count < 3 for count in self.filled.values()):
+            raise ValueError(f"too few calibration images reached the pruned layers ({self.filled}); "
+                             f"BettiPruner needs at least 3 per layer")
+        if short:
+            _logger.warning("BettiPruner: calibration data ran out after %d images (num_images=%d)",
+                            min(short.values()), self.num_images)
+        return {name: buf[: self.filled[name]] for name, buf in self.buffers.items()}
+
+
+def _adaptive_pool(out: torch.Tensor, limit: int) -> torch.Tensor:
+    spatial = list(out.shape[2:])
+    factor = 1.0
+    while True:
+        target = [max(1, math.ceil(d / factor)) for d in spatial]
+        if int(np.prod(target)) <= limit:
+            break
+        factor *= 1.05
+    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[len(spatial)]
+    return pool(out, target)
+
+
+def _batch_inputs(batch: Any) -> torch.Tensor:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise TypeError("calibration batches must be tensors or (inputs, targets, ...) tuples/lists with a tensor "
+                    f"first, got {type(batch).__name__}")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
