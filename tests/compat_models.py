@@ -1,0 +1,158 @@
+"""Models and the prune -> unwrap -> ModelSpeedup pipeline used by the compat tests.
+
+Imported by tests/test_compat_speedup.py and tests/test_compat_torchvision.py.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nni_topo_pruner  # noqa: F401  (applies nni_topo_pruner.compat)
+
+
+# ----------------------------------------------------------------------------------------
+# small hand-written models
+# ----------------------------------------------------------------------------------------
+
+class FunctionalSoftmaxNet(nn.Module):
+    """Conv stack ending in functional activations along a dim, with type annotations."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(x, 2)
+        x = F.relu(self.conv2(x))
+        x = F.adaptive_avg_pool2d(x, 4)
+        x = x.view(x.size(0), -1)
+        logits: torch.Tensor = self.fc(x)
+        return F.log_softmax(F.softmax(logits, dim=1) + logits, dim=-1)
+
+
+class ConcatAddNet(nn.Module):
+    """Two branches concatenated along channels, a residual add, flatten, softmax(dim=1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.branch_a = nn.Conv2d(16, 8, 1)
+        self.branch_b = nn.Conv2d(16, 8, 3, padding=1)
+        self.mix = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        stem = F.relu(self.stem(x))
+        joined = torch.cat([self.branch_a(stem), self.branch_b(stem)], dim=1)
+        out = F.relu(self.mix(joined)) + stem * scale
+        out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        return torch.softmax(self.head(out), dim=1)
+
+
+class DataDependentNet(nn.Module):
+    """Python branches on tensor values and shapes (the IndexError path of NNI on 3.11)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        if x.shape[-1] > 4 and x.dim() == 4:  # shape branch
+            x = F.max_pool2d(x, 2)
+        if not self.training:  # attribute branch
+            x = self.conv2(x)
+        batch, channels, *_ = x.shape  # unpacking a torch.Size
+        if bool(x.mean() > -1e9):  # value branch
+            x = x.reshape(batch, channels, -1).mean(-1)
+        return F.softmax(self.fc(x), dim=-1)
+
+
+def small_models() -> dict[str, Callable[[], nn.Module]]:
+    return {
+        "functional_softmax": FunctionalSoftmaxNet,
+        "concat_add": ConcatAddNet,
+        "data_dependent": DataDependentNet,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# the pipeline
+# ----------------------------------------------------------------------------------------
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class SpeedupResult:
+    original_output: torch.Tensor
+    output: torch.Tensor
+    params_before: int
+    params_after: int
+    masks: dict[str, dict[str, torch.Tensor]] = field(repr=False)
+    model: nn.Module = field(repr=False)
+
+
+def conv_config(model: nn.Module, dummy: torch.Tensor, *, sparse_ratio: float = 0.5,
+                exclude: tuple[str, ...] = (), dependency_groups: bool = True) -> list[dict[str, Any]]:
+    """L1 config on every Conv2d (minus ``exclude``), with NNI's dependency group ids."""
+    from nni.compression.utils import auto_set_denpendency_group_ids
+
+    config: list[dict[str, Any]] = [{"op_types": ["Conv2d"], "sparse_ratio": sparse_ratio}]
+    if exclude:
+        config.append({"op_names": list(exclude), "exclude": True})
+    if dependency_groups:
+        config = auto_set_denpendency_group_ids(model, config, dummy)
+    return config
+
+
+def prune_and_speedup(model: nn.Module, dummy: torch.Tensor, config: list[dict[str, Any]]) -> SpeedupResult:
+    """L1NormPruner masks -> unwrap -> ModelSpeedup; the model is changed in place."""
+    from nni.compression.pruning import L1NormPruner
+    from nni.compression.speedup import ModelSpeedup
+
+    model.eval()
+    with torch.no_grad():
+        original_output = model(dummy)
+    params_before = count_parameters(model)
+    pruner = L1NormPruner(model, config)
+    _, masks = pruner.compress()
+    pruner.unwrap_model()
+    ModelSpeedup(model, dummy, masks).speedup_model()
+    # NNI builds replacement modules in training mode (torch's default); set eval again
+    model.eval()
+    with torch.no_grad():
+        output = model(dummy)
+    return SpeedupResult(original_output, output, params_before, count_parameters(model), masks, model)
+
+
+def ones_masks_speedup(model: nn.Module, dummy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
+    """ModelSpeedup with all-ones masks on every Conv2d: (original output, sped-up output, model)."""
+    from nni.compression.speedup import ModelSpeedup
+
+    model.eval()
+    with torch.no_grad():
+        original_output = model(dummy)
+    masks = {
+        name: {"weight": torch.ones_like(module.weight),
+               **({"bias": torch.ones_like(module.bias)} if module.bias is not None else {})}
+        for name, module in model.named_modules() if isinstance(module, nn.Conv2d)
+    }
+    sped_up = copy.deepcopy(model)
+    ModelSpeedup(sped_up, dummy, masks).speedup_model()
+    sped_up.eval()
+    with torch.no_grad():
+        output = sped_up(dummy)
+    return original_output, output, sped_up
