@@ -95,13 +95,20 @@ def _rooted_tree(n: int, us: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, li
 
 
 def _replacement_weights(
-    permuted: np.ndarray, v: int, parent: np.ndarray, children: list[int], tin: np.ndarray, tout: np.ndarray
+    dist: np.ndarray,
+    position: np.ndarray,
+    v: int,
+    parent: np.ndarray,
+    children: list[int],
+    tin: np.ndarray,
+    tout: np.ndarray,
 ) -> np.ndarray:
     """Weights of the edges that reconnect the pieces of T - v (MST of the piece graph).
 
-    ``permuted`` is the distance matrix with rows and columns in preorder.
+    ``position[p]`` is the vertex at preorder position p; rows are gathered in preorder as
+    needed (no permuted n x n copy).
     """
-    n = permuted.shape[0]
+    n = dist.shape[0]
     # Pieces as lists of preorder ranges: the child subtrees, then the rest of the tree.
     pieces: list[list[tuple[int, int]]] = [[(int(tin[c]), int(tout[c]))] for c in children]
     if parent[v] >= 0:
@@ -118,7 +125,7 @@ def _replacement_weights(
         if i == largest:
             continue
         rows = np.concatenate([np.arange(a, b) for a, b in piece])
-        block = permuted[rows]
+        block = dist[position[rows]][:, position]
         for j, cols in enumerate(col_slices):
             if j == i:
                 continue
@@ -138,59 +145,79 @@ def _replacement_weights(
     return np.asarray(weights)
 
 
+def _leave_one_out_changes(dist: np.ndarray):
+    """The full MST weights, then for each point v: (v, ids of v's tree edges, weights of
+    the edges that reconnect T - v). Yields lazily so that memory stays O(n) per point."""
+    n = dist.shape[0]
+    us, vs, ws = mst_edges(dist)
+    yield ws
+    if n < 3:
+        for v in range(n):
+            yield v, np.arange(len(ws)), np.empty(0)
+        return
+    parent, children, tin, tout = _rooted_tree(n, us, vs)
+    degree = np.bincount(np.concatenate([us, vs]), minlength=n)
+    position = np.empty(n, dtype=np.intp)
+    position[tin] = np.arange(n)  # position[p] = vertex at preorder p
+    incident: list[list[int]] = [[] for _ in range(n)]
+    for e, (a, b) in enumerate(zip(us.tolist(), vs.tolist())):
+        incident[a].append(e)
+        incident[b].append(e)
+    for v in range(n):
+        extra = _replacement_weights(dist, position, v, parent, children[v], tin, tout) if degree[v] >= 2 else np.empty(0)
+        yield v, np.asarray(incident[v], dtype=np.intp), extra
+
+
 def h0_leave_one_out_deaths(dist: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """MST weights of the full cloud and, for every point i, of the cloud without i.
 
     Returns:
         ``(full, loo)``: ``full`` the n-1 weights of the whole cloud's MST, ``loo[i]`` the
-        n-2 weights of the MST without point i (unsorted; zeros kept).
+        n-2 weights of the MST without point i (unsorted; zeros kept). This holds n^2
+        numbers; the salience itself streams them in blocks.
     """
-    n = dist.shape[0]
-    us, vs, ws = mst_edges(dist)
-    if n < 3:
-        return ws, [np.empty(0) for _ in range(n)]
-    parent, children, tin, tout = _rooted_tree(n, us, vs)
-    degree = np.bincount(np.concatenate([us, vs]), minlength=n)
-    position = np.empty(n, dtype=np.intp)
-    position[tin] = np.arange(n)  # position[p] = vertex at preorder p
-    permuted = None
-    incident: list[list[int]] = [[] for _ in range(n)]
-    for e, (a, b) in enumerate(zip(us.tolist(), vs.tolist())):
-        incident[a].append(e)
-        incident[b].append(e)
-    loo: list[np.ndarray] = []
-    keep_edge = np.ones(n - 1, dtype=bool)
-    for v in range(n):
-        keep_edge[incident[v]] = False
-        remaining = ws[keep_edge]
-        keep_edge[incident[v]] = True
-        if degree[v] >= 2:
-            if permuted is None:
-                permuted = dist[np.ix_(position, position)]
-            extra = _replacement_weights(permuted, v, parent, children[v], tin, tout)
-            remaining = np.concatenate([remaining, extra])
-        loo.append(remaining)
-    return ws, loo
+    changes = _leave_one_out_changes(dist)
+    full = next(changes)
+    loo = []
+    for _, removed, extra in changes:
+        keep = np.ones(len(full), dtype=bool)
+        keep[removed] = False
+        loo.append(np.concatenate([full[keep], extra]))
+    return full, loo
 
 
 def _h0_salience(dist: np.ndarray, kind: str, order: float) -> np.ndarray:
-    full, loo = h0_leave_one_out_deaths(dist)
+    changes = _leave_one_out_changes(dist)
+    full = next(changes)
     n = dist.shape[0]
-    full_pos = full[full > 0.0]
-    full_desc = _desc(full_pos)
+    full_desc = _desc(full[full > 0.0])
     out = np.empty(n)
-    width = max(len(full_desc), 1)
-    for start in range(0, n, _ROWS_PER_BLOCK):
-        chunk = loo[start : start + _ROWS_PER_BLOCK]
-        block = np.zeros((len(chunk), width))
-        for r, w in enumerate(chunk):
-            w = w[w > 0.0]  # never more positive bars than the full cloud has
-            block[r, : len(w)] = w
+    # Row r of a block: the full weights with v's tree edges zeroed (zero = a point on the
+    # diagonal, which changes no distance) and the reconnecting edges in the extra columns.
+    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        width = len(full) + max(len(e) for _, _, e in pending)
+        block = np.zeros((len(pending), max(width, 1)))
+        block[:, : len(full)] = full
+        for r, (_, removed, extra) in enumerate(pending):
+            block[r, removed] = 0.0
+            block[r, len(full) : len(full) + len(extra)] = extra
+        rows = [v for v, _, _ in pending]
         if kind == "wasserstein":  # zeros cost nothing in the dynamic programme
-            out[start : start + len(chunk)] = wasserstein_h0_sorted(full_desc[::-1], np.sort(block, axis=1), order)
+            out[rows] = wasserstein_h0_sorted(full_desc[::-1], np.sort(block, axis=1), order)
         else:
-            block = _desc(block)  # padding zeros sink to the end (points on the diagonal)
-            out[start : start + len(chunk)] = bottleneck_h0_sorted(_pad_last(full_desc, width), block)
+            block = _desc(block)  # zeros sink to the end (points on the diagonal)
+            length = max(block.shape[1], len(full_desc))
+            out[rows] = bottleneck_h0_sorted(_pad_last(full_desc, length), _pad_last(block, length))
+        pending.clear()
+
+    for change in changes:
+        pending.append(change)
+        if len(pending) == _ROWS_PER_BLOCK:
+            flush()
+    if pending:
+        flush()
     return out
 
 
