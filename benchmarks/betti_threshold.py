@@ -1,0 +1,246 @@
+"""The BMVC paper's pruning claim: remove every filter whose Betti number exceeds a threshold
+(the paper: 300) "without significant reduction in accuracy".
+
+On the benchmark's cached CIFAR VGG-16 baseline (same data, model and training as
+``python -m benchmarks.run``; the same ``--preset`` / ``--set`` keys), for each threshold
+and seed (the seed picks the calibration images):
+
+* ``betti``: BettiPruner with ``betti_threshold=T`` on every Conv2d;
+* ``random`` and ``l1``: the same number of filters per layer, chosen at random / by NNI's
+  L1NormPruner -- the controls that say whether the Betti ranking matters.
+
+Accuracy is measured right after pruning (masked model) and, with ``--finetune-epochs``,
+after fine-tuning the sped-up model. The Betti scores of every layer (min / median / max /
+count above T) are recorded too: the paper states neither its scale nor its number of
+images, so whether "300" prunes anything depends on both.
+
+    python -m benchmarks.betti_threshold --preset cpu --set width=0.25 --set baseline_epochs=20 \\
+        --thresholds 300,400 --seeds 0,1,2 --finetune-epochs 2 --out-dir benchmarks/results/betti/threshold
+
+Outputs in ``--out-dir``: ``results.json`` (written after every record; rerunning resumes),
+``report.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .baseline import measure_size
+from .config import apply_overrides, preset_config, validate
+from .data import REPO_ROOT, calibration_loader, evaluation_loader, train_dataset
+from .environment import git_state, machine_info, package_versions
+from .experiment import SPEEDUP_LOGGER
+from .runner import prepare
+from .store import atomic_write_json, atomic_write_text, load_json_or_none
+from .training import evaluate, fit, seed_everything
+
+_logger = logging.getLogger("benchmarks.betti_threshold")
+METHODS = ("betti", "random", "l1")
+
+
+def _conv_names(model: torch.nn.Module) -> List[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def _kept_counts(masks: Dict[str, Dict[str, torch.Tensor]]) -> Dict[str, int]:
+    return {name: int(m["weight"].flatten(1).sum(1).ne(0).sum()) for name, m in masks.items() if "weight" in m}
+
+
+def _matched_config_list(kept: Dict[str, int], sizes: Dict[str, int]) -> List[Dict[str, Any]]:
+    """Per-layer sparse ratios that make NNI prune exactly ``sizes - kept`` filters."""
+    configs = []
+    for name, size in sizes.items():
+        pruned = size - kept[name]
+        if pruned == 0:
+            continue
+        # NNI prunes int(size * ratio) channels: aim at the middle of the interval
+        ratio = 1.0 if pruned == size else (pruned + 0.5) / size
+        configs.append({"op_names": [name], "sparse_ratio": ratio})
+    return configs
+
+
+def run_record(method: str, threshold: float, seed: int, args, config, baseline, arrays, device,
+               betti_kept: Optional[Dict[str, int]]) -> Dict[str, Any]:
+    from nni_topo_pruner.betti_pruner import BettiPruner
+    from nni_topo_pruner.random_pruner import RandomPruner
+    from nni.compression.pruning import L1NormPruner
+    from nni_topo_pruner.speedup import speedup_model
+
+    seed_everything(seed)
+    model = baseline.fresh_model().to(device)
+    sizes = {name: model.get_submodule(name).out_channels for name in _conv_names(model)}
+    started = time.perf_counter()
+    extra: Dict[str, Any] = {}
+    if method == "betti":
+        entry: Dict[str, Any] = {"op_types": ["Conv2d"]}
+        if args.max_sparse_ratio is not None:
+            entry["max_sparse_ratio"] = args.max_sparse_ratio
+        pruner = BettiPruner(model, [entry], calibration_loader=calibration_loader(
+            arrays, args.num_images, config.eval_batch_size, seed), num_images=args.num_images,
+            betti_threshold=threshold, scale=args.scale, scale_reference=args.scale_reference, progress=False)
+    else:
+        config_list = _matched_config_list(betti_kept, sizes)
+        if not config_list:
+            return {"method": method, "threshold": threshold, "seed": seed, "status": "nothing to prune",
+                    "kept": dict(sizes), "sizes": sizes}
+        pruner = RandomPruner(model, config_list, seed=seed) if method == "random" else L1NormPruner(model, config_list)
+    _, masks = pruner.compress()
+    seconds = time.perf_counter() - started
+    kept = {name: _kept_counts(masks).get(name, size) for name, size in sizes.items()}
+    if method != "betti" and kept != betti_kept:
+        raise RuntimeError(f"{method}: per-layer counts {kept} differ from BettiPruner's {betti_kept}")
+    if method == "betti":
+        extra["scores"] = {name: _stats(pruner.scores[name], threshold) for name in sizes}
+        extra["images_used"] = min(pruner.images_used.values())
+    test_loader = evaluation_loader(arrays, config.eval_batch_size)
+    acc_masked = evaluate(model, test_loader, device)       # still wrapped: masks applied
+    pruner.unwrap_model()
+    record: Dict[str, Any] = {"method": method, "threshold": threshold, "seed": seed, "status": "ok",
+                              "kept": kept, "sizes": sizes, "pruning_seconds": seconds,
+                              "acc_after_pruning": acc_masked, **extra}
+    if any(k == 0 for k in kept.values()):
+        record["status"] = "a layer lost every filter: no speed-up, no fine-tuning"
+        return record
+    dummy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
+    speedup_model(model, dummy, masks, logger=SPEEDUP_LOGGER)
+    record.update(measure_size(model))
+    if args.finetune_epochs:
+        history = fit(model, train_dataset(arrays), test_loader, epochs=args.finetune_epochs, lr=config.finetune_lr,
+                      momentum=config.momentum, weight_decay=config.weight_decay, batch_size=config.batch_size,
+                      seed=seed, device=device, desc=f"{method} T={threshold:g} seed={seed}", progress=False)
+        record["finetune_curve"] = [row["test_acc"] for row in history]
+    return record
+
+
+def _stats(score: np.ndarray, threshold: float) -> Dict[str, Any]:
+    return {"n": int(score.size), "min": int(score.min()), "median": float(np.median(score)),
+            "max": int(score.max()), "above": int((score > threshold).sum())}
+
+
+def record_key(method: str, threshold: float, seed: int) -> str:
+    return f"{method}|T{threshold:g}|seed{seed}"
+
+
+def render(results: Dict[str, Any]) -> str:
+    args = results["args"]
+    base = results["baseline"]
+    lines = ["# BettiPruner at the paper's threshold (BMVC: 'all filters with Betti numbers greater than 300 removed')",
+             "", f"Command: `{results['command']}`  ",
+             f"Machine: {results['machine'].get('platform')}, {results['machine'].get('cpu_count')} CPUs, "
+             f"torch threads {results['machine'].get('torch_threads')}, device {results['machine'].get('device')}  ",
+             f"Commit: {results['git'].get('commit')} (dirty: {results['git'].get('dirty')})", "",
+             f"Baseline: CIFAR VGG-16 width {base['width']}, test accuracy {base['test_acc']:.4f} "
+             f"({base['params']} parameters). BettiPruner: {args['num_images']} calibration images per seed, "
+             f"score = b0 at {args['scale']} x the cloud's {args['scale_reference']} distance"
+             + ("" if args["scale_reference"] == "absolute" else "") + "; random / l1 prune the same number of "
+             f"filters per layer. Fine-tuning: {args['finetune_epochs']} epoch(s).", "",
+             "A layer whose every filter exceeds T loses all of them; such runs cannot be sped up or fine-tuned "
+             "(column 'emptied': runs with such a layer); the fine-tuning column averages the others.", "",
+             "| threshold | method | filters pruned | emptied | params | acc after pruning (mean ± sd) | "
+             f"acc after {args['finetune_epochs']} ft epochs | seeds |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for threshold in args["thresholds"]:
+        for method in METHODS:
+            recs = [r for r in results["records"].values() if r["method"] == method and r["threshold"] == threshold
+                    and "acc_after_pruning" in r]
+            if not recs:
+                continue
+            total = sum(recs[0]["sizes"].values())
+            pruned = statistics.fmean(total - sum(r["kept"].values()) for r in recs)
+            emptied = sum(any(k == 0 for k in r["kept"].values()) for r in recs)
+            accs = [r["acc_after_pruning"] for r in recs]
+            ft = [r["finetune_curve"][-1] for r in recs if r.get("finetune_curve")]
+            params = [r["params"] for r in recs if "params" in r]
+            lines.append(f"| {threshold:g} | {method} | {pruned:.0f}/{total} ({100 * pruned / total:.0f}%) | "
+                         f"{emptied} | {f'{statistics.fmean(params):.0f}' if params else 'n/a'} | {_ms(accs)} | "
+                         f"{_ms(ft) if ft else 'n/a'} | {len(recs)} |")
+    first = next((r for r in results["records"].values() if r["method"] == "betti" and "scores" in r), None)
+    if first:
+        lines += ["", f"## Betti scores per layer (seed {first['seed']}; b0 of each filter's cloud of "
+                      f"{first['images_used']} points)", "",
+                  "| layer | filters | min | median | max | " + " | ".join(f"> {t:g}" for t in args["thresholds"]) + " |",
+                  "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(args["thresholds"])]
+        for name, st in first["scores"].items():
+            above = []
+            for t in args["thresholds"]:
+                rec = results["records"].get(record_key("betti", t, first["seed"]))
+                above.append(str(rec["scores"][name]["above"]) if rec and "scores" in rec else "")
+            lines.append(f"| {name} | {st['n']} | {st['min']} | {st['median']:.0f} | {st['max']} | "
+                         + " | ".join(above) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _ms(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.betti_threshold", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", required=True, help="benchmark preset (smoke, cpu, paper)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="benchmark config override, as for python -m benchmarks.run")
+    parser.add_argument("--thresholds", default="300", help="comma-separated Betti thresholds")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--num-images", type=int, default=512)
+    parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--scale-reference", default="median")
+    parser.add_argument("--max-sparse-ratio", type=float, default=None, help="cap per layer (default: none)")
+    parser.add_argument("--finetune-epochs", type=int, default=0)
+    parser.add_argument("--out-dir", type=Path, required=True)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    config = validate(apply_overrides(preset_config(args.preset), args.assignments))
+    device, arrays, baseline = prepare(config, progress=False)
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    stored = load_json_or_none(out / "results.json") or {}
+    arg_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    arg_dict.pop("out_dir")
+    results = {"args": {**arg_dict, "seeds": seeds}, "config": config.to_dict(),
+               "command": "python -m benchmarks.betti_threshold " + " ".join(
+                   shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+               "versions": package_versions(), "git": git_state(REPO_ROOT), "machine": machine_info(device),
+               "baseline": {"width": baseline.width, "test_acc": baseline.info["test_acc"],
+                            "params": baseline.info["params"], "key_hash": baseline.key_hash},
+               "records": stored.get("records", {}) if stored.get("config") == config.to_dict() else {}}
+    for threshold in args.thresholds:
+        for seed in seeds:
+            betti_kept = None
+            for method in METHODS:
+                key = record_key(method, threshold, seed)
+                if key not in results["records"]:
+                    _logger.info("%s ...", key)
+                    results["records"][key] = run_record(method, threshold, seed, args, config, baseline, arrays,
+                                                         device, betti_kept)
+                    atomic_write_json(results, out / "results.json")
+                    atomic_write_text(render(results), out / "report.md")
+                rec = results["records"][key]
+                if method == "betti":
+                    betti_kept = rec["kept"]
+                _logger.info("%s: %s, acc after pruning %.4f", key, rec["status"], rec.get("acc_after_pruning", float("nan")))
+    atomic_write_json(results, out / "results.json")
+    atomic_write_text(render(results), out / "report.md")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
