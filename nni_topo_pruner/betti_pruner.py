@@ -193,6 +193,9 @@ class BettiPruner(Pruner):
                                          f"config list, not both")
                     if target_name != "weight":
                         continue
+                    if space.dependency_group_id is not None or space.global_group_id is not None:
+                        raise ValueError(f"{module_name}: betti_threshold cannot be combined with NNI's "
+                                         f"dependency_group_id / global_group_id, whose rules need a 'sparse_ratio'")
                     # keep iff score + tie <= floor(T) + 0.75  <=>  integer score <= T (tie < 0.5)
                     space.sparse_threshold = -(math.floor(self.betti_threshold) + 0.75)
                 elif space.sparse_ratio is None:
@@ -257,7 +260,15 @@ class BettiPruner(Pruner):
         return metrics
 
     def _generate_sparsity(self, metrics: Dict[str, Dict[str, torch.Tensor]]) -> _MASKS:
-        return generate_sparsity(metrics, self._target_spaces)
+        masks = generate_sparsity(metrics, self._target_spaces)
+        for module_name, targets in masks.items():
+            weight = targets.get("weight")
+            if weight is not None and not weight.flatten(1).any():
+                # the paper's rule can do this when every filter's score exceeds the threshold
+                _logger.warning("BettiPruner: %s loses every filter (scores %s); ModelSpeedup cannot remove a whole "
+                                "layer -- cap it with 'max_sparse_ratio' in the config list", module_name,
+                                np.unique(self.scores.get(module_name, np.array([]))).tolist()[:10])
+        return masks
 
     def _single_compress(self, max_steps: Optional[int], max_epochs: Optional[int]) -> None:
         if max_steps is not None or max_epochs is not None:

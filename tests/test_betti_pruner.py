@@ -145,6 +145,14 @@ def test_threshold_mode_prunes_scores_above_threshold():
     assert _kept(masks, "conv").all()
 
 
+def test_threshold_mode_warns_when_a_layer_loses_every_filter(caplog):
+    with caplog.at_level(logging.WARNING, logger="nni_topo_pruner.betti_pruner"):
+        _, masks = _prune(IdentityOrConstant(), [{"op_names": ["conv"]}], betti_threshold=0,
+                          calibration_loader=_noise_loader(), num_images=40)
+    assert not _kept(masks, "conv").any()
+    assert "conv loses every filter" in caplog.text and "max_sparse_ratio" in caplog.text
+
+
 def test_threshold_mode_honours_max_sparse_ratio():
     _, masks = _prune(_model(), [{"op_types": ["Conv2d"], "max_sparse_ratio": 0.25}], betti_threshold=0)
     assert _kept(masks, "conv1").sum() == 6 and _kept(masks, "conv2").sum() == 5
@@ -329,6 +337,12 @@ def test_bad_options(options, error, match):
 def test_ratio_and_threshold_together_is_an_error():
     _unchanged_after(ValueError, "either betti_threshold or a 'sparse_ratio'", _model(),
                      [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], calibration_loader=_loader(), betti_threshold=10)
+
+
+def test_threshold_with_group_rules_is_refused():
+    _unchanged_after(ValueError, "dependency_group_id / global_group_id", _model(),
+                     [{"op_types": ["Conv2d"], "dependency_group_id": 1}], calibration_loader=_loader(),
+                     betti_threshold=10)
 
 
 def test_config_sparse_threshold_is_refused():
