@@ -5,11 +5,10 @@ The cache key is a hash of the data's content, the model width and the training 
 reuses ``<cache_dir>/baseline-<hash>/model.pt``. Training saves a checkpoint after each
 epoch, so an interrupted baseline resumes at the last finished epoch.
 
-Example
--------
->>> # doctest: +SKIP
->>> baseline = load_or_train_baseline(config, arrays, device)
->>> model = baseline.fresh_model()  # a new copy of the trained weights each call
+Example (needs a trained baseline, so not a doctest)::
+
+    baseline = load_or_train_baseline(config, arrays, device)
+    model = baseline.fresh_model()  # a new copy of the trained weights each call
 """
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   latency_warmup=2, latency_repeats=5, eval_batch_size=256),
     # Full-width VGG-16 on the offline subset (5170 train / 1017 test images): about an hour
     # on the 2-core dev machine for 5 pruners x 3 seeds at one sparsity (baseline cached apart).
-    "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=30, baseline_lr=0.05,
+    "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.05,
                 batch_size=64, finetune_epochs=8, seeds=[0, 1, 2], sparsities=[0.5], calibration_size=256,
                 latency_warmup=5, latency_repeats=30),
     # Full CIFAR-10 at thesis scale, for a GPU.

@@ -141,10 +141,10 @@ def load_data(spec: str) -> CifarArrays:
         root = spec[len("cifar10:"):]
         if not root:
             raise ValueError("data spec 'cifar10:' needs a root directory, e.g. --data cifar10:data/cifar10")
-        return load_torchvision_cifar10(Path(root))
+        return load_torchvision_cifar10(Path(root).expanduser())
     if not spec.endswith(".npz"):
         raise ValueError(f"data spec {spec!r}: use 'auto', 'cifar10:ROOT' or a path ending in .npz")
-    return load_npz(Path(spec))
+    return load_npz(Path(spec).expanduser())
 
 
 def _fixed_subset(n_total: int, n_wanted: int, seed: int) -> np.ndarray:

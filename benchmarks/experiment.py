@@ -8,11 +8,10 @@ Steps (each failure is caught by the runner and recorded with the step's name):
 A run keeps its pruned model and a fine-tuning checkpoint under ``work_dir`` until its record
 is written, so an interrupted run resumes inside fine-tuning without pruning again.
 
-Example
--------
->>> # doctest: +SKIP
->>> record = run_experiment(config, baseline, arrays, "l1", 0.5, 0, device, work_dir)
->>> record["recoverability"], record["convergence_epoch"]
+Example (needs a trained baseline, so not a doctest)::
+
+    record = run_experiment(config, baseline, arrays, "l1", 0.5, 0, device, work_dir)
+    record["recoverability"], record["convergence_epoch"]
 """
 from __future__ import annotations
 

@@ -2,10 +2,9 @@
 
 Both draw the mean over seeds with the seed spread (± one sample std) around it.
 
-Example
--------
->>> # doctest: +SKIP
->>> plot_recovery(summary, baseline_acc=0.78, tolerance=0.01, path=Path("recovery.png"))
+Example (needs a trained baseline, so not a doctest)::
+
+    plot_recovery(summary, baseline_acc=0.78, tolerance=0.01, path=Path("recovery.png"))
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (repeatable); see the list below")
     parser.add_argument("--show-config", action="store_true", help="print the resolved configuration as JSON and exit")
+    parser.add_argument("--baseline-only", action="store_true",
+                        help="train (or resume) and cache the baseline, print where it is cached, and exit")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars (log lines only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -106,6 +109,9 @@ def _logging_to(out_dir: Path, verbose: bool) -> Iterator[None]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (see the module docstring)."""
+    # NNI 3.0 warns about torch's pytree API on import; nothing a benchmark user can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"nni\.")
+    warnings.filterwarnings("ignore", message=r".*already registered as pytree node.*", category=UserWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -124,12 +130,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     silence_stdout()  # NNI's own stdout handler would repeat what our handlers already log
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .runner import BenchmarkInputError, run_benchmark
+    from .runner import BenchmarkInputError, prepare, run_benchmark
 
     command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
     try:
         with _logging_to(out_dir, args.verbose), logging_redirect_tqdm():
             logging.getLogger(__name__).info("command: %s", " ".join(command_line))
+            if args.baseline_only:
+                _, _, baseline = prepare(config, progress=not args.no_progress)
+                print(f"baseline {baseline.key_hash}: test accuracy {baseline.info['test_acc']:.4f}, "
+                      f"{baseline.info['train_seconds_total']:.0f} s of training, cached in {baseline.info['cache_path']}")
+                return 0
             return run_benchmark(config, preset=args.preset, out_dir=out_dir, command_line=command_line,
                                  progress=not args.no_progress)
     except BenchmarkInputError as error:

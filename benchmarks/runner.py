@@ -14,10 +14,9 @@ Output directory layout::
 A record is reused when its file holds ``status: ok`` and the hash of everything it depends on
 (:func:`benchmarks.config.run_key`); failed, stale or unreadable records are redone.
 
-Example
--------
->>> # doctest: +SKIP
->>> exit_code = run_benchmark(preset_config("smoke"), preset="smoke", out_dir=Path("out"), command_line=["..."])
+Example (needs a trained baseline, so not a doctest)::
+
+    exit_code = run_benchmark(preset_config("smoke"), preset="smoke", out_dir=Path("out"), command_line=["..."])
 """
 from __future__ import annotations
 
@@ -198,6 +197,20 @@ def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     return {**record, "reused": False}
 
 
+def prepare(config: BenchmarkConfig, progress: bool = True) -> tuple:
+    """Threads, device, data and the (cached or freshly trained) baseline: ``(device, arrays, baseline)``."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    try:
+        arrays = subsample(load_data(config.data), config.train_size, config.test_size)
+    except (FileNotFoundError, ValueError) as error:
+        raise BenchmarkInputError(f"data={config.data!r}: {error}") from error
+    _logger.info("data: %s, %d train / %d test images", arrays.location, len(arrays.y_train), len(arrays.y_test))
+    baseline = load_or_train_baseline(config, arrays, device, progress=progress)
+    return device, arrays, baseline
+
+
 def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, command_line: Sequence[str],
                   progress: bool = True) -> int:
     """Run (or resume) the benchmark into ``out_dir``; 0 if every record succeeded, else 1.
@@ -207,18 +220,9 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with output_lock(out_dir):
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        device = resolve_device(config.device)
-        try:
-            arrays = subsample(load_data(config.data), config.train_size, config.test_size)
-        except (FileNotFoundError, ValueError) as error:
-            raise BenchmarkInputError(f"data={config.data!r}: {error}") from error
+        device, arrays, baseline = prepare(config, progress)
         context = {"packages": package_versions(), "git": git_state(REPO_ROOT), "machine": machine_info(device),
                    "data": arrays.describe()}
-        _logger.info("data: %s, %d train / %d test images", arrays.location, len(arrays.y_train),
-                     len(arrays.y_test))
-        baseline = load_or_train_baseline(config, arrays, device, progress=progress)
         latency = measure_speed(baseline.fresh_model().to(device), config, device)
         plan = [(sparsity, seed, pruner) for sparsity in config.sparsities for seed in config.seeds
                 for pruner in config.pruners]

@@ -10,7 +10,7 @@ t-test p-value is reported alongside, for information (with three seeds it has l
 
 Example
 -------
->>> stat([0.70, 0.72, 0.74])["mean"], round(stat([0.70, 0.72, 0.74])["std"], 3)
+>>> round(stat([0.70, 0.72, 0.74])["mean"], 6), round(stat([0.70, 0.72, 0.74])["std"], 6)
 (0.72, 0.02)
 >>> verdict(stat([0.80, 0.81, 0.82]), stat([0.70, 0.71, 0.72]))
 'beats'

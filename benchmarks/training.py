@@ -76,7 +76,7 @@ def _train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.opti
         loss = criterion(outputs, targets)
         loss.backward()
         optimizer.step()
-        loss_sum += float(loss) * len(targets)
+        loss_sum += float(loss.detach()) * len(targets)
         correct += int((outputs.argmax(dim=1) == targets).sum())
         seen += len(targets)
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen}

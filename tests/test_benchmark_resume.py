@@ -1,0 +1,229 @@
+"""Resumption: finished records and the cached baseline are reused, interrupted runs continue
+where they stopped, corrupt files are set aside and redone, failures are recorded."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import benchmarks.baseline
+import benchmarks.runner
+import benchmarks.training
+from benchmarks.config import apply_overrides, preset_config
+from benchmarks.data import DEFAULT_NPZ, load_data, subsample
+from benchmarks.run import main
+from benchmarks.training import fit
+
+needs_data = pytest.mark.skipif(not DEFAULT_NPZ.is_file(), reason=f"offline CIFAR-10 subset missing at {DEFAULT_NPZ}")
+
+TINY = ["--set", "train_size=128", "--set", "test_size=64", "--set", "baseline_epochs=1",
+        "--set", "finetune_epochs=1", "--set", "latency_repeats=2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One baseline cache for the module: the tiny baseline is trained once and reused (as in real use)."""
+    return tmp_path_factory.mktemp("baseline-cache")
+
+
+@pytest.fixture
+def argv(tmp_path, cache_dir):
+    def build(pruners="l1,random", seeds="0", *extra):
+        return ["--preset", "smoke", "--out-dir", str(tmp_path / "out"), "--cache-dir", str(cache_dir),
+                "--pruners", pruners, "--seeds", seeds, *TINY, *extra]
+
+    return build
+
+
+def _count_experiments(monkeypatch, fail_on_call=None, error=KeyboardInterrupt):
+    """Wrap run_experiment: count calls; raise ``error`` on call number ``fail_on_call``."""
+    calls = []
+    real = benchmarks.runner.run_experiment
+
+    def counting(*args, **kwargs):
+        calls.append(args[3:6])  # (pruner, sparsity, seed)
+        if fail_on_call is not None and len(calls) == fail_on_call:
+            raise error()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks.runner, "run_experiment", counting)
+    return calls
+
+
+@needs_data
+def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monkeypatch, argv):
+    calls = _count_experiments(monkeypatch, fail_on_call=3)
+    assert main(argv(seeds="0,1")) == 130  # Ctrl-C during the third record
+    interrupted = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert interrupted["status"] == "interrupted"
+    assert interrupted["finished_runs"] == 2 and interrupted["expected_runs"] == 4
+    assert "interrupted" in (tmp_path / "out" / "report.md").read_text()
+    assert not (tmp_path / "out" / ".lock").exists()
+
+    monkeypatch.undo()
+    calls = _count_experiments(monkeypatch)
+    assert main(argv(seeds="0,1")) == 0
+    assert calls == [("l1", 0.5, 1), ("random", 0.5, 1)]
+    final = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert final["status"] == "complete" and final["finished_runs"] == 4
+    assert final["baseline"]["cached"] is True
+
+    # a third run finds everything done: no pruning, no training
+    calls = _count_experiments(monkeypatch)
+    monkeypatch.setattr(benchmarks.baseline, "fit", lambda *a, **k: pytest.fail("baseline retrained"))
+    assert main(argv(seeds="0,1")) == 0
+    assert calls == []
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in final["runs"]]
+
+
+@needs_data
+def test_corrupt_record_is_set_aside_and_redone(tmp_path, monkeypatch, argv):
+    assert main(argv(pruners="l1")) == 0
+    record = tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json"
+    good = json.loads(record.read_text())
+    record.write_text(record.read_text()[:40])  # a truncated file, as a crash without atomic writes would leave
+
+    calls = _count_experiments(monkeypatch)
+    assert main(argv(pruners="l1")) == 0
+    assert calls == [("l1", 0.5, 0)]
+    assert (record.parent / (record.name + ".corrupt")).is_file()
+    redone = json.loads(record.read_text())
+    assert redone["curve"] == good["curve"]  # same seed, same machine: the same numbers again
+
+
+@pytest.mark.slow
+@needs_data
+def test_changed_configuration_redoes_stale_records(tmp_path, monkeypatch, argv):
+    assert main(argv()) == 0
+    calls = _count_experiments(monkeypatch)
+    assert main(argv("l1,random", "0", "--set", "finetune_epochs=2")) == 0
+    assert sorted(calls) == [("l1", 0.5, 0), ("random", 0.5, 0)]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert all(len(run["curve"]) == 3 for run in results["runs"])
+
+
+@needs_data
+def test_failing_pruner_is_recorded_and_the_rest_carries_on(tmp_path, monkeypatch, argv):
+    from nni.compression.pruning import L1NormPruner
+
+    import nni_topo_pruner.registry as registry
+
+    class BrokenPruner(L1NormPruner):
+        def compress(self):
+            raise RuntimeError("deliberately broken for the test")
+
+    monkeypatch.setitem(registry._RUNTIME, "broken", BrokenPruner)
+    assert main(argv(pruners="l1,broken,random")) == 1
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["status"] == "complete with failures"
+    assert results["finished_runs"] == 2 and results["expected_runs"] == 3
+    (failure,) = results["failures"]
+    assert failure["pruner"] == "broken" and failure["status"] == "failed"
+    assert failure["error"]["step"] == "compress"
+    assert "deliberately broken" in failure["error"]["message"] and "Traceback" in failure["error"]["traceback"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Failures" in report and "deliberately broken" in report
+
+    # the failed record is retried on the next run; finished ones are not
+    calls = _count_experiments(monkeypatch)
+    assert main(argv(pruners="l1,broken,random")) == 1
+    assert calls == [("broken", 0.5, 0)]
+
+
+def _tiny_problem():
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(48, 3, 4, 4), torch.arange(48) % 3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    return model, data
+
+
+def test_fit_resumes_from_checkpoint_bit_for_bit(tmp_path, monkeypatch):
+    settings = dict(epochs=3, lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=8, seed=5,
+                    device=torch.device("cpu"), progress=False)
+    straight_model, data = _tiny_problem()
+    straight = fit(straight_model, data, DataLoader(data, batch_size=16), **settings)
+
+    model, data = _tiny_problem()
+    checkpoint = tmp_path / "fit.ckpt"
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, data, DataLoader(data, batch_size=16), checkpoint=checkpoint, on_epoch=stop_after_two, **settings)
+    resumed_model, data = _tiny_problem()  # a fresh process would start from scratch weights
+    resumed = fit(resumed_model, data, DataLoader(data, batch_size=16), checkpoint=checkpoint, **settings)
+    assert [row["test_acc"] for row in resumed] == [row["test_acc"] for row in straight]
+    assert [row["train_loss"] for row in resumed] == [row["train_loss"] for row in straight]
+    for name, tensor in straight_model.state_dict().items():
+        assert torch.equal(tensor, resumed_model.state_dict()[name]), name
+
+
+@pytest.mark.slow
+@needs_data
+def test_interrupted_baseline_resumes_at_its_last_epoch(tmp_path, monkeypatch):
+    config = apply_overrides(preset_config("smoke"), ["train_size=128", "test_size=64", "baseline_epochs=2",
+                                                      f"cache_dir={tmp_path / 'a'}"])
+    arrays = subsample(load_data("auto"), config.train_size, config.test_size)
+    straight = benchmarks.baseline.load_or_train_baseline(config, arrays, torch.device("cpu"), progress=False)
+
+    resumable = apply_overrides(config, [f"cache_dir={tmp_path / 'b'}"])
+    real_epoch = benchmarks.training._train_one_epoch
+    epochs_run = []
+
+    def interrupt_second_epoch(*args, **kwargs):
+        epochs_run.append(1)
+        if len(epochs_run) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks.training, "_train_one_epoch", interrupt_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        benchmarks.baseline.load_or_train_baseline(resumable, arrays, torch.device("cpu"), progress=False)
+    monkeypatch.undo()
+
+    counted = []
+    monkeypatch.setattr(benchmarks.training, "_train_one_epoch",
+                        lambda *a, **k: counted.append(1) or real_epoch(*a, **k))
+    resumed = benchmarks.baseline.load_or_train_baseline(resumable, arrays, torch.device("cpu"), progress=False)
+    assert len(counted) == 1  # only the second epoch ran again
+    assert resumed.key_hash == straight.key_hash
+    assert resumed.info["test_acc"] == straight.info["test_acc"]
+    for name, tensor in straight.state_dict.items():
+        assert torch.equal(tensor, resumed.state_dict[name]), name
+
+
+@pytest.mark.slow
+@needs_data
+def test_run_interrupted_in_fine_tuning_resumes_without_pruning_again(tmp_path, monkeypatch, argv, cache_dir):
+    import nni_topo_pruner.registry as registry
+
+    extra = ("--set", "finetune_epochs=2")
+    straight_out = tmp_path / "straight"
+    assert main([*argv("l1", "0", *extra), "--out-dir", str(straight_out)]) == 0
+    straight = json.loads((straight_out / "results.json").read_text())["runs"][0]
+
+    real_epoch = benchmarks.training._train_one_epoch
+
+    def interrupt_second_fine_tuning_epoch(model, loader, optimizer, device, desc, progress):
+        if desc.startswith("l1") and desc.endswith("2/2"):
+            raise KeyboardInterrupt
+        return real_epoch(model, loader, optimizer, device, desc, progress)
+
+    monkeypatch.setattr(benchmarks.training, "_train_one_epoch", interrupt_second_fine_tuning_epoch)
+    assert main(argv("l1", "0", *extra)) == 130
+    work = list((tmp_path / "out" / "work").glob("l1_sparsity0.5_seed0-*"))
+    assert len(work) == 1 and (work[0] / "pruned.pt").is_file() and (work[0] / "finetune.ckpt").is_file()
+
+    monkeypatch.undo()
+    monkeypatch.setattr(registry, "create_pruner", lambda *a, **k: pytest.fail("pruned again"))
+    assert main(argv("l1", "0", *extra)) == 0
+    resumed = json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]
+    assert resumed["curve"] == straight["curve"]
+    assert resumed["layer_widths"] == straight["layer_widths"]
+    assert not work[0].exists()  # removed once the record is written

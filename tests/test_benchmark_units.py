@@ -1,0 +1,240 @@
+"""Unit tests of the benchmark's pieces: model, data, measurements, statistics, files, config."""
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import config as config_module
+from benchmarks.config import apply_overrides, baseline_key, preset_config, run_key, stable_hash
+from benchmarks.data import (CIFAR10_MEAN, CIFAR10_STD, DEFAULT_NPZ, CifarArrays, calibration_loader,
+                             evaluation_tensors, load_data, load_npz, subsample, train_dataset)
+from benchmarks.experiment import convergence_epoch, pruner_options
+from benchmarks.measure import count_flops, count_parameters, layer_widths, measure_latency
+from benchmarks.models import build_vgg16
+from benchmarks.store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none
+from benchmarks.summary import compare_with_control, stat, summarize, verdict, welch_p_value
+
+DOCTESTED = ["benchmarks.models", "benchmarks.data", "benchmarks.config", "benchmarks.measure", "benchmarks.store",
+             "benchmarks.summary", "benchmarks.report_markdown", "benchmarks.experiment", "benchmarks.environment",
+             "benchmarks.training", "benchmarks.baseline", "benchmarks.plots", "benchmarks.runner", "benchmarks.run"]
+
+
+@pytest.mark.parametrize("module_name", DOCTESTED)
+def test_docstring_examples_run(module_name):
+    result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+# --- model ---------------------------------------------------------------------------------
+
+def test_vgg16_layout_and_full_width_parameter_count():
+    model = build_vgg16()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 13 and all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 13
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 5
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    # conv weights (no bias: BN follows) + BN affine + linear head, counted by hand
+    widths = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    conv = sum(widths[i] * widths[i + 1] * 9 for i in range(13))
+    assert count_parameters(model) == conv + 2 * sum(widths[1:]) + 512 * 10 + 10 == 14_724_042
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_vgg16_width_multiplier_scales_channels():
+    model = build_vgg16(width=0.25)
+    assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)][:3] == [16, 16, 32]
+    assert model.classifier.in_features == 128
+    with pytest.raises(ValueError, match="width must be a positive number"):
+        build_vgg16(width=0)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def _arrays(n_train=40, n_test=20):
+    rng = np.random.default_rng(0)
+    return CifarArrays(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n_train),
+                       rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n_test),
+                       source="memory", location="-")
+
+
+def test_npz_layout_is_checked_with_a_clear_error(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=np.zeros((4, 3, 32, 32), np.uint8), y_train=np.zeros(4), x_test=np.zeros((2, 32, 32, 3),
+             np.uint8), y_test=np.zeros(2))
+    with pytest.raises(ValueError, match=r"x_train must be uint8 of shape \(N, 32, 32, 3\)"):
+        load_npz(path)
+    np.savez(path, x_train=np.zeros((4, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="missing array"):
+        load_npz(path)
+    with pytest.raises(ValueError, match="'auto', 'cifar10:ROOT' or a path ending in .npz"):
+        load_data("data.bin")
+    with pytest.raises(ValueError, match="needs a root directory"):
+        load_data("cifar10:")
+
+
+@pytest.mark.skipif(not DEFAULT_NPZ.is_file(), reason="offline CIFAR-10 subset missing")
+def test_offline_subset_loads_with_checksum():
+    arrays = load_data("auto")
+    assert arrays.x_train.shape == (5170, 32, 32, 3) and arrays.x_test.shape == (1017, 32, 32, 3)
+    assert len(arrays.file_sha256) == 64
+    small = subsample(arrays, 100, 50)
+    assert len(small.y_train) == 100 and len(small.y_test) == 50
+    assert small.content_sha256() != arrays.content_sha256()
+    assert np.array_equal(subsample(arrays, 100, 50).x_train, small.x_train)  # fixed subset
+
+
+def test_subsample_is_fixed_and_validated():
+    arrays = _arrays()
+    first, second = subsample(arrays, 10, 5), subsample(arrays, 10, 5)
+    assert np.array_equal(first.x_train, second.x_train) and first.subset["train_size"] == 10
+    assert subsample(arrays, 0, 0) is arrays
+    with pytest.raises(ValueError, match="train_size must be an int >= 0"):
+        subsample(arrays, -1, 0)
+
+
+def test_augmentation_and_normalisation():
+    arrays = _arrays()
+    images, labels = evaluation_tensors(arrays)
+    expected = (arrays.x_test[0, 5, 7, :] / 255.0 - np.array(CIFAR10_MEAN)) / np.array(CIFAR10_STD)
+    assert torch.allclose(images[0, :, 5, 7], torch.tensor(expected, dtype=torch.float32), atol=1e-5)
+    dataset = train_dataset(arrays)
+    torch.manual_seed(0)
+    draws = torch.stack([dataset[0][0] for _ in range(8)])
+    assert draws.shape == (8, 3, 32, 32)
+    assert not all(torch.equal(draws[0], draw) for draw in draws[1:])  # crops/flips vary
+    torch.manual_seed(0)
+    assert torch.equal(torch.stack([dataset[0][0] for _ in range(8)]), draws)  # and follow the seed
+
+
+def test_calibration_loader_yields_input_target_batches():
+    loader = calibration_loader(_arrays(), size=12, batch_size=5, seed=0)
+    batches = list(loader)
+    assert [len(x) for x, _ in batches] == [5, 5, 2]
+    assert batches[0][0].shape[1:] == (3, 32, 32) and batches[0][1].dtype == torch.int64
+
+
+# --- measurements --------------------------------------------------------------------------
+
+def test_flops_match_a_hand_count_and_leave_no_hooks():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 4))
+    # conv: 16 outputs positions x 8 channels x 27 MACs; linear: 128 x 4
+    assert count_flops(model, (1, 3, 4, 4)) == 16 * 8 * 27 + 128 * 4
+    assert not any(hasattr(m, "total_ops") for m in model.modules())
+    assert layer_widths(model) == {"0": 8, "3": 4}
+
+
+def test_latency_statistics_are_consistent():
+    latency = measure_latency(nn.Linear(4, 4), (2, 4), torch.device("cpu"), warmup=1, repeats=5)
+    assert latency["min_ms"] <= latency["median_ms"] <= latency["max_ms"]
+    assert latency["images_per_s"] == pytest.approx(2 * 1000 / latency["median_ms"])
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        measure_latency(nn.Linear(4, 4), (2, 4), torch.device("cpu"), repeats=0)
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+def test_convergence_epoch():
+    assert convergence_epoch([0.80, 0.5], reference=0.80, tolerance=0.01) == 0
+    assert convergence_epoch([0.1, 0.78, 0.79], reference=0.80, tolerance=0.01) == 2
+    assert convergence_epoch([0.1, 0.78], reference=0.80, tolerance=0.01) is None
+
+
+def test_stat_and_verdict():
+    assert stat([0.5])["std"] is None
+    assert stat([]) == {"mean": None, "std": None, "n": 0, "values": []}
+    assert verdict(stat([0.5]), stat([0.4, 0.41])) == "cannot tell (n < 2)"
+    assert verdict(stat([0.60, 0.61]), stat([0.70, 0.71])) == "worse"
+    # 3 points apart with 0.5-point seed spread: beyond the seeds, but not beyond 1017-image test noise (~1.3)
+    assert verdict(stat([0.78, 0.785]), stat([0.75, 0.755])) == "beats"
+    assert verdict(stat([0.78, 0.785]), stat([0.765, 0.77]), test_images=1017) == "within spread"
+    assert welch_p_value([0.1, 0.1], [0.1, 0.1]) is None
+    assert 0 <= welch_p_value([0.70, 0.72, 0.71], [0.60, 0.61, 0.62]) < 0.01
+
+
+def _record(pruner, seed, curve, status="ok"):
+    return {"pruner": pruner, "sparsity": 0.5, "seed": seed, "status": status, "curve": curve,
+            "acc_after_pruning": curve[0], "recoverability": curve[-1], "convergence_epoch": None,
+            "params": 10, "params_ratio": 0.25, "flops": 100, "flops_ratio": 0.25, "pruning_seconds": 1.0,
+            "speedup_seconds": 0.5, "finetune_seconds": 2.0, "latency": {"median_ms": 1.0}}
+
+
+def test_summarize_groups_seeds_and_compares_with_random():
+    records = [_record("l1", 0, [0.1, 0.70]), _record("l1", 1, [0.1, 0.72]),
+               _record("random", 0, [0.1, 0.60]), _record("random", 1, [0.1, 0.62]),
+               {"pruner": "broken", "sparsity": 0.5, "seed": 0, "status": "failed"}]
+    summary = summarize(records)
+    assert [(g["pruner"], g["n"]) for g in summary] == [("l1", 2), ("random", 2)]
+    assert summary[0]["recoverability"]["mean"] == pytest.approx(0.71)
+    assert [point["mean"] for point in summary[0]["curve"]] == pytest.approx([0.1, 0.71])
+    (after, recovered) = compare_with_control(summary, test_images=10_000)
+    assert after["metric"] == "acc_after_pruning" and after["verdict"] == "within spread"
+    assert recovered["verdict"] == "beats" and recovered["difference"] == pytest.approx(0.10)
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def test_atomic_json_round_trip_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "deep" / "record.json"
+    atomic_write_json({"a": [1, 2]}, path)
+    atomic_write_json({"a": [3]}, path)
+    assert load_json_or_none(path) == {"a": [3]}
+    assert [p.name for p in path.parent.iterdir()] == ["record.json"]
+    with pytest.raises(ValueError):
+        atomic_write_json({"bad": float("nan")}, path)  # refused before anything replaces the file
+    assert load_json_or_none(path) == {"a": [3]}
+    assert [p.name for p in path.parent.iterdir()] == ["record.json"]
+
+
+def test_unreadable_files_are_moved_aside(tmp_path):
+    json_path, torch_path = tmp_path / "r.json", tmp_path / "m.pt"
+    json_path.write_text('{"half": ')
+    assert load_json_or_none(json_path) is None
+    assert not json_path.exists() and (tmp_path / "r.json.corrupt").is_file()
+    atomic_torch_save({"w": torch.ones(100)}, torch_path)
+    torch_path.write_bytes(torch_path.read_bytes()[:50])
+    assert load_torch_or_none(torch_path) is None
+    assert (tmp_path / "m.pt.corrupt").is_file()
+    assert load_json_or_none(tmp_path / "missing.json") is None
+
+
+# --- configuration -------------------------------------------------------------------------
+
+def test_cache_keys_follow_what_they_depend_on():
+    config = preset_config("smoke")
+    key = stable_hash(baseline_key(config, "data-sha"))
+    assert key == stable_hash(baseline_key(apply_overrides(config, ["finetune_epochs=9", "seeds=5"]), "data-sha"))
+    assert key != stable_hash(baseline_key(apply_overrides(config, ["baseline_epochs=9"]), "data-sha"))
+    assert key != stable_hash(baseline_key(config, "other-data"))
+    run = stable_hash(run_key(config, key, "l1", 0.5, 0))
+    assert run == stable_hash(run_key(config, key, "L1", 0.5, 0))
+    assert run != stable_hash(run_key(config, key, "l1", 0.5, 1))
+    assert run != stable_hash(run_key(apply_overrides(config, ["finetune_lr=0.1"]), key, "l1", 0.5, 0))
+    assert run != stable_hash(run_key(config, "other-baseline", "l1", 0.5, 0))
+
+
+def test_list_and_json_values_parse():
+    config = apply_overrides(preset_config("smoke"), ["seeds=[1, 2]", "op_types=Conv2d,Linear",
+                                                      'pruner_options={"l1": {"x": 1}}'])
+    assert config.seeds == [1, 2] and config.op_types == ["Conv2d", "Linear"]
+    assert config.pruner_options == {"l1": {"x": 1}}
+    assert config.config_list(0.3) == [{"op_types": ["Conv2d", "Linear"], "sparse_ratio": 0.3}]
+    assert json.loads(json.dumps(config.to_dict()))["seeds"] == [1, 2]
+    assert set(config_module.config_keys()) == set(config.to_dict())
+
+
+def test_seed_goes_to_pruners_that_take_one():
+    from nni.compression.pruning import L1NormPruner
+
+    from nni_topo_pruner.random_pruner import RandomPruner
+
+    config = apply_overrides(preset_config("smoke"), ['pruner_options={"random": {"seed": 42}}'])
+    assert pruner_options(L1NormPruner, "l1", config, seed=3) == {}
+    assert pruner_options(RandomPruner, "random", config, seed=3) == {"seed": 42}  # explicit option wins
+    assert pruner_options(RandomPruner, "random", preset_config("smoke"), seed=3) == {"seed": 3}
