@@ -1,5 +1,5 @@
-"""Compatibility patches that make NNI 3.0's concrete tracer and ``ModelSpeedup`` work on
-current PyTorch (2.1 ... 2.14) and Python 3.11.
+"""Compatibility patches that make NNI 3.0's concrete tracer, ``ModelSpeedup`` and dependency
+analysis work on current PyTorch (tested: torch 2.14.1, torchvision 0.29.1) and Python 3.11.
 
 NNI 3.0 is NNI's last release; its ``ModelSpeedup`` traces the model with its own
 "concrete tracer", which breaks on today's torch and Python in several places. Every patch
@@ -135,12 +135,13 @@ def _tensorbase_needed() -> bool:
     tracer = mods[0].ConcreteTracer
     if _is_marked(tracer.trace, _TENSORBASE):
         return False
-    # torch >= 2.1 renamed torch._C._TensorBase to TensorBase (the old name is an alias)
+    # newer torch renamed torch._C._TensorBase to TensorBase (the old name is an alias)
     qualname = torch._C._TensorBase.add.__qualname__
     return not qualname.startswith("_TensorBase") and bool(_edit_pattern(_TENSORBASE_OLD).search(_source(tracer.trace)))
 
 
 def _tensorbase_install() -> None:
+    """Fix ``AttributeError: 'NoneType' object has no attribute 'startswith'`` in ConcreteTracer.trace."""
     tracer = _nni_tracer_modules()[0].ConcreteTracer
     tracer.trace = _recompile_with_edits(tracer.trace, [(_TENSORBASE_OLD, _TENSORBASE_NEW)], _TENSORBASE)
 
@@ -175,6 +176,7 @@ def _impure_needed() -> bool:
 
 
 def _impure_install() -> None:
+    """Fix ``TypeError: Node.is_impure() takes 1 positional argument but 2 were given``."""
     tracer_mod = _nni_tracer_modules()[0]
     nni_wrapper = tracer_mod.node_is_impure_wrapper
 
@@ -230,6 +232,7 @@ def _bytecode_needed() -> bool:
 
 
 def _bytecode_install() -> None:
+    """Fix ``IndexError: list index out of range`` in ConcreteProxy.__bool__/__iter__/__len__/keys."""
     import dis
 
     proxy = _nni_tracer_modules()[1].ConcreteProxy
@@ -275,6 +278,7 @@ def _generics_needed() -> bool:
 
 
 def _generics_install() -> None:
+    """Fix ``TypeError: 'clz_wrapper_clz' object is not subscriptable`` (``list[int]`` while tracing)."""
     tracer_mod = _nni_tracer_modules()[0]
     for factory_name in _GENERIC_FACTORIES:
         nni_factory = getattr(tracer_mod, factory_name, None)
@@ -328,6 +332,7 @@ def _jit_no_grad_needed() -> bool:
 
 
 def _jit_no_grad_install() -> None:
+    """Fix ``TracingCheckError: Graphs differed across invocations!`` in NNI's TorchGraph._trace."""
     import torch
 
     graph = _nni_graph_utils().TorchGraph
@@ -373,6 +378,7 @@ def _nomask_needed() -> bool:
 
 
 def _nomask_install() -> None:
+    """Fix ``AttributeError: 'NodeInfo' object has no attribute '_output_randomize'``."""
     cls = _nni_mask_updater().NoMaskUpdater
     cls.direct_update_process = _recompile_with_edits(
         cls.direct_update_process, [(_NOMASK_OLD, _NOMASK_NEW)], _NOMASK)
@@ -432,6 +438,7 @@ def _depthwise_needed() -> bool:
 
 
 def _depthwise_install() -> None:
+    """Fix ChannelDependency._depthwise_get_parent never returning (exponential walk, ShuffleNetV2)."""
     cls = _nni_shape_dependency().ChannelDependency
     cls._depthwise_get_parent = _recompile_with_edits(cls._depthwise_get_parent, _DEPTHWISE_EDITS, _DEPTHWISE)
 
@@ -451,7 +458,7 @@ PATCHES: tuple[Patch, ...] = (
         name=_TENSORBASE,
         symptom="AttributeError: 'NoneType' object has no attribute 'startswith' in "
                 "nni/common/concrete_trace_utils/concrete_tracer.py ConcreteTracer.trace",
-        cause="torch >= 2.1 renamed torch._C._TensorBase to TensorBase; NNI recognises tensor "
+        cause="torch 2.x renamed torch._C._TensorBase to TensorBase; NNI recognises tensor "
               "methods by the qualname prefix '_TensorBase', so builtins such as "
               "TensorBase._make_subclass (whose __module__ is None) fall through to the "
               "'plain method' branch, which calls func.__module__.startswith",
@@ -498,7 +505,7 @@ PATCHES: tuple[Patch, ...] = (
                 "in torch/nn/functional.py _max_pool2d: torch.jit.annotate(list[int], []) "
                 "(any model calling F.max_pool2d & co.)",
         cause="while tracing, NNI replaces builtins.list/tuple/dict/set/... by wrapper objects; "
-              "torch >= 2.2 writes PEP 585 hints (list[int]) inside functional code, and "
+              "today's torch writes PEP 585 hints (list[int]) inside functional code, and "
               "subscripting looks __getitem__ up on the wrapper's class, which has none",
         fix="NNI's wrapper factories (_create_wrapped_leaf_class, "
             "_create_wrapped_leaf_iterable_class) give the wrapper class a __getitem__ that "

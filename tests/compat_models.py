@@ -112,7 +112,7 @@ def conv_config(model: nn.Module, dummy: torch.Tensor, *, sparse_ratio: float = 
 
     config: list[dict[str, Any]] = [{"op_types": ["Conv2d"], "sparse_ratio": sparse_ratio}]
     if exclude:
-        config.append({"op_names": list(exclude), "exclude": True})
+        config[0]["exclude_op_names"] = list(exclude)
     if dependency_groups:
         config = auto_set_denpendency_group_ids(model, config, dummy)
     return config
@@ -156,3 +156,83 @@ def ones_masks_speedup(model: nn.Module, dummy: torch.Tensor) -> tuple[torch.Ten
     with torch.no_grad():
         output = sped_up(dummy)
     return original_output, output, sped_up
+
+
+# ----------------------------------------------------------------------------------------
+# torchvision acceptance matrix
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TorchvisionCase:
+    """One torchvision model of the acceptance matrix and how it is run here."""
+
+    name: str
+    resolution: int = 64
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()  # conv layers that are the classifier (output shape must stay)
+    # known limitation: (exception type, regex of its exact message)
+    known_failure: tuple[type[BaseException], str] | None = None
+
+    def build(self) -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, self.name)(weights=None, **self.kwargs).eval()
+
+    def dummy(self) -> torch.Tensor:
+        return torch.rand(1, 3, self.resolution, self.resolution, generator=torch.Generator().manual_seed(0))
+
+
+def _empty_layer_error() -> type[BaseException]:
+    from nni.compression.speedup.error_code import EmptyLayerError
+
+    return EmptyLayerError
+
+
+TORCHVISION_CASES: dict[str, TorchvisionCase] = {case.name: case for case in [
+    TorchvisionCase("alexnet"),
+    TorchvisionCase("vgg11", resolution=32),
+    TorchvisionCase("vgg16", resolution=32),
+    TorchvisionCase("resnet18", resolution=32),
+    TorchvisionCase("resnet50"),
+    TorchvisionCase("resnext50_32x4d"),
+    TorchvisionCase("wide_resnet50_2"),
+    TorchvisionCase("mobilenet_v2", resolution=32),
+    TorchvisionCase("mobilenet_v3_small", resolution=32),
+    TorchvisionCase("mnasnet0_5"),
+    TorchvisionCase("squeezenet1_0", exclude=("classifier.1",)),
+    TorchvisionCase("shufflenet_v2_x1_0", known_failure=(
+        RuntimeError, r"The size of tensor a \(116\) must match the size of tensor b \(58\) at non-singleton dimension 0")),
+    TorchvisionCase("densenet121"),
+    TorchvisionCase("googlenet", kwargs={"aux_logits": False, "init_weights": False}),
+    TorchvisionCase("inception_v3", resolution=96, kwargs={"aux_logits": False, "init_weights": False}),
+    TorchvisionCase("efficientnet_b0", resolution=32),
+    TorchvisionCase("regnet_y_400mf"),
+    TorchvisionCase("convnext_tiny", known_failure=(
+        _empty_layer_error(), r"Pruning a Layer to empty is not legal")),
+    TorchvisionCase("vit_b_16", resolution=32, kwargs={"image_size": 32}, known_failure=(
+        RuntimeError, r"shape '\[1, 768, 4\]' is invalid for input of size 1536")),
+    TorchvisionCase("swin_t", known_failure=(
+        RuntimeError, r"mat1 and mat2 shapes cannot be multiplied \(\d+x48 and 96x288\)")),
+]}
+
+
+class UnexpectedFailure(AssertionError):
+    """A known-limitation case failed, but not with its documented error."""
+
+
+def run_torchvision_case(case: TorchvisionCase) -> SpeedupResult:
+    """Prune + speed up one case; a documented failure must carry its documented message."""
+    torch.manual_seed(0)
+    model = case.build()
+    dummy = case.dummy()
+    try:
+        return prune_and_speedup(model, dummy, conv_config(model, dummy, exclude=case.exclude))
+    except Exception as error:
+        if case.known_failure is not None:
+            import re
+
+            error_type, message = case.known_failure
+            if not (isinstance(error, error_type) and re.search(message, str(error))):
+                raise UnexpectedFailure(f"{case.name}: expected {error_type.__name__}({message!r}), got "
+                                        f"{type(error).__name__}: {error}") from error
+        raise
