@@ -26,7 +26,7 @@ from .config import BenchmarkConfig, baseline_key, stable_hash
 from .data import CifarArrays, evaluation_loader, train_dataset
 from .measure import count_flops, count_parameters, measure_latency
 from .models import build_vgg16
-from .store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none
+from .store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none, process_lock
 from .training import evaluate, fit, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -78,7 +78,13 @@ def load_or_train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device:
         _logger.info("baseline %s: cached (test acc %.4f) in %s", key_hash, info["test_acc"], folder)
         return Baseline(key_hash, config.width, state, {**info, "cached": True, "cache_path": str(folder)})
 
-    folder.mkdir(parents=True, exist_ok=True)
+    with process_lock(folder, "baseline training"):
+        return _train_baseline(config, arrays, device, key, key_hash, folder, progress)
+
+
+def _train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device: torch.device, key: Dict[str, Any],
+                    key_hash: str, folder: Path, progress: bool) -> Baseline:
+    model_path, info_path = folder / "model.pt", folder / "info.json"
     atomic_write_json(key, folder / "key.json")
     seed_everything(config.baseline_seed)
     model = build_vgg16(width=config.width)

@@ -113,7 +113,7 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         f"- Machine: {machine['platform']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
         f"device `{machine['device']}`" + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + f"; git commit `{results['git']['commit']}`" + (" (uncommitted changes)" if results['git']['dirty'] else ""),
-        f"- Packages: " + ", ".join(f"{name} {version}" for name, version in results["packages"].items() if version),
+        "- Packages: " + ", ".join(f"{name} {version}" for name, version in results["packages"].items() if version),
         f"- Data: {data['source']} `{data['location']}` (SHA-256 {data['file_sha256']}), "
         f"{data['train_images']} training / {data['test_images']} test images",
         f"- Model: CIFAR VGG-16 at width {config['width']}; baseline trained {config['baseline_epochs']} epochs "
@@ -144,7 +144,7 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
                   _verdict_line(sparsity, comparisons, "recoverability", f"Recoverability after {budget} epochs"),
                   f"- For scale: one accuracy measured on {test_images} test images has a binomial standard error "
                   f"of about {100 * noise:.1f} points at the baseline's accuracy.",
-                  "", f"Test accuracy (%) per fine-tuning epoch, mean ± std over seeds:", ""]
+                  "", "Test accuracy (%) per fine-tuning epoch, mean ± std over seeds:", ""]
         lines += _curve_table(groups)
         lines.append("")
     if not summary:

@@ -131,6 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .runner import BenchmarkInputError, prepare, run_benchmark
+    from .store import LockedError
 
     command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
     try:
@@ -143,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return 0
             return run_benchmark(config, preset=args.preset, out_dir=out_dir, command_line=command_line,
                                  progress=not args.no_progress)
-    except BenchmarkInputError as error:
+    except (BenchmarkInputError, LockedError) as error:
         print(f"python -m benchmarks.run: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,14 +21,12 @@ Example (needs a trained baseline, so not a doctest)::
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -40,7 +38,7 @@ from .environment import git_state, machine_info, package_versions
 from .experiment import StepError, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
-from .store import atomic_write_json, atomic_write_text, load_json_or_none
+from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock
 from .summary import compare_with_control, summarize
 
 _logger = logging.getLogger(__name__)
@@ -68,32 +66,6 @@ def resolve_device(name: str) -> torch.device:
 def record_name(pruner: str, sparsity: float, seed: int) -> str:
     """File stem of a record, e.g. ``l1_sparsity0.5_seed0``."""
     return f"{pruner.lower()}_sparsity{sparsity:g}_seed{seed}"
-
-
-@contextmanager
-def output_lock(out_dir: Path) -> Iterator[None]:
-    """Refuse to share ``out_dir`` with another live benchmark process (a stale lock is taken over)."""
-    lock = out_dir / ".lock"
-    if lock.is_file():
-        try:
-            other = int(lock.read_text().strip() or 0)
-        except ValueError:
-            other = 0
-        if other and other != os.getpid():
-            try:
-                os.kill(other, 0)
-            except ProcessLookupError:
-                _logger.info("taking over the stale lock of finished process %d in %s", other, out_dir)
-            except PermissionError:
-                raise RuntimeError(f"another benchmark (pid {other}) is writing to {out_dir}") from None
-            else:
-                raise RuntimeError(f"another benchmark (pid {other}) is writing to {out_dir}; wait for it or "
-                                   f"use another --out-dir")
-    atomic_write_text(str(os.getpid()), lock)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 @dataclass
@@ -219,7 +191,7 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with output_lock(out_dir):
+    with process_lock(out_dir, "benchmark outputs"):
         device, arrays, baseline = prepare(config, progress)
         context = {"packages": package_versions(), "git": git_state(REPO_ROOT), "machine": machine_info(device),
                    "data": arrays.describe()}

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -45,9 +47,24 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
         raise
 
 
+def finite_or_none(payload: Any) -> Any:
+    """``payload`` with every NaN / infinite float replaced by ``None`` (strict JSON has no NaN).
+
+    >>> finite_or_none({"loss": [1.0, float("nan")]})
+    {'loss': [1.0, None]}
+    """
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: finite_or_none(value) for key, value in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [finite_or_none(value) for value in payload]
+    return payload
+
+
 def atomic_write_json(payload: Any, path: Path) -> None:
-    """Write ``payload`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"
+    """Write ``payload`` as indented strict JSON to ``path`` atomically (NaN / inf become ``null``)."""
+    text = json.dumps(finite_or_none(payload), indent=2, allow_nan=False) + "\n"
     _atomic_write(path, lambda stream: stream.write(text), "w")
 
 
@@ -64,6 +81,41 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 def atomic_torch_save(payload: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
     _atomic_write(path, lambda stream: torch.save(payload, stream), "wb")
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock of a directory."""
+
+
+@contextmanager
+def process_lock(folder: Path, what: str = "a benchmark") -> Iterator[None]:
+    """Hold ``folder/.lock`` for this process; refuse if another live process holds it.
+
+    A lock left by a dead process (killed, machine rebooted) is taken over.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    if lock.is_file():
+        try:
+            other = int(lock.read_text().strip() or 0)
+        except ValueError:
+            other = 0
+        if other and other != os.getpid():
+            try:
+                os.kill(other, 0)
+            except ProcessLookupError:
+                _logger.info("taking over the stale lock of finished process %d in %s", other, folder)
+            except PermissionError:
+                raise LockedError(f"another process (pid {other}) is using {folder} for {what}") from None
+            else:
+                raise LockedError(f"another process (pid {other}) is using {folder} for {what}; "
+                                   "wait for it to finish or use another directory")
+    atomic_write_text(str(os.getpid()), lock)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _quarantine(path: Path, error: BaseException) -> None:

@@ -186,10 +186,29 @@ def test_atomic_json_round_trip_leaves_no_temporary_files(tmp_path):
     atomic_write_json({"a": [3]}, path)
     assert load_json_or_none(path) == {"a": [3]}
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]
-    with pytest.raises(ValueError):
-        atomic_write_json({"bad": float("nan")}, path)  # refused before anything replaces the file
-    assert load_json_or_none(path) == {"a": [3]}
+    atomic_write_json({"loss": float("nan"), "x": [float("inf"), 1.5]}, path)  # strict JSON: null
+    assert json.loads(path.read_text()) == {"loss": None, "x": [None, 1.5]}
+    with pytest.raises(TypeError):
+        atomic_write_json({"bad": {1, 2}}, path.parent / "other.json")  # never half-written
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]
+
+
+def test_process_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.store import LockedError, process_lock
+
+    (tmp_path / ".lock").write_text(str(os.getppid()))  # a live process
+    with pytest.raises(LockedError, match="another process"):
+        with process_lock(tmp_path):
+            pass
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(finished.stdout.strip())  # a dead process
+    with process_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
 
 
 def test_unreadable_files_are_moved_aside(tmp_path):
