@@ -224,6 +224,14 @@ def test_fast_wasserstein_h0_equals_pot(order):
         assert value == pytest.approx(want, rel=1e-10)
 
 
+def test_fast_wasserstein_h0_equals_the_assignment_problem():
+    # Independent of POT: the DP against scipy's exact assignment on the augmented matrix.
+    rng = np.random.default_rng(18)
+    for a, b in random_h0_diagrams(rng, 150):
+        for order in (1.0, 2.0, 3.5):
+            assert wasserstein_h0(a, b, order) == pytest.approx(wasserstein_exact(a, b, order), rel=1e-10, abs=1e-10)
+
+
 def test_diagram_distance_combines_dimensions_as_documented():
     a = {0: np.array([[0.0, 2.0]]), 1: np.array([[1.0, 4.0]])}
     b = {0: np.empty((0, 2)), 1: np.empty((0, 2))}
