@@ -88,12 +88,12 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   latency_warmup=2, latency_repeats=5, eval_batch_size=256),
     # Full-width VGG-16 on the offline subset (5170 train / 1017 test images): about an hour
     # on the 2-core dev machine for 5 pruners x 3 seeds at one sparsity (baseline cached apart).
-    "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.05,
+    "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.02,
                 batch_size=64, finetune_epochs=8, seeds=[0, 1, 2], sparsities=[0.5], calibration_size=256,
                 latency_warmup=5, latency_repeats=30),
-    # Full CIFAR-10 at thesis scale, for a GPU.
+    # Full CIFAR-10 at thesis scale, for a GPU (never run here: the dev machine has none).
     "paper": dict(data="cifar10:data/cifar10", width=1.0, train_size=0, test_size=0, baseline_epochs=160,
-                  baseline_lr=0.1, batch_size=128, finetune_epochs=40, finetune_lr=0.01, seeds=[0, 1, 2],
+                  baseline_lr=0.05, batch_size=128, finetune_epochs=40, finetune_lr=0.01, seeds=[0, 1, 2],
                   sparsities=[0.3, 0.5, 0.7], calibration_size=512, latency_warmup=20, latency_repeats=200,
                   eval_batch_size=1000, num_workers=4),
 }

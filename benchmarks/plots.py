@@ -24,6 +24,7 @@ def _pyplot():
     return plt
 
 
+
 def _save(figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
@@ -40,6 +41,7 @@ def _colours(pruners: List[str]) -> Dict[str, Any]:
 def plot_recovery(summary: List[Dict[str, Any]], baseline_acc: float, tolerance: float, path: Path) -> None:
     """Test accuracy vs fine-tuning epoch (0 = right after pruning), one panel per sparsity."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     sparsities = sorted({group["sparsity"] for group in summary})
     pruners = list(dict.fromkeys(group["pruner"] for group in summary))
     colours = _colours(pruners)
@@ -58,10 +60,11 @@ def plot_recovery(summary: List[Dict[str, Any]], baseline_acc: float, tolerance:
         axis.axhline(100 * (baseline_acc - tolerance), color="black", linewidth=0.8, linestyle=":",
                      label=f"unpruned - {100 * tolerance:g} pt")
         axis.set_title(f"sparse ratio {sparsity:g}")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("fine-tuning epoch (0 = right after pruning)")
         axis.set_ylabel("test accuracy (%)")
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.suptitle("Accuracy recovery during fine-tuning (mean ± std over seeds)")
     _save(figure, path)
     plt.close(figure)
@@ -70,8 +73,8 @@ def plot_recovery(summary: List[Dict[str, Any]], baseline_acc: float, tolerance:
 def plot_accuracy_vs_flops(summary: List[Dict[str, Any]], baseline: Dict[str, Any], path: Path) -> None:
     """Accuracy after the fine-tuning budget (filled) and right after pruning (hollow) vs FLOPs.
 
-    Pruners at one sparsity share their FLOPs; they are spread apart by a few percent on the
-    x axis so that their error bars stay legible.
+    Pruners at one sparsity share their FLOPs; they are shifted apart by about 1% of the
+    unpruned FLOPs on the x axis so that their error bars stay legible.
     """
     plt = _pyplot()
     pruners = list(dict.fromkeys(group["pruner"] for group in summary))
@@ -79,8 +82,8 @@ def plot_accuracy_vs_flops(summary: List[Dict[str, Any]], baseline: Dict[str, An
     figure, axis = plt.subplots(figsize=(6.5, 4.5))
     for index, pruner in enumerate(pruners):
         groups = sorted((g for g in summary if g["pruner"] == pruner), key=lambda g: g["flops"]["mean"])
-        offset = 1 + 0.02 * (index - (len(pruners) - 1) / 2)
-        flops = [g["flops"]["mean"] / 1e6 * offset for g in groups]
+        shift = 0.012 * baseline["flops"] / 1e6 * (index - (len(pruners) - 1) / 2)
+        flops = [g["flops"]["mean"] / 1e6 + shift for g in groups]
         for key, filled in (("recoverability", True), ("acc_after_pruning", False)):
             axis.errorbar(flops, [100 * g[key]["mean"] for g in groups],
                           yerr=[100 * (g[key]["std"] or 0.0) for g in groups], fmt="o-" if filled else "o:",
@@ -88,11 +91,11 @@ def plot_accuracy_vs_flops(summary: List[Dict[str, Any]], baseline: Dict[str, An
                           capsize=3, label=pruner if filled else None)
     axis.scatter([baseline["flops"] / 1e6], [100 * baseline["test_acc"]], marker="*", s=160, color="black",
                  label="unpruned", zorder=5)
-    axis.set_xscale("log")
-    axis.set_xlabel("FLOPs per image (M, thop MACs; log scale)")
+    axis.set_xlim(left=0)
+    axis.set_xlabel("FLOPs per image (M, thop MACs)")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("Accuracy vs FLOPs: filled = after fine-tuning, hollow = right after pruning", fontsize=9)
-    axis.grid(alpha=0.3, which="both")
+    axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     _save(figure, path)
     plt.close(figure)

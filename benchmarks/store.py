@@ -29,6 +29,15 @@ import torch
 _logger = logging.getLogger(__name__)
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +47,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, _FILE_MODE)  # mkstemp makes 0600; results and caches are meant to be shared
         os.replace(temporary, path)
     except BaseException:
         try:
