@@ -44,7 +44,7 @@ import numpy as np
 
 from nni_topo_pruner.evolutionary import GAConfig, evolve_neuron_mask
 from nni_topo_pruner.metric_calculator import MetricCalculator, SubsetFitness, salience_ranked_subset
-from nni_topo_pruner.topology import distance_matrix, persistence_diagrams
+from nni_topo_pruner.topology import distance_matrix
 
 CIFAR_VGG16 = [(o, 9 * i) for o, i in [(64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (256, 256),
                                        (512, 256), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]]
@@ -283,7 +283,7 @@ def section_imagenet(rng: np.random.Generator) -> list[dict]:
     calc = MetricCalculator()
     for name, out, fan_in in IMAGENET_LAYERS:
         points = kaiming_layer(out, fan_in, rng)
-        t, peak, _ = traced_peak(lambda: calc.analyse(points))
+        t, peak, _ = traced_peak(lambda p=points: calc.analyse(p))
         rows.append({"layer": name, "n": out, "fan_in": fan_in, "analyse_s": t, "peak_mib": peak})
         print(f"| {name} | {out} x {fan_in} | {points.nbytes / 2**20:.0f} | {t:.1f} | {peak:.0f} | {out * out * 8 / 2**20:.0f} |")
         del points

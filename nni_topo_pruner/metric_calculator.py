@@ -30,7 +30,7 @@ from .topology.diagram_distance import (
     wasserstein_h0_sorted,
 )
 from .topology.bounds import enclosing_radius, higher_dim_bottleneck_bound, max_persistence, smallest_positive_distance
-from .topology.distances import check_metric, check_points, distance_matrix
+from .topology.distances import check_metric, distance_matrix
 from .topology.mst import mst_edge_lengths_batch
 from .topology.persistence import SUPPORTED_PERSISTENCE_METHODS, check_homology_dims, persistence_diagrams
 from .topology.salience import leave_one_out_salience
@@ -123,8 +123,7 @@ class MetricCalculator:
             points: (n, d) array, one row per neuron; NaN/Inf raise a ValueError.
             progress: tqdm bar for the leave-one-out loop of dimensions above 0.
         """
-        points = check_points(points)
-        dist = distance_matrix(points, self.cloud_metric)
+        dist = distance_matrix(points, self.cloud_metric)  # validates: NaN/Inf -> ValueError
         diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method)
         salience = leave_one_out_salience(
             dist,
