@@ -8,6 +8,7 @@
 # Usage (as root, from anywhere):  bash docker/verify_build.sh [--worktree | --ref GIT_REF] [--tests-only | --smoke-only]
 #   --ref REF     build from `git archive REF` (default HEAD: exactly a commit, no stray files)
 #   --worktree    build from the working tree as it is (the .dockerignore'd repository root)
+#   --context DIR build from DIR (a prepared copy of the repository, e.g. to try a change of pins)
 #   --tests-only  run the test suite but not the smoke benchmark
 #   --smoke-only  run the smoke benchmark (the image's default command) but not the test suite
 # Environment:
@@ -29,11 +30,12 @@ report_target=verify-report
 while [[ $# -gt 0 ]]; do
     case $1 in
         --worktree) source_mode=worktree; shift ;;
+        --context) source_mode=dir; context_dir=${2:?--context needs a directory}; shift 2 ;;
         --ref) ref=${2:?--ref needs a git reference}; shift 2 ;;
         --tests-only) report_target=verify-tests-report; shift ;;
         --smoke-only) report_target=verify-smoke-report; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-        *) echo "error: unknown argument '$1' (expected --worktree, --ref REF, --tests-only or --smoke-only)" >&2; exit 2 ;;
+        *) echo "error: unknown argument '$1' (expected --worktree, --ref REF, --context DIR, --tests-only or --smoke-only)" >&2; exit 2 ;;
     esac
 done
 
@@ -65,10 +67,15 @@ if [[ $source_mode == ref ]]; then
     context=$snapshot
     source_commit=$commit
     log "context: git archive of $ref ($commit)"
-else
+elif [[ $source_mode == worktree ]]; then
     context=$repo
     source_commit="$(git -C "$repo" rev-parse HEAD)+worktree"
     log "context: working tree $repo ($source_commit: HEAD plus uncommitted changes)"
+else
+    [[ -f $context_dir/docker/Dockerfile ]] || { echo "error: --context $context_dir has no docker/Dockerfile" >&2; exit 2; }
+    context=$(cd "$context_dir" && pwd)
+    source_commit="unknown+context"
+    log "context: directory $context"
 fi
 
 # 3. What the build may reach: this machine's pip settings (CA bundle, local wheel folders and
