@@ -182,8 +182,13 @@ def run_study(config: StudyConfig, out_dir: Path, *, command: str, fresh: bool =
     if results is None:
         results = {"schema_version": SCHEMA_VERSION, "study": "bmvc-convergence", "config": config_dict,
                    "runs": {}}
-    results.update(command=command, versions=package_versions(), git=git_state(REPO_ROOT),
-                   machine=machine_info(torch.device("cpu")))
+    # every invocation (first run, resumes, report re-renders) is recorded; runs are never redone
+    invocation = dict(command=command, versions=package_versions(), git=git_state(REPO_ROOT),
+                      machine=machine_info(torch.device("cpu")), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      runs_before=len(results["runs"]))
+    if "command" in results and "invocations" not in results:   # files written before invocations existed
+        results["invocations"] = [{k: results.pop(k) for k in ("command", "versions", "git", "machine")}]
+    results.setdefault("invocations", []).append(invocation)
 
     todo = [(d, a, b, s) for d in config.datasets for a in config.activations for b in config.batch_sizes
             for s in config.seeds if run_key(d, a, b, s) not in results["runs"]]
@@ -254,14 +259,39 @@ def speedups(rows: List[dict], reference: str = "relu") -> List[dict]:
     return out
 
 
+def betti_summary(results: dict) -> List[dict]:
+    """Per run with Betti numbers: total hidden-layer Betti, peak b0, first 'simple' layer."""
+    config = results["config"]
+    rows = []
+    for dataset in config["datasets"]:
+        for bs in config["batch_sizes"]:
+            for act in config["activations"]:
+                for seed in config["seeds"]:
+                    run = results["runs"].get(run_key(dataset, act, bs, seed))
+                    if not run or not run.get("betti"):
+                        continue
+                    classes = list(run["betti"].values())
+                    n = len(classes[0])
+                    simple = [all(c[i][0] <= 2 and c[i][1] == 0 for c in classes) for i in range(n)]
+                    simple_from = next((i for i in range(1, n) if all(simple[i:])), None)
+                    rows.append(dict(dataset=dataset, batch_size=bs, activation=act, seed=seed,
+                                     total=sum(b0 + b1 for c in classes for b0, b1 in c[1:]),
+                                     peak_b0=max(c[i][0] for c in classes for i in range(1, n)),
+                                     simple_from=simple_from))
+    return rows
+
+
 def render_markdown(results: dict) -> str:
     config = results["config"]
     rows = summarise(results)
     lines = ["# BMVC convergence study (nine rings / nine spheres, 9 x 25 MLP)", "",
-             f"Command: `{results.get('command', '')}`  ",
-             f"Machine: {_machine_line(results)}  ",
-             f"Versions: {', '.join(f'{k} {v}' for k, v in results.get('versions', {}).items())}  ",
-             f"Commit: {results.get('git', {}).get('commit')} (dirty: {results.get('git', {}).get('dirty')})", "",
+             "Invocations (the first ran the runs; later ones resumed or re-rendered this report):", ""]
+    for inv in results.get("invocations", []):
+        lines += [f"- `{inv['command']}` ({inv.get('started', '?')}; {inv.get('runs_before', 0)} runs already done)  ",
+                  f"  machine: {_machine_line(inv)}  ",
+                  f"  commit {inv['git'].get('commit')} (dirty: {inv['git'].get('dirty')}); "
+                  f"{', '.join(f'{k} {v}' for k, v in inv.get('versions', {}).items())}"]
+    lines += ["",
              f"Adam, lr {config['lr']}, same for every activation and batch size; {config['n_train']} train / "
              f"{config['n_test']} test points; seeds {config['seeds']}; target: training accuracy (whole training "
              f"set, measured after each epoch) >= {config['target_acc']}; at most {config['max_epochs']} epochs.", "",
@@ -288,6 +318,17 @@ def render_markdown(results: dict) -> str:
               f"diameter, {config['betti_points']} points per class, after training; first "
               f"{config['betti_seeds']} seed(s))", "",
               "Layer 0 is the input; layers 1-9 are the hidden layers' activation outputs.", ""]
+    summary = betti_summary(results)
+    if summary:
+        lines += ["Summary per run: total = sum of b0 + b1 over the 9 hidden layers and both classes; "
+                  "peak = largest b0 of any hidden layer; simple from = first layer from which every later layer "
+                  "has b0 <= 2 and b1 = 0 for both classes (`-` if never).", "",
+                  "| dataset | batch | activation | seed | total | peak b0 | simple from |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+        for row in summary:
+            lines.append(f"| {row['dataset']} | {row['batch_size']} | {row['activation']} | {row['seed']} | "
+                         f"{row['total']} | {row['peak_b0']} | {row['simple_from'] if row['simple_from'] is not None else '-'} |")
+        lines += ["", "Per layer:", ""]
     n_layers = None
     for key, run in results["runs"].items():
         if run.get("betti"):
@@ -310,8 +351,8 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _machine_line(results: dict) -> str:
-    m = results.get("machine", {})
+def _machine_line(invocation: dict) -> str:
+    m = invocation.get("machine", {})
     return (f"{m.get('platform')}, {m.get('cpu_count')} CPUs, torch threads {m.get('torch_threads')}, "
             f"device {m.get('device')}")
 

@@ -26,9 +26,10 @@ def test_results_content(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     config = results["config"]
     assert config == json.loads(json.dumps(cs.PRESETS["smoke"].__dict__))
-    assert "convergence_study" in results["command"] and "--preset smoke" in results["command"]
-    assert results["versions"]["torch"] and results["versions"]["gudhi"]
-    assert results["machine"]["cpu_count"] >= 1
+    first = results["invocations"][0]
+    assert "convergence_study" in first["command"] and "--preset smoke" in first["command"]
+    assert first["versions"]["torch"] and first["versions"]["gudhi"] and first["runs_before"] == 0
+    assert first["machine"]["cpu_count"] >= 1
     assert set(results["runs"]) == {"nine_rings|relu|bs64|seed0", "nine_rings|many_to_one|bs64|seed0"}
     for run in results["runs"].values():
         accs = run["train_acc"]
@@ -63,7 +64,7 @@ def test_input_layer_betti_is_computed_on_the_data(smoke_run):
 def test_report_content(smoke_run):
     text = (smoke_run / "report.md").read_text()
     results = json.loads((smoke_run / "results.json").read_text())
-    assert results["command"] in text and "Machine:" in text
+    assert results["invocations"][0]["command"] in text and "machine:" in text
     for act in ("relu", "many_to_one"):
         run = results["runs"][f"nine_rings|{act}|bs64|seed0"]
         final = f"{run['train_acc'][-1]:.4f}"
@@ -77,8 +78,9 @@ def test_rerun_resumes_without_retraining(smoke_run, caplog):
     with caplog.at_level("INFO", logger="benchmarks.convergence_study"):
         cs.main(["--preset", "smoke", "--out-dir", str(smoke_run), "--no-progress"])
     assert "0 runs to do, 2 already" in caplog.text
-    after = json.loads((smoke_run / "results.json").read_text())["runs"]
-    assert after == before
+    after = json.loads((smoke_run / "results.json").read_text())
+    assert after["runs"] == before
+    assert len(after["invocations"]) == 2 and after["invocations"][1]["runs_before"] == 2
 
 
 def test_other_config_in_same_dir_is_refused(smoke_run):
@@ -112,3 +114,12 @@ def test_summary_and_speedup_arithmetic():
     sp = {s["activation"]: s for s in cs.speedups(rows)}
     assert sp["many_to_one"]["ratio"] == pytest.approx(2.0) and sp["many_to_one"]["exact"]
     assert sp["tanh"]["ratio"] == pytest.approx(0.8) and not sp["tanh"]["exact"]
+
+
+def test_betti_summary_arithmetic():
+    results = _fake_results({"relu": [3, 3]})
+    run = results["runs"][cs.run_key("d", "relu", 8, 0)]
+    run["betti"] = {"0": [[9, 9], [5, 1], [2, 0], [1, 0]], "1": [[9, 9], [3, 0], [4, 0], [2, 0]]}
+    (row,) = cs.betti_summary(results)
+    assert row["total"] == (5 + 1 + 2 + 1) + (3 + 4 + 2) and row["peak_b0"] == 5 and row["simple_from"] == 3
+    assert "| d | 8 | relu | 0 | 18 | 5 | 3 |" in cs.render_markdown(results)
