@@ -12,23 +12,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from .compat_models import TORCHVISION_CASES, ones_masks_speedup, run_torchvision_case
+from .compat_models import TORCHVISION_CASES, run_torchvision_case, run_torchvision_ones_case
 
 
 pytestmark = pytest.mark.slow
 
 
-def _params(check_known_failures: bool):
+def _params(field: str):
     for name, case in TORCHVISION_CASES.items():
         marks = []
-        if check_known_failures and case.known_failure is not None:
-            error_type, message = case.known_failure
+        known = getattr(case, field)
+        if known is not None:
+            error_type, message = known
             marks.append(pytest.mark.xfail(strict=True, raises=error_type,
                                            reason=f"{error_type.__name__}: {message}"))
         yield pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.parametrize("name", list(_params(check_known_failures=True)))
+@pytest.mark.parametrize("name", list(_params("known_failure")))
 def test_prune_and_speedup(name):
     result = run_torchvision_case(TORCHVISION_CASES[name])
     assert result.output.shape == result.original_output.shape
@@ -36,8 +37,7 @@ def test_prune_and_speedup(name):
     assert torch.isfinite(result.output).all()
 
 
-@pytest.mark.parametrize("name", list(_params(check_known_failures=False)))
+@pytest.mark.parametrize("name", list(_params("known_ones_failure")))
 def test_all_ones_masks_keep_outputs(name):
-    case = TORCHVISION_CASES[name]
-    original, sped_up, _ = ones_masks_speedup(case.build(), case.dummy())
+    original, sped_up, _ = run_torchvision_ones_case(TORCHVISION_CASES[name])
     torch.testing.assert_close(sped_up, original, rtol=1e-4, atol=1e-4)
