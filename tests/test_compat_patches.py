@@ -310,3 +310,36 @@ def _patch(name: str) -> compat.Patch:
 
 def _raise() -> None:
     raise RuntimeError("simulated failure")
+
+
+# ----------------------------------------------------------------------------------------
+# legacy 'total_sparsity' config lists
+# ----------------------------------------------------------------------------------------
+
+LEGACY_TOTAL = [{"op_types": ["Linear"], "total_sparsity": 0.5, "max_sparsity_per_layer": 0.7}]
+
+
+def _two_linear_model():
+    import torch
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6))
+
+
+def test_legacy_total_sparsity_becomes_a_global_group():
+    from nni.compression.pruning import L1NormPruner
+
+    pruner = L1NormPruner(_two_linear_model(), LEGACY_TOTAL)
+    spaces = [pruner._target_spaces[name]["weight"] for name in ("0", "2")]
+    assert [s.global_group_id for s in spaces] == [0, 0]
+    assert [s.max_sparse_ratio for s in spaces] == [0.7, 0.7]
+    assert all(s.sparse_ratio == 0.5 for s in spaces)
+
+
+def test_legacy_total_sparsity_fails_without_patch(monkeypatch):
+    import schema
+    from nni.compression.base import compressor, config
+    from nni.compression.pruning import L1NormPruner
+
+    original = config.trans_legacy_config_list.__wrapped_original__
+    monkeypatch.setattr(compressor, "trans_legacy_config_list", original)
+    with pytest.raises(schema.SchemaError, match="Wrong key 'group_id'"):
+        L1NormPruner(_two_linear_model(), LEGACY_TOTAL)

@@ -38,6 +38,7 @@ CONFIG_LISTS = {
     "exclude_re": [{"op_types": ["Conv2d"], "exclude_op_names_re": [".*3"], "sparse_ratio": 0.45}],
     "max_sparse_ratio_global": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5, "max_sparse_ratio": 0.6,
                                  "global_group_id": "g"}],
+    "legacy_total_global": [{"op_types": ["Conv2d"], "total_sparsity": 0.5, "max_sparsity_per_layer": 0.6}],
     "legacy_sparsity": [{"op_types": ["Conv2d"], "sparsity_per_layer": 0.5}, {"exclude": True, "op_names": ["conv2"]}],
 }
 
