@@ -79,6 +79,7 @@ def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monk
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in final["runs"]]
 
 
+@pytest.mark.slow
 @needs_data
 def test_corrupt_record_is_set_aside_and_redone(tmp_path, monkeypatch, argv):
     assert main(argv(pruners="l1")) == 0
