@@ -28,16 +28,16 @@ def test_render_reports_emptied_layers_and_means():
     sizes = {"a": 4, "b": 4}
     records = {
         "betti|T300|seed0": dict(method="betti", threshold=300.0, seed=0, status="ok", kept={"a": 2, "b": 4},
-                                 sizes=sizes, acc_after_pruning=0.5, params=100, finetune_curve=[0.6],
+                                 sizes=sizes, acc_after_pruning=0.5, acc_masked=0.45, params=100, finetune_curve=[0.6],
                                  scores={"a": dict(n=4, min=1, median=250, max=400, above=2),
                                          "b": dict(n=4, min=1, median=2, max=3, above=0)}, images_used=512),
         "betti|T300|seed1": dict(method="betti", threshold=300.0, seed=1, status="emptied", kept={"a": 0, "b": 4},
-                                 sizes=sizes, acc_after_pruning=0.1),
+                                 sizes=sizes, acc_masked=0.15),
     }
     results = {"args": dict(thresholds=[300.0], num_images=512, scale=0.5, scale_reference="median",
                             finetune_epochs=1),
                "baseline": dict(width=0.25, test_acc=0.7, params=200), "command": "cmd", "machine": {},
                "git": {}, "records": records}
     text = render(results)
-    assert "| 300 | betti | 3/8 (38%) | 1 | 100 | 0.3000 ± 0.2828 | 0.6000 | 2 |" in text
+    assert "| 300 | betti | 3/8 (38%) | 1 | 100 | 0.5000 | 0.3000 ± 0.2121 | 0.6000 | 2 |" in text
     assert "| a | 4 | 1 | 250 | 400 | 2 |" in text
