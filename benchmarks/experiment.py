@@ -38,7 +38,8 @@ SPEEDUP_LOGGER.setLevel(logging.WARNING)
 
 
 class StepError(RuntimeError):
-    """A benchmark step failed; ``step`` names it (create, compress, speedup, measure, finetune)."""
+    """A benchmark step failed; ``step`` names it (create, compress, unwrap, speedup, measure,
+    checkpoint, finetune)."""
 
     def __init__(self, step: str, cause: BaseException):
         super().__init__(f"{step}: {type(cause).__name__}: {cause}")
@@ -138,7 +139,7 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     stage = load_torch_or_none(pruned_path)
     if stage is None:
         stage = prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device)
-        atomic_torch_save(stage, pruned_path)
+        _step("checkpoint", lambda: atomic_torch_save(stage, pruned_path))
     else:
         _logger.info("%s sparsity %g seed %d: pruned model found in %s; resuming fine-tuning",
                      pruner, sparsity, seed, work_dir)
