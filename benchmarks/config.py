@@ -86,10 +86,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "smoke": dict(width=0.125, train_size=1024, test_size=512, baseline_epochs=6, baseline_lr=0.05,
                   batch_size=64, finetune_epochs=2, seeds=[0, 1], sparsities=[0.5], calibration_size=64,
                   latency_warmup=2, latency_repeats=5, eval_batch_size=256),
-    # Full-width VGG-16 on the offline subset (5170 train / 1017 test images): about an hour
-    # on the 2-core dev machine for 5 pruners x 3 seeds at one sparsity (baseline cached apart).
+    # Full-width VGG-16 on the offline subset (5170 train / 1017 test images). Measured on the
+    # 2-core dev machine: baseline ~1 h once (cached); each record ~6 fine-tuning epochs of
+    # 30-80 s (load-dependent) -> 15 records (5 pruners x 3 seeds) in about 1-2 hours.
     "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.02,
-                batch_size=64, finetune_epochs=8, seeds=[0, 1, 2], sparsities=[0.5], calibration_size=256,
+                batch_size=64, finetune_epochs=6, seeds=[0, 1, 2], sparsities=[0.5], calibration_size=256,
                 latency_warmup=5, latency_repeats=30),
     # Full CIFAR-10 at thesis scale, for a GPU (never run here: the dev machine has none).
     "paper": dict(data="cifar10:data/cifar10", width=1.0, train_size=0, test_size=0, baseline_epochs=160,
