@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import doctest
+import hashlib
 import importlib
 import json
 
@@ -257,3 +258,26 @@ def test_seed_goes_to_pruners_that_take_one():
     assert pruner_options(L1NormPruner, "l1", config, seed=3) == {}
     assert pruner_options(RandomPruner, "random", config, seed=3) == {"seed": 42}  # explicit option wins
     assert pruner_options(RandomPruner, "random", preset_config("smoke"), seed=3) == {"seed": 3}
+
+
+def test_torchvision_source_glue(tmp_path, monkeypatch):
+    """``cifar10:ROOT`` goes through torchvision.datasets.CIFAR10 (download=True); offline here, so
+    a stand-in with CIFAR10's attributes (``data`` HWC uint8, ``targets`` list) checks the glue."""
+    import torchvision.datasets
+
+    calls = []
+
+    class StandIn:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            count = 6 if train else 4
+            self.data = np.full((count, 32, 32, 3), 7 if train else 9, np.uint8)
+            self.targets = list(range(count))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", StandIn)
+    arrays = load_data(f"cifar10:{tmp_path}")
+    assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+    assert arrays.x_train.shape == (6, 32, 32, 3) and arrays.y_test.tolist() == [0, 1, 2, 3]
+    assert arrays.source == "torchvision.datasets.CIFAR10" and arrays.file_sha256 is None
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"archive")
+    assert load_data(f"cifar10:{tmp_path}").file_sha256 == hashlib.sha256(b"archive").hexdigest()
