@@ -55,12 +55,14 @@ def _accepts_keyword(cls: type, name: str) -> bool:
     return name in parameters
 
 
-def pruner_options(pruner_class: type, name: str, config: BenchmarkConfig, seed: int) -> Dict[str, Any]:
-    """The keyword options for ``name``: ``config.pruner_options[name]``, plus ``seed=seed`` when
-    the pruner's constructor takes a ``seed`` and the options don't set one."""
+def pruner_options(pruner_class: type, name: str, config: BenchmarkConfig, seed: int,
+                   progress: bool = True) -> Dict[str, Any]:
+    """The keyword options for ``name``: ``config.pruner_options[name]``, plus ``seed=seed`` and
+    ``progress=progress`` when the pruner's constructor takes them and the options don't set them."""
     options = dict(config.pruner_options.get(name, {}))
-    if "seed" not in options and _accepts_keyword(pruner_class, "seed"):
-        options["seed"] = seed
+    for keyword, value in (("seed", seed), ("progress", progress)):
+        if keyword not in options and _accepts_keyword(pruner_class, keyword):
+            options[keyword] = value
     return options
 
 
@@ -89,7 +91,7 @@ def _step(name: str, action):
 
 
 def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
-                      sparsity: float, seed: int, device: torch.device) -> Dict[str, Any]:
+                      sparsity: float, seed: int, device: torch.device, progress: bool = True) -> Dict[str, Any]:
     """Prune, unwrap, speed up and measure; returns ``{"model": sped-up model, "measurements": {...}}``."""
     from nni_topo_pruner.registry import create_pruner, get_pruner
     from nni_topo_pruner.speedup import speedup_model
@@ -98,7 +100,7 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     model = baseline.fresh_model().to(device)
     config_list = config.config_list(sparsity)
     pruner_class = _step("create", lambda: get_pruner(pruner))
-    options = pruner_options(pruner_class, pruner, config, seed)
+    options = pruner_options(pruner_class, pruner, config, seed, progress)
     calibration = None
     if getattr(pruner_class, "requires_calibration_data", False):
         calibration = calibration_loader(arrays, config.calibration_size, config.eval_batch_size, seed)
@@ -138,7 +140,7 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     pruned_path = work_dir / "pruned.pt"
     stage = load_torch_or_none(pruned_path)
     if stage is None:
-        stage = prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device)
+        stage = prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device, progress)
         _step("checkpoint", lambda: atomic_torch_save(stage, pruned_path))
     else:
         _logger.info("%s sparsity %g seed %d: pruned model found in %s; resuming fine-tuning",

@@ -258,6 +258,10 @@ def test_seed_goes_to_pruners_that_take_one():
     assert pruner_options(L1NormPruner, "l1", config, seed=3) == {}
     assert pruner_options(RandomPruner, "random", config, seed=3) == {"seed": 42}  # explicit option wins
     assert pruner_options(RandomPruner, "random", preset_config("smoke"), seed=3) == {"seed": 3}
+    from nni_topo_pruner import TopologicalPruner
+
+    assert pruner_options(TopologicalPruner, "topological", config, seed=1, progress=False) == {
+        "seed": 1, "progress": False}
 
 
 def test_torchvision_source_glue(tmp_path, monkeypatch):
