@@ -43,7 +43,11 @@ def git_state(repo: Path) -> Dict[str, Optional[object]]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    if commit is None:
+        # no .git (e.g. inside the Docker image): the image records the commit it was built from
+        built_from = os.environ.get("NNI_TOPO_PRUNER_SOURCE_COMMIT") or None
+        return {"commit": built_from, "dirty": None, "source": "NNI_TOPO_PRUNER_SOURCE_COMMIT" if built_from else None}
+    return {"commit": commit, "dirty": None if status is None else bool(status), "source": "git"}
 
 
 def machine_info(device: torch.device) -> Dict[str, object]:

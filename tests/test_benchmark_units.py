@@ -6,6 +6,8 @@ import hashlib
 import importlib
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -285,3 +287,15 @@ def test_torchvision_source_glue(tmp_path, monkeypatch):
     assert arrays.source == "torchvision.datasets.CIFAR10" and arrays.file_sha256 is None
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"archive")
     assert load_data(f"cifar10:{tmp_path}").file_sha256 == hashlib.sha256(b"archive").hexdigest()
+
+
+def test_git_state_outside_a_checkout_uses_the_image_commit(tmp_path, monkeypatch):
+    from benchmarks.environment import git_state
+
+    monkeypatch.delenv("NNI_TOPO_PRUNER_SOURCE_COMMIT", raising=False)
+    assert git_state(tmp_path)["commit"] is None
+    monkeypatch.setenv("NNI_TOPO_PRUNER_SOURCE_COMMIT", "0123abc")
+    state = git_state(tmp_path)
+    assert state["commit"] == "0123abc" and state["source"] == "NNI_TOPO_PRUNER_SOURCE_COMMIT"
+    repo = git_state(Path(__file__).resolve().parents[1])
+    assert repo["source"] == "git" and len(repo["commit"]) == 40
