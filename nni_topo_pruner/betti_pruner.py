@@ -69,7 +69,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nni.compression.base.compressor import Pruner
 from nni.compression.pruning.tools import generate_sparsity
 from nni.compression.utils.evaluator import Evaluator
 from schema import SchemaError
@@ -77,6 +76,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .topology.betti import BettiScale, betti_at_scale, h0_intervals, persistence_intervals
+from .one_shot import OneShotPruner
 
 _logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ _REDUCTIONS = ("random_projection", "avgpool", "none")
 _MASKS = Dict[str, Dict[str, torch.Tensor]]
 
 
-class BettiPruner(Pruner):
+class BettiPruner(OneShotPruner):
     """Prune the convolution filters whose feature-map clouds have the largest Betti numbers.
 
     Parameters
@@ -270,20 +270,6 @@ class BettiPruner(Pruner):
                                 np.unique(self.scores.get(module_name, np.array([]))).tolist()[:10])
         return masks
 
-    def _single_compress(self, max_steps: Optional[int], max_epochs: Optional[int]) -> None:
-        if max_steps is not None or max_epochs is not None:
-            raise ValueError("BettiPruner is a one-shot pruner: call compress() without max_steps/max_epochs")
-        self.update_masks(self.generate_masks())
-
-    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
-        raise ValueError("BettiPruner does not support fused (training-aware) compression")
-
-    def _fuse_postprocess(self, evaluator: Evaluator) -> None:
-        raise ValueError("BettiPruner does not support fused (training-aware) compression")
-
-    def compress(self, max_steps: Optional[int] = None, max_epochs: Optional[int] = None):
-        """Collect feature clouds, score filters, apply masks; returns ``(model, masks)``."""
-        return super().compress(max_steps, max_epochs)
 
     # ----------------------------------------------------------------- data
     def _run_loader(self, collector: "_FeatureCollector") -> None:

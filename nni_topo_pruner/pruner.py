@@ -36,13 +36,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from nni.compression.base.compressor import Pruner
 from nni.compression.pruning.tools import active_sparse_targets_filter
 from nni.compression.utils.evaluator import Evaluator
 from schema import SchemaError
 from tqdm.auto import tqdm
 
 from . import sparsity_allocator as allocator
+from .one_shot import OneShotPruner
 from .data_collector import PruningUnit, check_module_supported, collect_pruning_units
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
 from .metric_calculator import LayerTopology, MetricCalculator
@@ -55,7 +55,7 @@ _METRICS = Dict[str, Dict[str, torch.Tensor]]
 _SUPPORTED_GRANULARITY = ("default", "out_channel")
 
 
-class TopologicalPruner(Pruner):
+class TopologicalPruner(OneShotPruner):
     """Prune neurons / filters whose removal moves the layer's persistence diagram least.
 
     For every target layer the weight rows form a point cloud (one point per output neuron
@@ -167,20 +167,6 @@ class TopologicalPruner(Pruner):
         allocator.check_masks_match(self._last_units, self._last_keep_masks, masks)
         return masks
 
-    def _single_compress(self, max_steps: Optional[int], max_epochs: Optional[int]) -> None:
-        if max_steps is not None or max_epochs is not None:
-            raise ValueError("TopologicalPruner is a one-shot pruner: call compress() without max_steps/max_epochs")
-        self.update_masks(self.generate_masks())
-
-    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
-        raise ValueError("TopologicalPruner does not support fused (training-aware) compression")
-
-    def _fuse_postprocess(self, evaluator: Evaluator) -> None:
-        raise ValueError("TopologicalPruner does not support fused (training-aware) compression")
-
-    def compress(self, max_steps: Optional[int] = None, max_epochs: Optional[int] = None):
-        """Compute masks and apply them; returns ``(model, masks)`` like NNI's pruners."""
-        return super().compress(max_steps, max_epochs)
 
     # ----------------------------------------------------------------- helpers
     def _unit_ga_config(self, unit: PruningUnit) -> GAConfig:

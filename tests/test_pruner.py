@@ -285,3 +285,10 @@ def test_options_validated_at_construction(small_cnn, option, value):
     with pytest.raises(ValueError, match=option):
         TopologicalPruner(small_cnn, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], **{**FAST, option: value})
     assert not any("Wrapper" in type(m).__name__ for m in small_cnn.modules())
+
+
+def test_one_shot_only(small_cnn):
+    pruner = TopologicalPruner(small_cnn, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], **FAST)
+    with pytest.raises(ValueError, match="TopologicalPruner is a one-shot pruner"):
+        pruner.compress(max_steps=10, max_epochs=None)
+    pruner.unwrap_model()
