@@ -79,6 +79,42 @@ class DataDependentNet(nn.Module):
         return F.softmax(self.fc(x), dim=-1)
 
 
+class Swish(nn.Module):
+    """A custom activation module (not a torch.nn built-in)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+class LeNet(nn.Module):
+    """LeNet-style: flattens with ``x.view(-1, x.size()[1:].numel())`` (a torch.Size slice).
+
+    ``activation`` is ``"relu"`` (functional), ``"relu6"`` (nn.ReLU6) or ``"custom"`` (a
+    module of ours); ``head`` is ``None``, ``"functional_softmax"`` or ``"softmax_module"``.
+    """
+
+    def __init__(self, activation: str = "relu", head: str | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3)
+        self.conv2 = nn.Conv2d(6, 8, 3)
+        self.act = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "custom": Swish()}[activation]
+        self.fc1 = nn.Linear(8 * 2 * 2, 12)
+        self.fc2 = nn.Linear(12, 10)
+        self.head = head
+        self.softmax = nn.Softmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.act(self.conv1(x)), 2)
+        x = F.max_pool2d(self.act(self.conv2(x)), 2)
+        x = x.view(-1, x.size()[1:].numel())
+        x = self.fc2(self.act(self.fc1(x)))
+        if self.head == "functional_softmax":
+            return F.softmax(x, dim=1)
+        if self.head == "softmax_module":
+            return self.softmax(x)
+        return x
+
+
 def small_models() -> dict[str, Callable[[], nn.Module]]:
     return {
         "functional_softmax": FunctionalSoftmaxNet,
