@@ -44,8 +44,9 @@ from tqdm.auto import tqdm
 from . import sparsity_allocator as allocator
 from .one_shot import OneShotPruner
 from .data_collector import PruningUnit, check_module_supported, collect_pruning_units
-from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
-from .metric_calculator import LayerTopology, MetricCalculator
+from .engine import AnalysedUnit, KeptNeurons, analyse_unit, choose_kept
+from .evolutionary import GAConfig
+from .metric_calculator import MetricCalculator
 from .report import PruningReport, UnitReport, diagrams_to_lists
 from .topology import persistence_diagrams
 
@@ -149,16 +150,22 @@ class TopologicalPruner(OneShotPruner):
     def _calculate_metrics(self, data: Dict[str, Dict[str, torch.Tensor]]) -> _METRICS:
         units = collect_pruning_units(data, self._target_spaces)
         started = time.perf_counter()
-        topologies, analyse_seconds = self._map(_analyse_unit, [(self.calculator, u.points) for u in units],
-                                                "topology")
-        saliences = [t.salience for t in topologies]
-        budgets = allocator.neuron_budgets(units, saliences, data, self._target_spaces)
-        jobs = [(self.calculator, topology, unit.n, n_keep, self._unit_ga_config(unit))
-                for unit, topology, n_keep in zip(units, topologies, budgets)]
-        results, ga_seconds = self._map(_evolve_unit, jobs, "evolution")
-        keep_masks = [r.keep_mask for r in results]
+        analysed, analyse_seconds = self._map(_analyse_unit, [(self.calculator, u.points) for u in units],
+                                              "topology")
+        for unit, result in zip(units, analysed):
+            if result.all_tied:
+                _logger.warning("TopologicalPruner: every neuron of %r has the same salience (%s, %s); its mask is "
+                                "decided by the genetic algorithm and, failing that, by neuron norm", unit.name,
+                                self.calculator.distance, self.calculator.cloud_metric)
+        saliences = [a.salience for a in analysed]
+        budgets = allocator.neuron_budgets(units, saliences, data, self._target_spaces,
+                                           ranks=[a.ranks for a in analysed])
+        jobs = [(self.calculator, result, n_keep, self._unit_ga_config(unit))
+                for unit, result, n_keep in zip(units, analysed, budgets)]
+        kept, ga_seconds = self._map(_choose_kept, jobs, "evolution")
+        keep_masks = [k.keep_mask for k in kept]
         self._last_units, self._last_keep_masks = units, keep_masks
-        self.report = self._build_report(units, topologies, results, analyse_seconds, ga_seconds)
+        self.report = self._build_report(units, analysed, kept, analyse_seconds, ga_seconds)
         _logger.info("TopologicalPruner: %d units in %.2f s", len(units), time.perf_counter() - started)
         return allocator.encode_neuron_masks(units, keep_masks, saliences, data)
 
@@ -194,38 +201,37 @@ class TopologicalPruner(OneShotPruner):
         bar.close()
         return results, seconds
 
-    def _build_report(self, units: Sequence[PruningUnit], topologies: Sequence[LayerTopology],
-                      results: Sequence[GAResult], analyse_seconds, ga_seconds) -> PruningReport:
+    def _build_report(self, units: Sequence[PruningUnit], analysed: Sequence[AnalysedUnit],
+                      kept: Sequence[KeptNeurons], analyse_seconds, ga_seconds) -> PruningReport:
         options = {"homology_dims": list(self.calculator.homology_dims), "distance": self.calculator.distance,
-                   "cloud_metric": self.calculator.cloud_metric, "ga": asdict(self.ga_config), "workers": self.workers}
+                   "cloud_metric": self.calculator.cloud_metric, "wasserstein_order": self.calculator.wasserstein_order,
+                   "ga": asdict(self.ga_config), "workers": self.workers}
         report = PruningReport(options=options)
-        for unit, topology, result, t_a, t_g in zip(units, topologies, results, analyse_seconds, ga_seconds):
-            kept_local = np.flatnonzero(result.keep_mask)
-            after = persistence_diagrams(topology.distances[np.ix_(kept_local, kept_local)],
+        for unit, result, choice, t_a, t_g in zip(units, analysed, kept, analyse_seconds, ga_seconds):
+            topology, ga = result.topology, choice.ga
+            kept_canonical = np.flatnonzero(ga.keep_mask)
+            after = persistence_diagrams(topology.distances[np.ix_(kept_canonical, kept_canonical)],
                                          self.calculator.homology_dims)
             report.units.append(UnitReport(
                 name=unit.name, members=[f"{m}.{t}" for m, t in unit.members], neurons=unit.n,
-                kept=int(result.keep_mask.sum()), kept_channels=unit.channels[kept_local].tolist(),
-                salience=np.asarray(topology.salience, dtype=float).tolist(),
-                ga_history=[float(v) for v in result.history], initial_distance=float(result.initial_fitness),
-                final_distance=float(result.best_fitness), evaluations=int(result.evaluations),
+                kept=int(choice.keep_mask.sum()), kept_channels=unit.channels[choice.keep_mask].tolist(),
+                salience=result.salience.tolist(), salience_tied=result.all_tied,
+                ga_history=[float(v) for v in ga.history], initial_distance=float(ga.initial_fitness),
+                final_distance=float(ga.best_fitness), evaluations=int(ga.evaluations),
                 seconds_analyse=float(t_a), seconds_ga=float(t_g),
                 diagram_before=diagrams_to_lists(topology.diagrams), diagram_after=diagrams_to_lists(after)))
         return report
 
 
-def _analyse_unit(calculator: MetricCalculator, points: np.ndarray) -> Tuple[LayerTopology, float]:
+def _analyse_unit(calculator: MetricCalculator, points: np.ndarray) -> Tuple[AnalysedUnit, float]:
     started = time.perf_counter()
-    return calculator.analyse(points), time.perf_counter() - started
+    return analyse_unit(calculator, points), time.perf_counter() - started
 
 
-def _evolve_unit(calculator: MetricCalculator, topology: LayerTopology, n: int, n_keep: int,
-                 config: GAConfig) -> Tuple[GAResult, float]:
+def _choose_kept(calculator: MetricCalculator, unit: AnalysedUnit, n_keep: int,
+                 config: GAConfig) -> Tuple[KeptNeurons, float]:
     started = time.perf_counter()
-    # Seed the first population with the most salient neurons (stable: ties keep index order).
-    initial = np.sort(np.argsort(-np.asarray(topology.salience), kind="stable")[:n_keep])
-    result = evolve_neuron_mask(calculator.subset_fitness(topology), n, n_keep, config, initial_keep=initial)
-    return result, time.perf_counter() - started
+    return choose_kept(calculator, unit, n_keep, config), time.perf_counter() - started
 
 
 def _check_config_list(config_list: Any) -> None:

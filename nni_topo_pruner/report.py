@@ -38,6 +38,7 @@ class UnitReport:
     seconds_analyse: float
     seconds_ga: float
     diagram_before: Dict[str, List[List[float]]] = field(default_factory=dict)   # dim -> (birth, death) pairs
+    salience_tied: bool = False         # every channel had the same salience (the criterion did not rank them)
     diagram_after: Dict[str, List[List[float]]] = field(default_factory=dict)
 
 

@@ -21,7 +21,7 @@ array([ True, False,  True])
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -70,8 +70,10 @@ def _metric_tensors(units: Sequence[PruningUnit], per_unit_values: Sequence[np.n
 
 
 def neuron_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray],
-                   data: Mapping[str, Mapping[str, torch.Tensor]], target_spaces) -> List[int]:
-    """How many channels each unit keeps."""
+                   data: Mapping[str, Mapping[str, torch.Tensor]], target_spaces,
+                   ranks: Optional[Sequence[np.ndarray]] = None) -> List[int]:
+    """How many channels each unit keeps. ``ranks`` (per unit, the engine's canonical rank
+    of each channel) breaks salience ties in a global group; stored order when omitted."""
     metrics = _metric_tensors(units, [normalised_scores(s) for s in saliences], data)
     masks = generate_sparsity(metrics, target_spaces)
     budgets = []
@@ -84,15 +86,17 @@ def neuron_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
         if unit.global_group_id is not None:
             grouped.setdefault(unit.global_group_id, []).append(index)
     for group_id, indices in grouped.items():
+        group_ranks = None if ranks is None else [ranks[i] for i in indices]
         group_budgets = global_budgets([units[i] for i in indices], [saliences[i] for i in indices], data,
-                                       target_spaces, group_id)
+                                       target_spaces, group_id, ranks=group_ranks)
         for i, budget in zip(indices, group_budgets):
             budgets[i] = budget
     return budgets
 
 
 def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray],
-                   data: Mapping[str, Mapping[str, torch.Tensor]], target_spaces, group_id) -> List[int]:
+                   data: Mapping[str, Mapping[str, torch.Tensor]], target_spaces, group_id,
+                   ranks: Optional[Sequence[np.ndarray]] = None) -> List[int]:
     """Channels kept per unit of one global group.
 
     As in NNI, the group's ``sparse_ratio`` is a fraction of the group's *weights*: prune
@@ -103,8 +107,11 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
     ``n - int(n * max_sparse_ratio)`` channels (at least one when no maximum is set) and
     prunes at least ``int(n * min_sparse_ratio)``. Greedy: a channel is pruned only while the
     pruned weights stay within the budget, so the total is at most one channel's weights
-    short of it.
+    short of it. Equal scores are broken by ``ranks`` (the engine's canonical rank: larger
+    norm first), never by where a channel is stored, then by the unit's position.
     """
+    if ranks is None:
+        ranks = [np.arange(unit.n) for unit in units]
     ratios, lows, highs, grains = set(), [], [], []
     for unit in units:
         module_name, target_name = unit.members[0]
@@ -123,12 +130,13 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
     budget_weights = int(total * ratio)
     pruned = list(lows)
     spent = sum(low * grain for low, grain in zip(lows, grains))
-    order = sorted(((float(score), u, c) for u, s in enumerate(saliences)
+    # cheapest first; among equal scores the channel ranked last canonically goes first
+    order = sorted(((float(score), -int(ranks[u][c]), u, c) for u, s in enumerate(saliences)
                     for c, score in enumerate(normalised_scores(s))))
     taken = [np.zeros(unit.n, dtype=bool) for unit in units]
     for u, unit in enumerate(units):  # the mandatory minimum, lowest scores first
-        taken[u][np.argsort(normalised_scores(saliences[u]), kind="stable")[:lows[u]]] = True
-    for _, u, c in order:
+        taken[u][np.lexsort((-np.asarray(ranks[u]), normalised_scores(saliences[u])))[:lows[u]]] = True
+    for _, _, u, c in order:
         if taken[u][c] or pruned[u] >= highs[u] or spent + grains[u] > budget_weights:
             continue
         taken[u][c] = True

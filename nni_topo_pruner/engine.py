@@ -1,0 +1,146 @@
+"""The per-unit engine: one pruning unit's cloud in, the kept neurons out, with no decision
+depending on the order in which the neurons happen to be stored.
+
+Every step that can break a tie (salience ranking, the genetic algorithm's random draws,
+its "keep the earlier individual" rule, the global ranking of a global group) runs in a
+*canonical order* derived from the neurons themselves: neurons sorted by decreasing norm
+of their weight vector, then by the bytes of the vector. Permuting a layer's neurons
+therefore permutes the kept set the same way (masks are equivariant); only exactly
+identical neurons can be exchanged. Ties left after the topological score go to the
+larger-norm neuron.
+
+The engine works on plain NumPy arrays; both front doors (the NNI pruner and any other
+framework adapter) call :func:`analyse_unit` then :func:`choose_kept`.
+
+Example:
+    >>> import numpy as np
+    >>> from nni_topo_pruner.metric_calculator import MetricCalculator
+    >>> from nni_topo_pruner.evolutionary import GAConfig
+    >>> cloud = np.array([[0.0, 1.0], [5.0, 0.0], [0.0, 1.1], [9.0, 9.0]])
+    >>> calc = MetricCalculator(distance="wasserstein")
+    >>> analysed = analyse_unit(calc, cloud)
+    >>> choose_kept(calc, analysed, 3, GAConfig(seed=0)).keep_mask.tolist()   # one near-duplicate goes
+    [True, True, False, True]
+    >>> choose_kept(calc, analyse_unit(calc, cloud[::-1]), 3, GAConfig(seed=0)).keep_mask.tolist()  # same neuron
+    [True, False, True, True]
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
+from .metric_calculator import LayerTopology, MetricCalculator
+
+logger = logging.getLogger(__name__)
+
+
+def canonical_order(points: np.ndarray) -> np.ndarray:
+    """Indices that put the rows of ``points`` in an order that depends only on their values.
+
+    Rows are sorted by decreasing Euclidean norm, then by their raw bytes; each norm is
+    computed from a contiguous copy of its own row, so it does not depend on where the row
+    is stored. ``points[canonical_order(points)]`` is the same array for every permutation
+    of the rows.
+
+    Example:
+        >>> canonical_order(np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 1.0]])).tolist()
+        [1, 2, 0]
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2:
+        raise ValueError(f"points must be a 2-D array (neurons x features), got shape {points.shape}")
+    keys = []
+    for i in range(points.shape[0]):
+        row = np.ascontiguousarray(points[i])
+        keys.append((-float(np.dot(row, row)), row.tobytes(), i))
+    keys.sort()
+    return np.asarray([k[2] for k in keys], dtype=np.intp)
+
+
+def canonical_ranks(points: np.ndarray) -> np.ndarray:
+    """``ranks[i]``: position of neuron ``i`` in :func:`canonical_order` (a tie-break key)."""
+    order = canonical_order(points)
+    ranks = np.empty(len(order), dtype=np.intp)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+@dataclass
+class AnalysedUnit:
+    """A unit's topology, computed in canonical order.
+
+    Attributes:
+        order: ``order[j]`` is the stored index of the neuron at canonical position ``j``.
+        topology: distances, diagrams and salience of the cloud in canonical order.
+    """
+
+    order: np.ndarray
+    topology: LayerTopology
+
+    @property
+    def n(self) -> int:
+        return len(self.order)
+
+    @property
+    def salience(self) -> np.ndarray:
+        """Salience per neuron in stored order."""
+        out = np.empty(self.n)
+        out[self.order] = self.topology.salience
+        return out
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """Canonical position of each stored neuron (0 = first)."""
+        ranks = np.empty(self.n, dtype=np.intp)
+        ranks[self.order] = np.arange(self.n)
+        return ranks
+
+    @property
+    def all_tied(self) -> bool:
+        """True when every neuron has the same salience (and there are at least 2)."""
+        s = self.topology.salience
+        return bool(len(s) >= 2 and np.all(s == s[0]))
+
+
+@dataclass
+class KeptNeurons:
+    """The engine's choice for one unit.
+
+    Attributes:
+        keep_mask: bool (n,), stored order, exactly ``n_keep`` True.
+        ga: the genetic algorithm's result, in canonical order (``ga.keep_mask`` is canonical).
+        initial_keep: the salience-ranked seed subset, stored indices (sorted).
+    """
+
+    keep_mask: np.ndarray
+    ga: GAResult
+    initial_keep: np.ndarray
+
+
+def analyse_unit(calculator: MetricCalculator, points: np.ndarray) -> AnalysedUnit:
+    """Distance matrix, diagrams and salience of one unit's cloud, in canonical order."""
+    points = np.asarray(points)
+    order = canonical_order(points)
+    return AnalysedUnit(order, calculator.analyse(points[order]))
+
+
+def salience_seed(salience: np.ndarray, n_keep: int) -> np.ndarray:
+    """Canonical positions of the ``n_keep`` most salient neurons of a canonically ordered
+    salience vector; ties go to the earlier canonical position (the larger norm)."""
+    salience = np.asarray(salience, dtype=np.float64)
+    if not 0 <= n_keep <= len(salience):
+        raise ValueError(f"n_keep must be in [0, {len(salience)}], got {n_keep}")
+    return np.sort(np.argsort(-salience, kind="stable")[:n_keep])
+
+
+def choose_kept(calculator: MetricCalculator, unit: AnalysedUnit, n_keep: int, config: GAConfig) -> KeptNeurons:
+    """Run the genetic algorithm, seeded with the salience-ranked subset, on the canonical
+    cloud and map its choice back to stored order."""
+    seed = salience_seed(unit.topology.salience, n_keep)
+    result = evolve_neuron_mask(calculator.subset_fitness(unit.topology), unit.n, n_keep, config, initial_keep=seed)
+    keep = np.zeros(unit.n, dtype=bool)
+    keep[unit.order[result.keep_mask]] = True
+    return KeptNeurons(keep, result, np.sort(unit.order[seed]))

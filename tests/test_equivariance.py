@@ -1,0 +1,136 @@
+"""No decision by index: permuting a layer's neurons permutes its mask, for every option.
+
+The property is checked on the engine (plain arrays) and through the NNI pruner, on random
+layers, on layers with planted near-duplicates and on trained layers.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from nni_topo_pruner import TopologicalPruner
+from nni_topo_pruner.engine import analyse_unit, canonical_order, choose_kept
+from nni_topo_pruner.evolutionary import GAConfig
+from nni_topo_pruner.metric_calculator import MetricCalculator
+from nni_topo_pruner.sparsity_allocator import channel_keep_mask
+
+GA = GAConfig(population_size=8, generations=4, seed=3)
+OPTIONS = [dict(distance=d, homology_dims=h, cloud_metric=m, wasserstein_order=q)
+           for d, h, m, q in itertools.product(("bottleneck", "wasserstein"), ((0,), (0, 1)), ("euclidean", "cosine"),
+                                               (1.0, 2.0))
+           if not (d == "bottleneck" and q != 1.0)]
+
+
+def trained_layer(rows: int = 24, seed: int = 0) -> np.ndarray:
+    """First-layer weights of a small MLP trained for a few hundred steps on a toy task."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 10, generator=generator)
+    y = (x[:, :3].sum(dim=1) > 0).long() + (x[:, 3] > 0.5).long()
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(10, rows), torch.nn.ReLU(), torch.nn.Linear(rows, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model[0].weight.detach().double().numpy()
+
+
+def layers():
+    rng = np.random.default_rng(0)
+    clustered = np.repeat(rng.normal(size=(8, 6)), 3, axis=0) + 1e-3 * rng.normal(size=(24, 6))
+    scaled = rng.normal(size=(24, 12)) * rng.uniform(0.2, 3.0, size=(24, 1))
+    return {"gaussian": rng.normal(size=(24, 12)), "clustered": clustered, "scaled": scaled,
+            "trained": trained_layer()}
+
+
+def kept(points: np.ndarray, n_keep: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
+    calculator = MetricCalculator(**options)
+    analysed = analyse_unit(calculator, points)
+    return choose_kept(calculator, analysed, n_keep, GA).keep_mask, analysed.salience
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_engine_masks_are_equivariant_under_permutation(options):
+    rng = np.random.default_rng(1)
+    for name, points in layers().items():
+        mask, salience = kept(points, 12, options)
+        assert mask.sum() == 12
+        for _ in range(2):
+            perm = rng.permutation(len(points))
+            mask_p, salience_p = kept(points[perm], 12, options)
+            np.testing.assert_array_equal(mask_p, mask[perm], err_msg=f"{name} {options}")
+            np.testing.assert_array_equal(salience_p, salience[perm], err_msg=f"{name} {options}")
+
+
+def test_canonical_order_depends_only_on_the_rows():
+    rng = np.random.default_rng(2)
+    points = rng.normal(size=(30, 5))
+    points[7] = points[3]  # identical rows may be exchanged, nothing else
+    reference = points[canonical_order(points)]
+    for _ in range(5):
+        perm = rng.permutation(30)
+        np.testing.assert_array_equal(points[perm][canonical_order(points[perm])], reference)
+    norms = np.linalg.norm(reference, axis=1)
+    assert np.all(np.diff(norms) <= 1e-12)  # larger norm first
+
+
+def conv_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3),
+                                torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    with torch.no_grad():  # filters of different scales, as after training
+        model[0].weight.mul_(torch.rand(16, 1, 1, 1) * 3 + 0.2)
+    return model.eval()
+
+
+def permute_filters(model: torch.nn.Module, index: int, perm: torch.Tensor) -> torch.nn.Module:
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model[index].weight.copy_(model[index].weight[perm])
+        model[index].bias.copy_(model[index].bias[perm])
+    return model
+
+
+def pruner_masks(model: torch.nn.Module, config_list, **options):
+    pruner = TopologicalPruner(model, copy.deepcopy(config_list), population_size=8, generations=4, progress=False,
+                               **options)
+    _, masks = pruner.compress()
+    pruner.unwrap_model()
+    return {name: channel_keep_mask(t["weight"]) for name, t in masks.items()}, pruner.report
+
+
+@pytest.mark.parametrize("options", [dict(), dict(distance="bottleneck"), dict(distance="wasserstein"),
+                                     dict(homology_dims=(0, 1)), dict(cloud_metric="cosine")],
+                         ids=["default", "bottleneck", "wasserstein", "h0h1", "cosine"])
+@pytest.mark.parametrize("global_group", [False, True])
+def test_pruner_masks_are_equivariant_under_permutation(options, global_group):
+    model = conv_model()
+    config = {"op_names": ["0", "2"], "sparse_ratio": 0.5}
+    if global_group:
+        config["global_group_id"] = "g"
+    masks, _ = pruner_masks(model, [config], seed=5, **options)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(4))
+    masks_p, _ = pruner_masks(permute_filters(model, 0, perm), [config], seed=5, **options)
+    np.testing.assert_array_equal(masks_p["0"], masks["0"][perm.numpy()])
+    np.testing.assert_array_equal(masks_p["2"], masks["2"])  # the other layer's decisions do not move
+
+
+def test_all_tied_layer_is_reported_and_logged(caplog, tmp_path):
+    model = conv_model()
+    with torch.no_grad():  # every filter at the same distance from every other: all saliences equal
+        model[2].weight.zero_()
+        for i in range(8):
+            model[2].weight[i, i, 0, 0] = 1.0
+    with caplog.at_level(logging.WARNING, logger="nni_topo_pruner.pruner"):
+        _, report = pruner_masks(model, [{"op_names": ["0", "2"], "sparse_ratio": 0.5}], distance="bottleneck")
+    assert report.unit("2").salience_tied and not report.unit("0").salience_tied
+    assert any("'2'" in record.getMessage() and "same salience" in record.getMessage() for record in caplog.records)
+    report.to_json(tmp_path / "report.json")
+    loaded = type(report).from_json(tmp_path / "report.json")
+    assert loaded.unit("2").salience_tied is True and loaded.unit("0").salience_tied is False
