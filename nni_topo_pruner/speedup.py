@@ -3,6 +3,18 @@
 Any NNI pruner's masks work here, ours included. The compat layer (applied on
 ``import nni_topo_pruner``) is what lets NNI 3.0's tracer run on current PyTorch.
 
+:func:`speedup_model` adds to NNI's ``ModelSpeedup``:
+
+* checks before the speed-up, each raising ``ValueError`` that names the layer: masks that
+  name layers the model lacks, target a parameter the layer does not have (e.g. a ReLU's
+  ``weight``) or have another shape; NaN/Inf parameters or buffers; layers whose (masked)
+  weights are all zero (every channel masked, or an all-zero layer); layers that output a
+  single value per sample (NNI cannot propagate masks through them);
+* Conv3d / BatchNorm3d replacement (:mod:`nni_topo_pruner.replacers`), which NNI lacks;
+* float16 / bfloat16 models (sped up in float32 and cast back) and ``torch.compile``\\ d
+  models (their original module is sped up and returned);
+* a check after the speed-up: a layer with masked channels that kept its size is an error.
+
 Example
 -------
 >>> import torch
@@ -16,8 +28,10 @@ Example
 """
 from __future__ import annotations
 
+import difflib
 import logging
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -25,21 +39,254 @@ from . import compat
 
 _logger = logging.getLogger(__name__)
 
+Masks = Mapping[str, Mapping[str, torch.Tensor]]
 
-def speedup_model(model: torch.nn.Module, dummy_input: Any, masks: Dict[str, Dict[str, torch.Tensor]],
+#: floating dtypes that NNI 3.0's ModelSpeedup cannot propagate; sped up in float32 and cast back
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def speedup_model(model: torch.nn.Module, dummy_input: Any, masks: Union[Masks, str, Path],
                   **speedup_options: Any) -> torch.nn.Module:
-    """Replace masked channels by physically smaller layers, in place; returns ``model``.
+    """Replace masked channels by physically smaller layers, in place; returns the model.
 
-    ``model`` must be unwrapped (``pruner.unwrap_model()``) first. Extra keyword arguments go
-    to ``nni.compression.speedup.ModelSpeedup``.
+    ``model`` must be unwrapped (``pruner.unwrap_model()``) first. ``masks`` is NNI's
+    ``{layer_name: {'weight': Tensor, 'bias': Tensor}}`` or a file saved by
+    :func:`nni_topo_pruner.masks_io.save_masks`. Extra keyword arguments go to
+    ``nni.compression.speedup.ModelSpeedup`` (``customized_replacers`` run before ours).
+
+    A ``torch.compile``\\ d model: its original module (``model._orig_mod``) is sped up and
+    returned, uncompiled (compile the result again). A float16 / bfloat16 model is sped up in
+    float32 and cast back. Raises ``ValueError`` naming the layer for the problems listed in
+    the module docstring; the model is left untouched by a check that fails before the
+    speed-up.
     """
     from nni.compression.speedup import ModelSpeedup
 
+    from .replacers import extra_replacers
+
     compat.apply()  # idempotent; in case NNI was imported and patched-out elsewhere
+    model = _unwrap_compiled(model)
     if any(type(m).__name__.endswith("ModuleWrapper") for m in model.modules()):
         raise ValueError("model is still wrapped by an NNI pruner: call pruner.unwrap_model() before speedup_model()")
+    if isinstance(masks, (str, Path)):
+        from .masks_io import load_masks
+
+        masks = load_masks(masks)
+    check_masks(model, masks)
+    dtype = _speedup_dtype(model)
     was_training = model.training
-    model.eval()
-    ModelSpeedup(model, dummy_input, masks, **speedup_options).speedup_model()
-    model.train(was_training)
+    batch_dim = speedup_options.get("batch_dim", 0)
+    replacers = [*(speedup_options.pop("customized_replacers", None) or []), extra_replacers()]
+    try:
+        model.eval()
+        if dtype is not None:
+            _logger.info("speedup_model: %s model sped up in float32, then cast back", dtype)
+            model.float()
+            dummy_input = _to_float32(dummy_input)
+            masks = {name: {target: mask.float() if isinstance(mask, torch.Tensor) and mask.is_floating_point()
+                            else mask for target, mask in targets.items()} for name, targets in masks.items()}
+        check_before_speedup(model, dummy_input, masks, batch_dim=batch_dim)
+        widths = masked_channels(model, masks)
+        ModelSpeedup(model, dummy_input, dict(masks), customized_replacers=replacers, **speedup_options).speedup_model()
+    finally:
+        if dtype is not None:
+            model.to(dtype)
+        model.train(was_training)
+    check_after_speedup(model, widths)
     return model
+
+
+# ---------------------------------------------------------------------------------------
+# model preparation
+# ---------------------------------------------------------------------------------------
+
+def _unwrap_compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The original module of a ``torch.compile``\\ d model (NNI's tracer cannot trace the wrapper)."""
+    original = getattr(model, "_orig_mod", None)
+    if isinstance(original, torch.nn.Module):
+        _logger.warning("speedup_model: %s is a torch.compile'd model; its original module is sped up and "
+                        "returned uncompiled: call torch.compile on the result again", type(original).__name__)
+        return _unwrap_compiled(original)
+    return model
+
+
+def _speedup_dtype(model: torch.nn.Module) -> Optional[torch.dtype]:
+    """The model's low-precision dtype to cast back to, or None when it runs in float32/float64."""
+    dtypes = {t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()}
+    low = dtypes & set(_LOW_PRECISION)
+    if not low:
+        return None
+    if len(dtypes) > 1:
+        raise ValueError(f"speedup_model: the model mixes floating dtypes {sorted(map(str, dtypes))}; NNI's "
+                         f"ModelSpeedup cannot propagate masks through float16/bfloat16 layers, and speedup_model "
+                         f"can only cast a model of one dtype to float32 and back. Cast it to one dtype first "
+                         f"(e.g. model.float()), speed it up, then cast the layers you want back")
+    return low.pop()
+
+
+def _to_float32(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, tuple):
+        return tuple(_to_float32(v) for v in value)
+    if isinstance(value, list):
+        return [_to_float32(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    return value
+
+
+def _run(model: torch.nn.Module, dummy_input: Any) -> Any:
+    if isinstance(dummy_input, dict):
+        return model(**dummy_input)
+    if isinstance(dummy_input, (tuple, list)):
+        return model(*dummy_input)
+    return model(dummy_input)
+
+
+def _out_channels(module: torch.nn.Module) -> Optional[int]:
+    weight = getattr(module, "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() > 0 else None
+
+
+def masked_channels(model: torch.nn.Module, masks: Masks) -> Dict[str, Tuple[int, int]]:
+    """``{layer: (output channels masked to zero, output channels)}`` for the layers whose weight mask removes some."""
+    found: Dict[str, Tuple[int, int]] = {}
+    for name, targets in masks.items():
+        mask = targets.get("weight")
+        width = _out_channels(model.get_submodule(name))
+        if mask is None or width is None or mask.dim() < 2:
+            continue
+        masked = int((mask.reshape(mask.shape[0], -1) == 0).all(dim=1).sum())
+        if masked:
+            found[name] = (masked, width)
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------------
+
+def _suggest(name: str, names: List[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3)
+    if close:
+        return f"did you mean {', '.join(map(repr, close))}?"
+    return f"the model's layers with weights are: {', '.join(map(repr, names[:12]))}{' ...' if len(names) > 12 else ''}"
+
+
+def check_masks(model: torch.nn.Module, masks: Masks) -> None:
+    """Raise ``ValueError`` unless every mask names a layer of ``model``, a parameter it has, and its shape.
+
+    NNI's ``ModelSpeedup`` ignores masks on names the model lacks and applies masks on
+    weightless modules (Identity, ReLU) silently; masks made for another model must fail here.
+    NNI's activation masks (targets ``_input_*`` / ``_output_*``) are not checked.
+    """
+    if not isinstance(masks, Mapping):
+        raise ValueError(f"masks must be a mapping {{layer_name: {{'weight': Tensor, ...}}}}, got {type(masks).__name__}")
+    modules = dict(model.named_modules())
+    weighted = [name for name, module in modules.items()
+                if name and isinstance(getattr(module, "weight", None), torch.Tensor)]
+    for name, targets in masks.items():
+        if name not in modules:
+            raise ValueError(f"masks name layer {name!r}, which the model does not have ({_suggest(name, weighted)}); "
+                             f"were the masks made for another model? Compute them on this model or rename their keys")
+        if not isinstance(targets, Mapping):
+            raise ValueError(f"masks[{name!r}] must map a parameter name to a Tensor, got {type(targets).__name__}")
+        module = modules[name]
+        for target, mask in targets.items():
+            if mask is None or str(target).startswith(("_input_", "_output_")):
+                continue  # None: a bias-free layer's bias (NNI pruners emit it)
+            if not isinstance(mask, torch.Tensor):
+                raise ValueError(f"mask {name}.{target} is a {type(mask).__name__}, not a Tensor")
+            param = getattr(module, target, None)
+            if not isinstance(param, torch.Tensor):
+                raise ValueError(f"mask {name}.{target}: layer {name!r} ({type(module).__name__}) has no parameter "
+                                 f"{target!r}, so the mask prunes nothing; masks must target layers with weights "
+                                 f"({_suggest(name, weighted)}). Were the masks made for another model?")
+            if tuple(mask.shape) != tuple(param.shape):
+                raise ValueError(f"mask {name}.{target} has shape {tuple(mask.shape)} but layer {name!r} "
+                                 f"({type(module).__name__}) has {target} of shape {tuple(param.shape)}: the masks "
+                                 f"were made for another model (or another width); compute them on this model")
+
+
+def check_before_speedup(model: torch.nn.Module, dummy_input: Any, masks: Masks, *, batch_dim: int = 0) -> None:
+    """Raise ``ValueError`` naming the layer for what NNI's speed-up would crash on, obscurely.
+
+    * a NaN/Inf parameter or buffer (NNI: ``RuntimeError: from is out of bounds for float``);
+    * a layer whose weight, times its mask, is all zero: every channel masked, or an all-zero
+      layer (NNI treats channels whose output is the same for every input as pruned:
+      ``EmptyLayerError`` or ``AttributeError: 'NoneType' object has no attribute 'data'``);
+    * a layer that outputs one value per sample, e.g. ``Linear(n, 1)`` (NNI skips tensors of
+      at most ``batch_size`` elements: ``TypeError: rand_like(): ... NoneType``).
+    """
+    for module_name, module in model.named_modules():
+        for tensor_name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"layer {module_name!r} ({type(module).__name__}): {tensor_name} holds NaN or Inf "
+                                 f"values; NNI's ModelSpeedup cannot propagate masks through it (RuntimeError: from "
+                                 f"is out of bounds for float). Repair the weights (retrain, reload a checkpoint, or "
+                                 f"torch.nan_to_num_) before pruning")
+    for module_name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point() or weight.numel() == 0:
+            continue
+        mask = masks.get(module_name, {}).get("weight")
+        effective = weight.detach() if mask is None else weight.detach() * mask.to(weight.device, weight.dtype)
+        if bool((effective == 0).all()):
+            if mask is not None and bool((mask == 0).all()):
+                raise ValueError(f"the masks remove every output channel of layer {module_name!r} "
+                                 f"({type(module).__name__}): NNI cannot speed up an empty layer (EmptyLayerError). "
+                                 f"Lower its sparse_ratio (or set max_sparse_ratio < 1) or exclude it from the "
+                                 f"config list")
+            raise ValueError(f"layer {module_name!r} ({type(module).__name__}) has all-zero weights{' after masking' if mask is not None else ''}: "
+                             f"its output is the same for every input, and NNI's ModelSpeedup treats such channels "
+                             f"as pruned and empties the layer (EmptyLayerError). Initialise or train the layer "
+                             f"(or remove it from the model) before speeding up")
+    single: List[str] = []
+
+    def hook(module: torch.nn.Module, _inputs: Any, output: Any, name: str = "") -> None:
+        if (isinstance(output, torch.Tensor) and output.dim() > batch_dim
+                and output.numel() == output.shape[batch_dim] and not single):
+            single.append(f"{name!r} ({type(module).__name__}, output shape {tuple(output.shape)})")
+
+    handles = [module.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
+               for name, module in model.named_modules()
+               if name and not list(module.children()) and any(True for _ in module.parameters(recurse=False))]
+    try:
+        with torch.no_grad():
+            _run(model, dummy_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if single:
+        raise ValueError(f"layer {single[0]} outputs a single value per sample; NNI 3.0's ModelSpeedup ignores "
+                         f"tensors of one value per sample and crashes after it (TypeError: rand_like(): ... "
+                         f"NoneType). Speed up the part of the model before this layer, or widen the layer")
+
+
+def check_after_speedup(model: torch.nn.Module, masked: Mapping[str, Tuple[int, int]]) -> None:
+    """Raise ``ValueError`` for a layer with masked output channels that kept its size.
+
+    ``masked`` is :func:`masked_channels` of the model and masks before the speed-up.
+    """
+    from .replacers import replaceable_types
+
+    for name, (count, width) in masked.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if _out_channels(module) != width:
+            continue
+        kind = type(module).__name__
+        if kind not in replaceable_types():
+            why = (f"NNI's ModelSpeedup cannot replace {kind} (it logs 'Has not supported replacing module with "
+                   f"type: {kind}'): exclude {kind} layers from the config list, or pass a Replacer for it in "
+                   f"customized_replacers")
+        else:
+            why = ("NNI's mask-conflict resolution restored its channels (layers joined by an add, a concat or a "
+                   "grouped convolution had different masks): set dependency groups with "
+                   "nni.compression.utils.auto_set_denpendency_group_ids(model, config_list, dummy_input) before "
+                   "pruning")
+        raise ValueError(f"layer {name!r} ({kind}) has {count} of {width} output channels masked to zero but kept "
+                         f"all {width} after the speed-up: {why}")
