@@ -38,13 +38,20 @@ SUPPORTED_PERSISTENCE_METHODS = ("auto", "fast", "ripser", "gudhi")
 
 
 def check_homology_dims(homology_dims: Sequence[int], name: str = "homology_dims") -> tuple[int, ...]:
-    """Validate homology dimensions: a non-empty sequence of distinct non-negative ints."""
+    """Validate homology dimensions: a non-empty sequence of distinct non-negative ints (or one int).
+
+    Anything else (``None``, a string, a float, a negative or repeated dimension) raises a
+    ``ValueError`` naming ``name``.
+    """
     if isinstance(homology_dims, (int, np.integer)) and not isinstance(homology_dims, bool):
         homology_dims = (int(homology_dims),)
+    if homology_dims is None or isinstance(homology_dims, (str, bytes)):
+        raise ValueError(f"{name} must be a sequence of non-negative ints such as (0,) or (0, 1), got "
+                         f"{homology_dims!r}; use (0,) (the default) for connected components")
     try:
         dims = tuple(homology_dims)
     except TypeError:
-        raise TypeError(f"{name} must be a sequence of non-negative ints such as (0,) or (0, 1), got {homology_dims!r}") from None
+        raise ValueError(f"{name} must be a sequence of non-negative ints such as (0,) or (0, 1), got {homology_dims!r}") from None
     if not dims:
         raise ValueError(f"{name} must not be empty; use (0,) for connected components")
     for d in dims:
