@@ -13,12 +13,12 @@ torch.Size([4])
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
 import torch
+
+from .fileio import atomic_write
 
 Masks = Dict[str, Dict[str, torch.Tensor]]
 
@@ -42,23 +42,29 @@ def _validated(masks: Any, source: str) -> Masks:
 
 
 def save_masks(masks: Mapping[str, Mapping[str, torch.Tensor]], path: Union[str, Path]) -> None:
-    """Write ``masks`` atomically (a partial file never replaces a good one)."""
+    """Write ``masks`` atomically (a partial file never replaces a good one; normal file mode)."""
     plain = _validated(masks, "save_masks")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(plain, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "wb") as handle:
+        torch.save(plain, handle)
 
 
 def load_masks(path: Union[str, Path], map_location: Any = "cpu") -> Masks:
-    """Read masks saved by :func:`save_masks` or by NNI (``torch.save(masks, path)``)."""
+    """Read masks saved by :func:`save_masks` or by NNI (``torch.save(masks, path)``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
+    anything that is not a masks file (truncated, empty, text, another object).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"masks file not found: {path}")
-    return _validated(torch.load(path, map_location=map_location, weights_only=True), str(path))
+    hint = "save masks with nni_topo_pruner.save_masks(masks, path) (or NNI's torch.save(masks, path))"
+    try:
+        loaded = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises OSError, EOFError, KeyError, RuntimeError, UnpicklingError ...
+        kind = "it is empty" if path.stat().st_size == 0 else "it is truncated, corrupt or another kind of file"
+        raise ValueError(f"{path} is not a masks file: torch.load cannot read it ({kind}; "
+                         f"{type(error).__name__}: {error}); {hint}") from error
+    try:
+        return _validated(loaded, str(path))
+    except ValueError as error:
+        raise ValueError(f"{path} is not a masks file: {error}; {hint}") from None

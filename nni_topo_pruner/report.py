@@ -10,13 +10,13 @@ Example
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
+
+from .fileio import atomic_write
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -62,13 +62,9 @@ class PruningReport:
                 "units": [asdict(u) for u in self.units]}
 
     def to_json(self, path: Union[str, Path]) -> None:
-        """Write the report atomically as JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
+        """Write the report atomically as JSON (nothing is left behind if serialisation fails)."""
+        with atomic_write(path, "w", encoding="utf-8") as handle:
             json.dump(self.to_dict(), handle, indent=1, default=_json_default)
-        os.replace(tmp, path)
 
     @classmethod
     def from_json(cls, path: Union[str, Path]) -> "PruningReport":
@@ -111,9 +107,14 @@ def plot_persistence_diagrams(report: Union[PruningReport, Any], layer: str, pat
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    source = report
     report = getattr(report, "report", report)
     if report is None:
         raise ValueError("no report: call pruner.compress() first")
+    if not isinstance(report, PruningReport):
+        raise TypeError(f"plot_persistence_diagrams needs a TopologicalPruner (or its PruningReport, pruner.report), "
+                        f"got {type(source).__name__}: only the TopologicalPruner records persistence diagrams; "
+                        f"prune with nni_topo_pruner.TopologicalPruner to plot them")
     unit = report.unit(layer)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
     top = 0.0
