@@ -70,13 +70,32 @@ def available_pruners() -> List[str]:
     return sorted({*_BUILTIN, *_entry_point_targets(), *_RUNTIME})
 
 
+def _canonical(name: str) -> str:
+    """The registry key of ``name``: lower case, aliases resolved (``L1Norm`` -> ``l1``)."""
+    return _ALIASES.get(name.lower(), name.lower())
+
+
 def register_pruner(name: str, pruner_class: type, *, overwrite: bool = False) -> None:
-    """Make ``pruner_class`` available as ``name`` in this process."""
-    key = name.lower()
-    if not overwrite and (key in _RUNTIME or key in _BUILTIN):
-        raise ValueError(f"a pruner named {name!r} is already registered; pass overwrite=True to replace it")
+    """Make ``pruner_class`` available as ``name`` in this process.
+
+    Names are case-insensitive and aliases count as their pruner's name (``topology`` is
+    ``topological``, ``L1Norm`` is ``l1``). A name already taken (built-in, alias of one,
+    entry point, or registered before) raises ``ValueError`` unless ``overwrite=True``; with
+    it, ``pruner_class`` wins for that name and its aliases.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"pruner name must be a non-empty string, got {name!r}")
     if not isinstance(pruner_class, type):
         raise TypeError(f"pruner_class must be a class, got {pruner_class!r}")
+    key = _canonical(name)
+    if not overwrite:
+        if key in _BUILTIN:
+            alias = f" is an alias of the built-in pruner {key!r}" if key != name.lower() else \
+                f" names the built-in pruner {key!r}"
+            raise ValueError(f"pruner name {name!r}{alias}; pass overwrite=True to replace it "
+                             f"(then {pruner_class.__name__} is used for {key!r} and its aliases), or choose another name")
+        if key in _RUNTIME or key in _entry_point_targets():
+            raise ValueError(f"a pruner named {name!r} is already registered; pass overwrite=True to replace it")
     _RUNTIME[key] = pruner_class
 
 
@@ -92,7 +111,7 @@ def get_pruner(name: str) -> type:
     """
     if not isinstance(name, str):
         raise TypeError(f"pruner name must be a string, got {type(name).__name__}")
-    key = _ALIASES.get(name.lower(), name.lower())
+    key = _canonical(name)
     if key in _RUNTIME:
         return _RUNTIME[key]
     target = _BUILTIN.get(key) or _entry_point_targets().get(key)
