@@ -138,6 +138,8 @@ class BettiPruner(OneShotPruner):
                             f"tensors), got {type(calibration_loader).__name__}; wrap a single tensor as [tensor]")
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 3:
             raise ValueError(f"num_images must be an int >= 3, got {num_images!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int (the random projection's seed, e.g. seed=0), got {seed!r}")
         self.betti_scale = BettiScale(scale, scale_reference, count)  # validates
         dims = tuple(homology_dims)
         if not dims or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in dims):
@@ -244,7 +246,16 @@ class BettiPruner(OneShotPruner):
         total = sum(b.shape[1] for b in data.values())
         bar = tqdm(total=total, desc="BettiPruner persistence", unit="filter", disable=not self.progress, leave=False)
         for module_name, cloud in data.items():
-            betti, tie = layer_betti(cloud, self.betti_scale, self.homology_dims, on_filter=bar.update)
+            if not bool(torch.isfinite(cloud).all()):
+                bar.close()
+                raise ValueError(f"BettiPruner: the feature maps of layer {module_name!r} on the calibration images "
+                                 f"hold NaN or Inf values, so its filters cannot be scored; check the calibration "
+                                 f"images (NaN/Inf pixels?) and the weights of the layers up to {module_name!r}")
+            try:
+                betti, tie = layer_betti(cloud, self.betti_scale, self.homology_dims, on_filter=bar.update)
+            except ValueError as error:
+                bar.close()
+                raise ValueError(f"BettiPruner: layer {module_name!r}: {error}") from error
             score = betti.sum(axis=1)
             self.betti[module_name], self.scores[module_name] = betti, score
             self.images_used[module_name] = int(cloud.shape[0])
