@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 # Bump when the training/measurement recipe changes in a way that invalidates cached results.
 RECIPE_VERSION = 1
@@ -51,13 +52,18 @@ class BenchmarkConfig:
     momentum: float = _option(0.9, "SGD momentum")
     weight_decay: float = _option(5e-4, "SGD weight decay")
     # pruning
-    pruners: List[str] = _option(DEFAULT_PRUNERS, "pruner names from nni_topo_pruner.registry")
+    pruners: List[str] = _option(DEFAULT_PRUNERS, "pruner names from nni_topo_pruner.registry, or LABEL=NAME to run "
+                                                   "a registry pruner under a label of its own (variants with "
+                                                   "their own pruner_options, e.g. topo_w2=topological)")
     sparsities: List[float] = _option([0.5], "sparse ratios, each in (0, 1)")
     seeds: List[int] = _option([0, 1, 2], "seeds; one record per pruner x sparsity x seed")
     op_types: List[str] = _option(["Conv2d"], "layer types in the NNI config list")
     pruner_options: Dict[str, Dict[str, Any]] = _option(
         {}, "JSON {pruner: {option: value}} passed to the pruner's constructor")
     calibration_size: int = _option(256, "training images given to data-dependent pruners")
+    bn_batches: int = _option(16, "batches (of batch_size training images, no augmentation) over which BatchNorm "
+                                  "statistics are re-estimated after pruning, before any weight update "
+                                  "(adaptive BN); 0 = off")
     # fine-tuning
     finetune_epochs: int = _option(8, "fine-tuning budget in epochs (recoverability is measured after it)")
     finetune_lr: float = _option(0.01, "fine-tuning SGD learning rate (cosine schedule)")
@@ -84,13 +90,13 @@ class BenchmarkConfig:
 PRESETS: Dict[str, Dict[str, Any]] = {
     # Tiny width and data: every step end to end in well under 3 minutes on a 2-core CPU.
     "smoke": dict(width=0.125, train_size=1024, test_size=512, baseline_epochs=6, baseline_lr=0.05,
-                  batch_size=64, finetune_epochs=2, seeds=[0, 1], sparsities=[0.5], calibration_size=64,
+                  batch_size=64, finetune_epochs=2, seeds=[0, 1], sparsities=[0.5], calibration_size=64, bn_batches=4,
                   latency_warmup=2, latency_repeats=5, eval_batch_size=256),
     # Full-width VGG-16 on the offline subset (5170 train / 1017 test images). Measured on the
-    # 2-core dev machine: baseline ~1 h once (cached); each record ~6 fine-tuning epochs of
-    # 30-80 s (load-dependent) -> 15 records (5 pruners x 3 seeds) in about 1-2 hours.
+    # 2-core dev machine: baseline ~1 h once (cached); a fine-tuning epoch takes ~16 s at 0.5
+    # on a free machine (more at 0.3, less at 0.7) -> 45 records (5 pruners x 3 ratios x 3 seeds).
     "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.02,
-                batch_size=64, finetune_epochs=6, seeds=[0, 1, 2], sparsities=[0.5], calibration_size=256,
+                batch_size=64, finetune_epochs=6, seeds=[0, 1, 2], sparsities=[0.3, 0.5, 0.7], calibration_size=256,
                 latency_warmup=5, latency_repeats=30),
     # Full CIFAR-10 at thesis scale, for a GPU (never run here: the dev machine has none).
     "paper": dict(data="cifar10:data/cifar10", width=1.0, train_size=0, test_size=0, baseline_epochs=160,
@@ -174,6 +180,23 @@ def apply_overrides(config: BenchmarkConfig, assignments: Iterable[str]) -> Benc
     return dataclasses.replace(config, **changes)
 
 
+def pruner_spec(spec: str) -> Tuple[str, str]:
+    """``(label, registry name)`` of an entry of ``pruners``: ``"l1"`` -> ``("l1", "l1")``,
+    ``"topo_w2=topological"`` -> ``("topo_w2", "topological")``; labels are lower case.
+
+    >>> pruner_spec("Topo_W2 = topological")
+    ('topo_w2', 'topological')
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"pruners: each entry must be a pruner name or LABEL=NAME, got {spec!r}")
+    label, sep, name = spec.partition("=")
+    label, name = label.strip().lower(), (name if sep else label).strip()
+    if not label or not name or not all(c.isalnum() or c in "_-." for c in label):
+        raise ValueError(f"pruners: {spec!r} is not a pruner name or LABEL=NAME (labels use letters, digits, "
+                         f"'_', '-' and '.')")
+    return label, name
+
+
 def _known_pruner(name: str) -> None:
     from nni_topo_pruner.registry import get_pruner
 
@@ -196,29 +219,30 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
 
     def positive_float(key: str) -> None:
         value = getattr(config, key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"{key} must be a positive number, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+            raise ValueError(f"{key} must be a positive finite number, got {value!r}")
 
     for key in ("baseline_epochs", "batch_size", "eval_batch_size", "latency_batch_size",
                 "latency_repeats", "calibration_size"):
         positive_int(key)
     for key in ("train_size", "test_size", "finetune_epochs", "latency_warmup", "num_threads",
-                "num_workers", "baseline_seed"):
+                "num_workers", "baseline_seed", "bn_batches"):
         positive_int(key, allow_zero=True)
     for key in ("width", "baseline_lr", "finetune_lr"):
         positive_float(key)
     for key in ("momentum", "weight_decay", "convergence_tolerance"):
         value = getattr(config, key)
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
     if not config.pruners:
         raise ValueError("pruners must name at least one pruner, e.g. --pruners l1,random")
-    lowered = [name.lower() for name in config.pruners]
+    specs = [pruner_spec(spec) for spec in config.pruners]
+    lowered = [label for label, _ in specs]
     if len(set(lowered)) != len(lowered):
         raise ValueError(f"pruners lists a name twice: {config.pruners}")
-    for name in config.pruners:
+    for _, name in specs:
         _known_pruner(name)
-    unknown_options = sorted(set(config.pruner_options) - set(config.pruners))
+    unknown_options = sorted({name.lower() for name in config.pruner_options} - set(lowered))
     if unknown_options:
         raise ValueError(f"pruner_options names pruner(s) {unknown_options} that are not in pruners {config.pruners}")
     for name, options in config.pruner_options.items():
@@ -261,11 +285,21 @@ def baseline_key(config: BenchmarkConfig, data_sha256: str) -> Dict[str, Any]:
             **{key: getattr(config, key) for key in BASELINE_KEYS}}
 
 
+def pruner_options_for(config: BenchmarkConfig, label: str) -> Dict[str, Any]:
+    """``pruner_options`` of the pruner labelled ``label`` (keys compared case-insensitively)."""
+    for key, options in config.pruner_options.items():
+        if key.lower() == label.lower():
+            return dict(options)
+    return {}
+
+
 def run_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: float, seed: int) -> Dict[str, Any]:
     """What one (pruner, sparsity, seed) record depends on; a changed key means the record is redone."""
-    return {"recipe_version": RECIPE_VERSION, "baseline": baseline_hash, "pruner": pruner.lower(),
+    label, name = pruner_spec(pruner)
+    return {"recipe_version": RECIPE_VERSION, "baseline": baseline_hash, "pruner": label, "pruner_name": name.lower(),
+            "bn_batches": config.bn_batches,
             "sparsity": float(sparsity), "seed": int(seed), "config_list": config.config_list(sparsity),
-            "pruner_options": config.pruner_options.get(pruner, {}), "calibration_size": config.calibration_size,
+            "pruner_options": pruner_options_for(config, label), "calibration_size": config.calibration_size,
             "finetune_epochs": config.finetune_epochs, "finetune_lr": config.finetune_lr,
             "batch_size": config.batch_size, "momentum": config.momentum, "weight_decay": config.weight_decay,
             "latency": [config.latency_batch_size, config.latency_warmup, config.latency_repeats]}

@@ -3,7 +3,10 @@ model up, measure it, fine-tune it with per-epoch test accuracy, and measure aga
 
 Steps (each failure is caught by the runner and recorded with the step's name):
 ``create`` (registry) -> ``compress`` -> ``unwrap`` + ``speedup`` (NNI ``ModelSpeedup``) ->
-``measure`` (params, FLOPs, accuracy right after pruning, latency) -> ``finetune``.
+``measure`` (params, FLOPs, accuracy right after pruning, latency, then accuracy after
+re-estimating BatchNorm statistics with no weight update: "adaptive BN") -> ``finetune``
+(from the BN-adapted model). Every accuracy also records which test images were right
+(a string of 0/1 in test-set order), so pruners can be compared image by image.
 
 A run keeps its pruned model and a fine-tuning checkpoint under ``work_dir`` until its record
 is written, so an interrupted run resumes inside fine-tuning without pruning again.
@@ -24,11 +27,11 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .baseline import Baseline, measure_size, measure_speed
-from .config import BenchmarkConfig
+from .config import BenchmarkConfig, pruner_options_for, pruner_spec
 from .data import CifarArrays, calibration_loader, evaluation_loader, train_dataset
 from .measure import layer_widths
 from .store import atomic_torch_save, load_torch_or_none
-from .training import evaluate, fit, seed_everything
+from .training import adapt_batchnorm, correct_per_image, fit, seed_everything
 
 _logger = logging.getLogger(__name__)
 # NNI's ModelSpeedup logs every replaced module at INFO on a logger it forces to INFO; it gets
@@ -55,11 +58,12 @@ def _accepts_keyword(cls: type, name: str) -> bool:
     return name in parameters
 
 
-def pruner_options(pruner_class: type, name: str, config: BenchmarkConfig, seed: int,
+def pruner_options(pruner_class: type, label: str, config: BenchmarkConfig, seed: int,
                    progress: bool = True) -> Dict[str, Any]:
-    """The keyword options for ``name``: ``config.pruner_options[name]``, plus ``seed=seed`` and
-    ``progress=progress`` when the pruner's constructor takes them and the options don't set them."""
-    options = dict(config.pruner_options.get(name, {}))
+    """The keyword options for the pruner labelled ``label``: ``config.pruner_options[label]``, plus
+    ``seed=seed`` and ``progress=progress`` when the pruner's constructor takes them and the
+    options don't set them."""
+    options = pruner_options_for(config, label)
     for keyword, value in (("seed", seed), ("progress", progress)):
         if keyword not in options and _accepts_keyword(pruner_class, keyword):
             options[keyword] = value
@@ -81,6 +85,15 @@ def convergence_epoch(curve: List[float], reference: float, tolerance: float) ->
     return None
 
 
+def hits_text(hits) -> str:
+    """Per-image correctness as a compact string: ``'1'`` right, ``'0'`` wrong, test-set order.
+
+    >>> hits_text([True, False, True])
+    '101'
+    """
+    return "".join("1" if hit else "0" for hit in hits)
+
+
 def _step(name: str, action):
     try:
         return action()
@@ -99,14 +112,15 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     seed_everything(seed)
     model = baseline.fresh_model().to(device)
     config_list = config.config_list(sparsity)
-    pruner_class = _step("create", lambda: get_pruner(pruner))
-    options = pruner_options(pruner_class, pruner, config, seed, progress)
+    label, name = pruner_spec(pruner)
+    pruner_class = _step("create", lambda: get_pruner(name))
+    options = pruner_options(pruner_class, label, config, seed, progress)
     calibration = None
     if getattr(pruner_class, "requires_calibration_data", False):
         calibration = calibration_loader(arrays, config.calibration_size, config.eval_batch_size, seed)
 
     started = time.perf_counter()
-    instance = _step("create", lambda: create_pruner(pruner, model, config_list,
+    instance = _step("create", lambda: create_pruner(name, model, config_list,
                                                      calibration_loader=calibration, **options))
     _, masks = _step("compress", instance.compress)
     pruning_seconds = time.perf_counter() - started
@@ -118,12 +132,22 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     speedup_seconds = time.perf_counter() - started
 
     def measure() -> Dict[str, Any]:
-        return {
+        test_loader = evaluation_loader(arrays, config.eval_batch_size)
+        raw = correct_per_image(model, test_loader, device)
+        values = {
             **measure_size(model),
-            "acc_after_pruning": evaluate(model, evaluation_loader(arrays, config.eval_batch_size), device),
+            "acc_after_pruning": float(raw.mean()),
+            "hits_after_pruning": hits_text(raw),
             "latency": measure_speed(model, config, device),
             "layer_widths": layer_widths(model),
         }
+        if config.bn_batches:
+            # the same images for every pruner at one seed: comparisons stay paired
+            loader = calibration_loader(arrays, config.bn_batches * config.batch_size, config.batch_size, seed)
+            values["bn_images"] = adapt_batchnorm(model, loader, device, config.bn_batches)
+            adapted = correct_per_image(model, test_loader, device)
+            values.update(acc_after_bn=float(adapted.mean()), hits_after_bn=hits_text(adapted))
+        return values
 
     measurements = _step("measure", measure)
     measurements.update({"pruning_seconds": pruning_seconds, "speedup_seconds": speedup_seconds,
@@ -154,7 +178,11 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
         weight_decay=config.weight_decay, batch_size=config.batch_size, seed=seed, device=device,
         checkpoint=work_dir / "finetune.ckpt", num_workers=config.num_workers,
         desc=f"{pruner} s={sparsity:g} seed={seed}", progress=progress))
-    curve = [measurements["acc_after_pruning"], *[row["test_acc"] for row in history]]
+    # epoch 0 of the curve: the model fine-tuning starts from (BN-adapted when bn_batches > 0)
+    start = measurements.get("acc_after_bn", measurements["acc_after_pruning"])
+    curve = [start, *[row["test_acc"] for row in history]]
+    final_hits = _step("measure", lambda: hits_text(correct_per_image(
+        model, evaluation_loader(arrays, config.eval_batch_size), device)))
     baseline_acc = baseline.info["test_acc"]
     return {
         **{key: value for key, value in measurements.items()},
@@ -163,6 +191,7 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
         "finetune_history": history,
         "curve": curve,
         "recoverability": curve[-1],
+        "hits_final": final_hits,
         "convergence_epoch": convergence_epoch(curve, baseline_acc, config.convergence_tolerance),
         "finetune_seconds": sum(row["seconds"] for row in history),
         "wall_seconds_this_process": time.perf_counter() - started,

@@ -44,18 +44,21 @@ def convergence_text(value: Dict[str, Any], budget: int) -> str:
 
 def _sparsity_table(groups: List[Dict[str, Any]], baseline: Dict[str, Any], budget: int, batch: int) -> List[str]:
     lines = [
-        f"| pruner | seeds | params left | FLOPs left | acc. after pruning (%) | recoverability after {budget} ep. (%) "
+        f"| pruner | seeds | params left | FLOPs left | acc. after pruning (%) | after BN re-estimation (%) "
+        f"| recoverability after {budget} ep. (%) "
         f"| convergence (epochs; converged/runs) | pruning time (s) | speed-up time (s) | latency (ms, batch {batch}) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| unpruned | - | {baseline['params'] / 1e6:.3f} M (100%) | {baseline['flops'] / 1e6:.1f} M (100%) | "
-        f"{100 * baseline['test_acc']:.2f} | - | - | - | - | {baseline['latency']['median_ms']:.2f} |",
+        f"{100 * baseline['test_acc']:.2f} | - | - | - | - | - | {baseline['latency']['median_ms']:.2f} |",
     ]
     for group in groups:
         lines.append(
             f"| {group['pruner']} | {group['n']} "
             f"| {number(group['params'], 3, 1e-6)} M ({number(group['params_ratio'], 1, 100)}%) "
             f"| {number(group['flops'], 1, 1e-6)} M ({number(group['flops_ratio'], 1, 100)}%) "
-            f"| {percent(group['acc_after_pruning'])} | {percent(group['recoverability'])} "
+            f"| {percent(group['acc_after_pruning'])} "
+            f"| {percent(group['acc_after_bn']) if 'acc_after_bn' in group else '-'} "
+            f"| {percent(group['recoverability'])} "
             f"| {convergence_text(group['convergence'], budget)} | {number(group['pruning_seconds'], 2)} "
             f"| {number(group['speedup_seconds'], 2)} | {number(group['latency_ms'], 2)} |")
     return lines
@@ -67,7 +70,7 @@ def _curve_table(groups: List[Dict[str, Any]]) -> List[str]:
              "| --- |" + " --- |" * len(groups)]
     for epoch in range(length):
         cells = [percent(group["curve"][epoch]) if epoch < len(group["curve"]) else "-" for group in groups]
-        label = "0 (after pruning)" if epoch == 0 else str(epoch)
+        label = "0 (start)" if epoch == 0 else str(epoch)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -91,6 +94,29 @@ def _verdict_line(sparsity: float, comparisons: List[Dict[str, Any]], metric: st
     if worse:
         summary += f"; {', '.join(worse)} fall{'s' if len(worse) == 1 else ''} below it beyond the spread"
     return f"- {label}: **{summary}**. Mean difference to `{CONTROL}`: {details}."
+
+
+METRIC_LABELS = {"acc_after_pruning": "right after pruning", "acc_after_bn": "after BN re-estimation",
+                 "recoverability": "after fine-tuning"}
+
+
+def _paired_table(rows: List[Dict[str, Any]], sparsity: float) -> List[str]:
+    rows = [row for row in rows if row["sparsity"] == sparsity and row["metric"] != "acc_after_pruning"]
+    if not rows:
+        return []
+    lines = ["Paired, image by image on the same test images (runs paired by seed; 95% bootstrap interval of the "
+             "mean difference over images; McNemar's exact p per seed). **beats** / **worse** = the interval "
+             "excludes 0 and every seed's difference has the same sign:", "",
+             "| pruner | vs | accuracy | difference (points) | 95% interval | per seed (points; McNemar p) | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        seeds = "; ".join(f"s{r['seed']}: {100 * r['difference']:+.2f} (p={r['mcnemar_p']:.2g})"
+                          for r in row["per_seed"])
+        verdict = f"**{row['verdict']}**" if row["verdict"] != "within noise" else row["verdict"]
+        lines.append(f"| {row['pruner']} | {row['reference']} ({row['role']}) | {METRIC_LABELS[row['metric']]} "
+                     f"| {100 * row['difference']:+.2f} | [{100 * row['ci95'][0]:+.2f}, {100 * row['ci95'][1]:+.2f}] "
+                     f"| {seeds} | {verdict} |")
+    return lines + [""]
 
 
 def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]]) -> str:
@@ -122,6 +148,11 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         f"- Pruning: every pruner gets the same NNI config list "
         f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`, then `unwrap_model()` and NNI `ModelSpeedup`; "
         f"seeds {config['seeds']}",
+        (f"- BatchNorm re-estimation (adaptive BN): after the speed-up, every BatchNorm's running statistics are "
+         f"re-estimated on {config.get('bn_batches', 0)} batches of {config['batch_size']} training images "
+         f"(no augmentation, the same images for every pruner at one seed), in train mode with no weight update; "
+         f"fine-tuning starts from that model." if config.get("bn_batches") else
+         "- BatchNorm re-estimation: off (bn_batches=0)."),
         f"- Fine-tuning budget: {budget} epochs, SGD lr {config['finetune_lr']} (cosine), momentum {config['momentum']}, "
         f"weight decay {config['weight_decay']}. Recoverability = test accuracy after the budget; convergence = "
         f"first epoch within {100 * config['convergence_tolerance']:.1f} point(s) of the unpruned model "
@@ -141,10 +172,14 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
                   "pruner and of the control do not overlap, where spread = max(std over seeds, binomial standard "
                   f"error of one accuracy on {test_images} test images):", "",
                   _verdict_line(sparsity, comparisons, "acc_after_pruning", "Accuracy right after pruning"),
+                  _verdict_line(sparsity, comparisons, "acc_after_bn", "Accuracy after BN re-estimation"),
                   _verdict_line(sparsity, comparisons, "recoverability", f"Recoverability after {budget} epochs"),
                   f"- For scale: one accuracy measured on {test_images} test images has a binomial standard error "
                   f"of about {100 * noise:.1f} points at the baseline's accuracy.",
-                  "", "Test accuracy (%) per fine-tuning epoch, mean ± std over seeds:", ""]
+                  ""]
+        lines += _paired_table(results.get("paired", []), sparsity)
+        lines += ["Test accuracy (%) per fine-tuning epoch, mean ± std over seeds (epoch 0: the model fine-tuning "
+                  "starts from, after BN re-estimation when it is on):", ""]
         lines += _curve_table(groups)
         lines.append("")
     if not summary:

@@ -32,14 +32,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .baseline import Baseline, load_or_train_baseline, measure_speed
-from .config import BenchmarkConfig, run_key, stable_hash
+from .config import BenchmarkConfig, pruner_spec, run_key, stable_hash
 from .data import REPO_ROOT, CifarArrays, load_data, subsample
 from .environment import git_state, machine_info, package_versions
 from .experiment import StepError, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
 from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock
-from .summary import compare_with_control, summarize
+from .summary import compare_with_control, paired_comparisons, summarize
 
 _logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def record_name(pruner: str, sparsity: float, seed: int) -> str:
-    """File stem of a record, e.g. ``l1_sparsity0.5_seed0``."""
-    return f"{pruner.lower()}_sparsity{sparsity:g}_seed{seed}"
+    """File stem of a record, e.g. ``l1_sparsity0.5_seed0`` (a ``LABEL=NAME`` pruner goes by its label)."""
+    return f"{pruner_spec(pruner)[0]}_sparsity{sparsity:g}_seed{seed}"
 
 
 @dataclass
@@ -101,6 +101,7 @@ class BenchmarkState:
             "failures": failures,
             "summary": summary,
             "comparisons": compare_with_control(summary, self.context["data"]["test_images"]),
+            "paired": paired_comparisons(ordered),
         }
 
 
@@ -152,7 +153,8 @@ def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     work_dir = out_dir / "work" / f"{name}-{key_hash}"
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_hash": key_hash, "run_key": key,
-                              "pruner": pruner.lower(), "sparsity": float(sparsity), "seed": int(seed),
+                              "pruner": pruner_spec(pruner)[0], "pruner_name": pruner_spec(pruner)[1],
+                              "sparsity": float(sparsity), "seed": int(seed),
                               "started": started}
     try:
         result = run_experiment(config, baseline, arrays, pruner, sparsity, seed, device, work_dir, progress)
@@ -210,8 +212,9 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
                 reused += record.pop("reused")
                 state.records[record_name(pruner, sparsity, seed)] = record
                 if record["status"] == "ok":
-                    _logger.info("%s: acc after pruning %.4f, after %d epochs %.4f",
+                    _logger.info("%s: acc after pruning %.4f, after BN re-estimation %s, after %d epochs %.4f",
                                  record_name(pruner, sparsity, seed), record["acc_after_pruning"],
+                                 "-" if "acc_after_bn" not in record else f"{record['acc_after_bn']:.4f}",
                                  config.finetune_epochs, record["recoverability"])
                 redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
                 write_outputs(state, out_dir, plots=redraw)

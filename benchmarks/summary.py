@@ -27,7 +27,11 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 CONTROL = "random"
-COMPARED_METRICS = ("acc_after_pruning", "recoverability")
+COMPARED_METRICS = ("acc_after_pruning", "acc_after_bn", "recoverability")
+NORM_PRUNERS = ("l1", "l2", "fpgm")
+#: accuracy metric -> the record key of its per-image correctness string
+HITS_KEYS = {"acc_after_pruning": "hits_after_pruning", "acc_after_bn": "hits_after_bn",
+             "recoverability": "hits_final"}
 
 
 def stat(values: Sequence[float]) -> Dict[str, Any]:
@@ -96,8 +100,9 @@ def summarize(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "seeds": [member["seed"] for member in members],
             "n": len(members),
             **{key: stat([member[key] for member in members])
-               for key in ("params", "params_ratio", "flops", "flops_ratio", "acc_after_pruning",
-                           "recoverability", "pruning_seconds", "speedup_seconds", "finetune_seconds")},
+               for key in ("params", "params_ratio", "flops", "flops_ratio", "acc_after_pruning", "acc_after_bn",
+                           "recoverability", "pruning_seconds", "speedup_seconds", "finetune_seconds")
+               if all(key in member for member in members)},
             "latency_ms": stat([member["latency"]["median_ms"] for member in members]),
             "convergence": {**stat(converged), "converged": len(converged), "runs": len(members)},
             "curve": [stat([curve[epoch] for curve in curves]) for epoch in range(length)],
@@ -116,6 +121,8 @@ def compare_with_control(summary: List[Dict[str, Any]], test_images: Optional[in
         if group["pruner"] == control or reference is None:
             continue
         for metric in COMPARED_METRICS:
+            if metric not in group or metric not in reference:
+                continue
             mine, theirs = group[metric], reference[metric]
             comparisons.append({
                 "pruner": group["pruner"], "sparsity": group["sparsity"], "metric": metric, "control": control,
@@ -125,3 +132,101 @@ def compare_with_control(summary: List[Dict[str, Any]], test_images: Optional[in
                 "welch_p": welch_p_value(mine["values"], theirs["values"]),
             })
     return comparisons
+
+
+def _hits(record: Dict[str, Any], metric: str):
+    import numpy as np
+
+    text = record.get(HITS_KEYS[metric])
+    return None if text is None else np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+def paired_difference(candidate: List[Dict[str, Any]], reference: List[Dict[str, Any]], metric: str,
+                      resamples: int = 4000) -> Optional[Dict[str, Any]]:
+    """Compare two pruners image by image on the same test images, pairing runs by seed.
+
+    * per seed: the accuracy difference and McNemar's exact test on the discordant images
+      (``scipy.stats.binomtest``);
+    * over seeds: each image's correctness difference averaged over the paired seeds, and a
+      95% bootstrap interval of their mean (``scipy.stats.bootstrap``, images resampled).
+
+    Verdict ``beats`` / ``worse`` when the interval excludes 0 *and* every seed's difference
+    has that sign (so one lucky mask draw of either side cannot decide it); otherwise
+    ``within noise``. ``None`` when no seed has per-image results on both sides.
+
+    >>> a = [{"seed": s, "hits_after_bn": "1" * 60 + "0" * 40} for s in (0, 1)]
+    >>> b = [{"seed": s, "hits_after_bn": "1" * 50 + "0" * 50} for s in (0, 1)]
+    >>> result = paired_difference(a, b, "acc_after_bn")
+    >>> round(result["difference"], 2), result["verdict"]
+    (0.1, 'beats')
+    """
+    import numpy as np
+    from scipy.stats import binomtest, bootstrap
+
+    by_seed = {record["seed"]: record for record in reference}
+    pairs = []
+    for record in candidate:
+        other = by_seed.get(record["seed"])
+        if other is None:
+            continue
+        mine, theirs = _hits(record, metric), _hits(other, metric)
+        if mine is None or theirs is None or len(mine) != len(theirs):
+            continue
+        pairs.append((record["seed"], mine, theirs))
+    if not pairs:
+        return None
+    per_seed = []
+    for seed, mine, theirs in pairs:
+        wins, losses = int(np.sum(mine & ~theirs)), int(np.sum(~mine & theirs))
+        p_value = float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+        per_seed.append({"seed": seed, "difference": float(mine.mean() - theirs.mean()), "wins": wins,
+                         "losses": losses, "mcnemar_p": p_value})
+    per_image = np.mean([mine.astype(float) - theirs for _, mine, theirs in pairs], axis=0)
+    difference = float(per_image.mean())
+    if np.all(per_image == per_image[0]):
+        low = high = difference
+    else:
+        interval = bootstrap((per_image,), np.mean, n_resamples=resamples, confidence_level=0.95,
+                             method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+    signs = [row["difference"] for row in per_seed]
+    if low > 0 and all(d > 0 for d in signs):
+        label = "beats"
+    elif high < 0 and all(d < 0 for d in signs):
+        label = "worse"
+    else:
+        label = "within noise"
+    return {"difference": difference, "ci95": [low, high], "seeds": [row["seed"] for row in per_seed],
+            "per_seed": per_seed, "verdict": label, "images": int(len(per_image))}
+
+
+def paired_comparisons(records: List[Dict[str, Any]], control: str = CONTROL) -> List[Dict[str, Any]]:
+    """Every pruner vs the random ``control``, and every pruner that is not a norm pruner
+    (:data:`NORM_PRUNERS`) vs the best norm pruner at that sparsity and metric, image by image
+    (:func:`paired_difference`)."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for record in records:
+        if record.get("status") == "ok":
+            groups.setdefault((record["sparsity"], record["pruner"]), []).append(record)
+    rows = []
+    for sparsity in sorted({key[0] for key in groups}):
+        pruners = [p for s, p in groups if s == sparsity]
+        for metric in COMPARED_METRICS:
+            def mean(pruner: str) -> float:
+                values = [r[metric] for r in groups[(sparsity, pruner)] if metric in r]
+                return statistics.fmean(values) if values else float("-inf")
+
+            norms = [p for p in pruners if p in NORM_PRUNERS and mean(p) > float("-inf")]
+            best_norm = max(norms, key=mean) if norms else None
+            for pruner in pruners:
+                references = [(control, "control")] if pruner != control else []
+                if pruner not in NORM_PRUNERS and pruner != control and best_norm is not None:
+                    references.append((best_norm, "best norm pruner"))
+                for reference, role in references:
+                    if (sparsity, reference) not in groups:
+                        continue
+                    result = paired_difference(groups[(sparsity, pruner)], groups[(sparsity, reference)], metric)
+                    if result is not None:
+                        rows.append({"pruner": pruner, "reference": reference, "role": role, "sparsity": sparsity,
+                                     "metric": metric, **result})
+    return rows

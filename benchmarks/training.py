@@ -15,6 +15,10 @@ Example
 ...               weight_decay=0.0, batch_size=8, seed=0, device=torch.device("cpu"), progress=False)
 >>> [row["epoch"] for row in history]
 [1, 2]
+>>> bn = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2))
+>>> adapt_batchnorm(bn, DataLoader(TensorDataset(torch.randn(16, 3, 2, 2) + 5, torch.zeros(16)), batch_size=4),
+...                 torch.device("cpu"), batches=3)
+12
 """
 from __future__ import annotations
 
@@ -48,19 +52,55 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` on ``loader``, in [0, 1]."""
+def correct_per_image(model: nn.Module, loader: DataLoader, device: torch.device) -> np.ndarray:
+    """Whether ``model`` classifies each sample of ``loader`` correctly (bool, loader order)."""
     was_training = model.training
     model.eval()
-    correct = total = 0
+    hits = []
     for inputs, targets in loader:
         inputs, targets = inputs.to(device), targets.to(device)
-        correct += int((model(inputs).argmax(dim=1) == targets).sum())
-        total += int(targets.numel())
+        hits.append((model(inputs).argmax(dim=1) == targets).cpu().numpy())
     model.train(was_training)
-    if total == 0:
+    if not hits or sum(len(h) for h in hits) == 0:
         raise ValueError("evaluate(): the loader yielded no samples")
-    return correct / total
+    return np.concatenate(hits)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Top-1 accuracy of ``model`` on ``loader``, in [0, 1]."""
+    return float(correct_per_image(model, loader, device).mean())
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device, batches: int) -> int:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` batches of ``loader``,
+    in train mode with no weight update ("adaptive BN", Li et al., ECCV 2020): after
+    structured pruning the old statistics no longer describe the pruned network's activations.
+
+    Statistics are the plain average over the batches (momentum ``None``). Returns the number
+    of images used; a model without BatchNorm is left as it is (0).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return 0
+    saved = [(m, m.momentum) for m in norms]
+    was_training = model.training
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative moving average = mean over the batches seen
+    model.train()
+    seen = 0
+    try:
+        for index, (inputs, _) in enumerate(loader):
+            if index >= batches:
+                break
+            model(inputs.to(device))
+            seen += len(inputs)
+    finally:
+        for module, momentum in saved:
+            module.momentum = momentum
+        model.train(was_training)
+    return seen
 
 
 def _train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmarks import config as config_module
-from benchmarks.config import apply_overrides, baseline_key, preset_config, run_key, stable_hash
+from benchmarks.config import apply_overrides, baseline_key, preset_config, run_key, stable_hash, validate
 from benchmarks.data import (CIFAR10_MEAN, CIFAR10_STD, DEFAULT_NPZ, CifarArrays, calibration_loader,
                              evaluation_tensors, load_data, load_npz, subsample, train_dataset)
 from benchmarks.experiment import convergence_epoch, pruner_options
@@ -299,3 +299,57 @@ def test_git_state_outside_a_checkout_uses_the_image_commit(tmp_path, monkeypatc
     assert state["commit"] == "0123abc" and state["source"] == "NNI_TOPO_PRUNER_SOURCE_COMMIT"
     repo = git_state(Path(__file__).resolve().parents[1])
     assert repo["source"] == "git" and len(repo["commit"]) == 40
+
+
+def test_adapt_batchnorm_sets_the_mean_of_the_batches_and_leaves_weights():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from benchmarks.training import adapt_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    data = torch.randn(40, 3, 5, 5) * 3 + 2
+    loader = DataLoader(TensorDataset(data, torch.zeros(40)), batch_size=8)
+    assert adapt_batchnorm(model, loader, torch.device("cpu"), batches=3) == 24
+    with torch.no_grad():
+        per_batch = [model[0](data[i * 8:(i + 1) * 8]).mean(dim=(0, 2, 3)) for i in range(3)]
+    torch.testing.assert_close(model[1].running_mean, torch.stack(per_batch).mean(dim=0))
+    assert not model.training and model[1].momentum == 0.1
+    for key, value in weights.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_paired_difference_is_antisymmetric_and_sees_no_difference_between_equals():
+    from benchmarks.summary import paired_difference
+
+    rng = np.random.default_rng(0)
+
+    def records(p):
+        return [{"seed": s, "hits_after_bn": "".join("1" if h else "0" for h in rng.random(500) < p)}
+                for s in range(3)]
+
+    a, b = records(0.6), records(0.5)
+    ab, ba = paired_difference(a, b, "acc_after_bn"), paired_difference(b, a, "acc_after_bn")
+    assert ab["difference"] == pytest.approx(-ba["difference"])
+    assert ab["verdict"] == "beats" and ba["verdict"] == "worse"
+    same = paired_difference(a, a, "acc_after_bn")
+    assert same["difference"] == 0 and same["verdict"] == "within noise"
+    assert paired_difference(a, [{"seed": 9, "hits_after_bn": "1"}], "acc_after_bn") is None  # no common seed
+
+
+def test_pruner_labels_give_variants_their_own_records_and_options():
+    from benchmarks.config import pruner_spec, run_key
+    from benchmarks.runner import record_name
+
+    config = apply_overrides(preset_config("smoke"), ["pruners=l1,topo_w2=topological",
+                                                      'pruner_options={"topo_w2": {"wasserstein_order": 2}}'])
+    validate(config)
+    assert pruner_spec("topo_w2=topological") == ("topo_w2", "topological")
+    assert record_name("topo_w2=topological", 0.5, 1) == "topo_w2_sparsity0.5_seed1"
+    key = run_key(config, "b", "topo_w2=topological", 0.5, 1)
+    assert key["pruner_options"] == {"wasserstein_order": 2} and key["pruner_name"] == "topological"
+    with pytest.raises(ValueError, match="not a pruner name"):
+        pruner_spec("a b=topological")
+    with pytest.raises(ValueError, match="unknown|not registered|known"):
+        validate(apply_overrides(preset_config("smoke"), ["pruners=x=nosuchpruner"]))
