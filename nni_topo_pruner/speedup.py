@@ -6,7 +6,7 @@ Any NNI pruner's masks work here, ours included. The compat layer (applied on
 :func:`speedup_model` adds to NNI's ``ModelSpeedup``:
 
 * checks before the speed-up, each raising ``ValueError`` that names the layer: masks that
-  name layers the model lacks, target a parameter the layer does not have (e.g. a ReLU's
+  name layers the model lacks, masks on layers with tied (shared) parameters, target a parameter the layer does not have (e.g. a ReLU's
   ``weight``) or have another shape; NaN/Inf parameters or buffers; layers whose (masked)
   weights are all zero (every channel masked, or an all-zero layer); layers that output a
   single value per sample (NNI cannot propagate masks through them);
@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from . import compat
+from .tied import check_no_tied_targets
 
 _logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def speedup_model(model: torch.nn.Module, dummy_input: Any, masks: Union[Masks, 
 
         masks = load_masks(masks)
     check_masks(model, masks)
+    check_no_tied_targets(model, list(masks))
     dtype = _speedup_dtype(model)
     was_training = model.training
     batch_dim = speedup_options.get("batch_dim", 0)
