@@ -116,7 +116,9 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     pruner_class = _step("create", lambda: get_pruner(name))
     options = pruner_options(pruner_class, label, config, seed, progress)
     calibration = None
-    if getattr(pruner_class, "requires_calibration_data", False):
+    # data-dependent pruners, and the Topological Pruner with cloud='activations', get calibration images
+    if getattr(pruner_class, "requires_calibration_data", False) or (
+            getattr(pruner_class, "accepts_calibration_data", False) and options.get("cloud") == "activations"):
         calibration = calibration_loader(arrays, config.calibration_size, config.eval_batch_size, seed)
 
     started = time.perf_counter()

@@ -40,7 +40,13 @@ def main(argv: List[str] | None = None) -> Dict:
     parser.add_argument("--width", type=float, default=1.0, help="VGG-16 width multiplier (1.0 = full width)")
     parser.add_argument("--sparse-ratio", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per pruner (median reported)")
-    parser.add_argument("--homology-dims", type=int, nargs="+", default=[0])
+    parser.add_argument("--homology-dims", type=int, nargs="+", default=None,
+                        help="TopologicalPruner homology_dims (default: the pruner's default)")
+    parser.add_argument("--distance", default=None, help="TopologicalPruner distance (default: the pruner's default)")
+    parser.add_argument("--cloud-metric", default=None, help="TopologicalPruner cloud_metric (default: the pruner's)")
+    parser.add_argument("--wasserstein-order", type=float, default=None, help="TopologicalPruner wasserstein_order")
+    parser.add_argument("--weights", default=None,
+                        help="a state dict (e.g. benchmarks/cache/baseline-*/model.pt) to time on trained weights")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -51,9 +57,14 @@ def main(argv: List[str] | None = None) -> Dict:
 
     torch.manual_seed(args.seed)
     model = build_vgg16(width=args.width).eval()
+    if args.weights:
+        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
     config_list = [{"op_types": ["Conv2d"], "sparse_ratio": args.sparse_ratio}]
-    topo_options = {"seed": args.seed, "homology_dims": tuple(args.homology_dims), "workers": args.workers,
-                    "progress": False}
+    topo_options = {"seed": args.seed, "workers": args.workers, "progress": False}
+    for key, value in (("homology_dims", args.homology_dims), ("distance", args.distance),
+                       ("cloud_metric", args.cloud_metric), ("wasserstein_order", args.wasserstein_order)):
+        if value is not None:
+            topo_options[key] = tuple(value) if key == "homology_dims" else value
     pruners: Dict[str, Callable[[], float]] = {
         "l1": lambda: _time_pruner("l1", model, config_list, {}),
         "fpgm": lambda: _time_pruner("fpgm", model, config_list, {}),
@@ -69,14 +80,16 @@ def main(argv: List[str] | None = None) -> Dict:
         "command": " ".join([sys.executable, "-m", "benchmarks.pruner_speed", *(argv or sys.argv[1:])]),
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip(),
         "model": f"CIFAR VGG-16 width {args.width} ({filters} conv filters)",
-        "sparse_ratio": args.sparse_ratio, "homology_dims": args.homology_dims, "workers": args.workers,
+        "sparse_ratio": args.sparse_ratio, "topological_options": {k: v for k, v in topo_options.items()
+                                                                   if k != "progress"},
+        "weights": args.weights or "random init (seed)",
         "timings_s": timings, "median_s": median,
         "ratio_topological_to_fpgm": median["topological"] / median["fpgm"],
         "ratio_topological_to_l1": median["topological"] / median["l1"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    print(f"{result['model']}, sparse_ratio {args.sparse_ratio}, H{args.homology_dims}, "
-          f"workers {args.workers}, median of {args.repeats}")
+    print(f"{result['model']} ({result['weights']}), sparse_ratio {args.sparse_ratio}, "
+          f"TopologicalPruner options {result['topological_options']}, median of {args.repeats}")
     print("| pruner | median mask generation (s) | vs FPGM | vs L1 |")
     print("| --- | ---: | ---: | ---: |")
     for name in pruners:

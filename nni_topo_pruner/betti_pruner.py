@@ -62,13 +62,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from nni.compression.pruning.tools import generate_sparsity
 from nni.compression.utils.evaluator import Evaluator
 from schema import SchemaError
@@ -76,6 +74,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .topology.betti import BettiScale, betti_at_scale, h0_intervals, persistence_intervals
+from .feature_collector import FeatureCollector, feed_calibration_loader
 from .one_shot import OneShotPruner
 
 _logger = logging.getLogger(__name__)
@@ -227,7 +226,7 @@ class BettiPruner(OneShotPruner):
     def _collect_data(self) -> Dict[str, torch.Tensor]:
         """``{module_name: (N, C, D) float32 feature clouds}`` from the calibration data."""
         modules = {name: self._module_wrappers[name].module for name in self._active_modules()}
-        collector = _FeatureCollector(modules, self.num_images, self.max_feature_dim, self.feature_reduction,
+        collector = FeatureCollector(modules, self.num_images, self.max_feature_dim, self.feature_reduction,
                                       self.seed)
         started = time.perf_counter()
         with collector.hooked():
@@ -283,24 +282,10 @@ class BettiPruner(OneShotPruner):
 
 
     # ----------------------------------------------------------------- data
-    def _run_loader(self, collector: "_FeatureCollector") -> None:
-        model = self.bound_model
-        device = _model_device(model)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for batch in self.calibration_loader:  # type: ignore[union-attr]
-                    inputs = _batch_inputs(batch)
-                    model(inputs.to(device))
-                    if collector.full:
-                        break
-        finally:
-            model.train(was_training)
-        if collector.images_seen == 0:
-            raise ValueError("calibration_loader yielded no images")
+    def _run_loader(self, collector: FeatureCollector) -> None:
+        feed_calibration_loader(self.bound_model, self.calibration_loader, collector)
 
-    def _run_evaluator(self, collector: "_FeatureCollector") -> None:
+    def _run_evaluator(self, collector: FeatureCollector) -> None:
         evaluator = self.evaluator
         if getattr(evaluator, "evaluating_func", True) is None:
             raise ValueError("the evaluator has no evaluating_func, so BettiPruner cannot run calibration images "
@@ -368,117 +353,3 @@ def _h0_tie(h0: np.ndarray, s: float, n: int) -> float:
 
 
 # --------------------------------------------------------------------- collection
-
-class _FeatureCollector:
-    """Forward hooks that stream each layer's outputs into a preallocated (N, C, D) buffer."""
-
-    def __init__(self, modules: Dict[str, nn.Module], num_images: int, max_feature_dim: Optional[int],
-                 reduction: str, seed: int):
-        self.modules = modules
-        self.num_images = num_images
-        self.max_feature_dim = max_feature_dim
-        self.reduction = reduction
-        self.seed = seed
-        self.buffers: Dict[str, torch.Tensor] = {}
-        self.filled: Dict[str, int] = {name: 0 for name in modules}
-        self.projections: Dict[str, torch.Tensor] = {}
-        self._handles: List[Any] = []
-
-    @property
-    def full(self) -> bool:
-        return all(count >= self.num_images for count in self.filled.values())
-
-    @property
-    def images_seen(self) -> int:
-        return min(self.filled.values()) if self.filled else 0
-
-    def hooked(self):
-        collector = self
-
-        class _Context:
-            def __enter__(self_inner):
-                for name, module in collector.modules.items():
-                    collector._handles.append(module.register_forward_hook(collector._hook(name)))
-                return collector
-
-            def __exit__(self_inner, *exc):
-                for handle in collector._handles:
-                    handle.remove()
-                collector._handles.clear()
-                return False
-
-        return _Context()
-
-    def _hook(self, name: str):
-        def hook(module, inputs, output):
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"{name}: BettiPruner expects the layer to output one tensor, got "
-                                f"{type(output).__name__}")
-            room = self.num_images - self.filled[name]
-            if room <= 0:
-                return
-            maps = self._reduce(name, output.detach()[:room])
-            if name not in self.buffers:
-                self.buffers[name] = torch.empty((self.num_images, *maps.shape[1:]), dtype=torch.float32)
-                _logger.debug("%s: buffer %s (%.1f MiB)", name, tuple(self.buffers[name].shape),
-                              self.buffers[name].numel() * 4 / 2**20)
-            start = self.filled[name]
-            self.buffers[name][start:start + maps.shape[0]] = maps.to("cpu", torch.float32)
-            self.filled[name] = start + maps.shape[0]
-
-        return hook
-
-    def _reduce(self, name: str, out: torch.Tensor) -> torch.Tensor:
-        """(B, C, *spatial) -> (B, C, D) with D <= max_feature_dim unless reduction is 'none'."""
-        b, c = out.shape[:2]
-        spatial = out.shape[2:]
-        size = int(np.prod(spatial)) if len(spatial) else 1
-        limit = self.max_feature_dim
-        if self.reduction == "none" or limit is None or size <= limit:
-            return out.reshape(b, c, size)
-        if self.reduction == "avgpool":
-            pooled = _adaptive_pool(out, limit)
-            return pooled.reshape(b, c, -1)
-        if name not in self.projections:
-            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
-            proj = torch.randn(size, limit, generator=gen, dtype=torch.float32) / math.sqrt(limit)
-            self.projections[name] = proj.to(out.device)
-        return (out.reshape(b * c, size).to(torch.float32) @ self.projections[name]).reshape(b, c, limit)
-
-    def result(self) -> Dict[str, torch.Tensor]:
-        short = {name: count for name, count in self.filled.items() if count < self.num_images}
-        if any(count < 3 for count in self.filled.values()):
-            raise ValueError(f"too few calibration images reached the pruned layers ({self.filled}); "
-                             f"BettiPruner needs at least 3 per layer")
-        if short:
-            _logger.warning("BettiPruner: calibration data ran out after %d images (num_images=%d)",
-                            min(short.values()), self.num_images)
-        return {name: buf[: self.filled[name]] for name, buf in self.buffers.items()}
-
-
-def _adaptive_pool(out: torch.Tensor, limit: int) -> torch.Tensor:
-    spatial = list(out.shape[2:])
-    factor = 1.0
-    while True:
-        target = [max(1, math.ceil(d / factor)) for d in spatial]
-        if int(np.prod(target)) <= limit:
-            break
-        factor *= 1.05
-    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[len(spatial)]
-    return pool(out, target)
-
-
-def _batch_inputs(batch: Any) -> torch.Tensor:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    raise TypeError("calibration batches must be tensors or (inputs, targets, ...) tuples/lists with a tensor "
-                    f"first, got {type(batch).__name__}")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")

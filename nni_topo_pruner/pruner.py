@@ -32,7 +32,7 @@ import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from . import sparsity_allocator as allocator
 from .one_shot import OneShotPruner
 from .data_collector import PruningUnit, check_module_supported, collect_pruning_units
+from .feature_collector import FeatureCollector, feed_calibration_loader
 from .engine import AnalysedUnit, KeptNeurons, analyse_unit, choose_kept
 from .evolutionary import GAConfig
 from .metric_calculator import MetricCalculator
@@ -54,6 +55,7 @@ _logger = logging.getLogger(__name__)
 
 _METRICS = Dict[str, Dict[str, torch.Tensor]]
 _SUPPORTED_GRANULARITY = ("default", "out_channel")
+SUPPORTED_CLOUDS = ("weights", "activations")
 
 
 class TopologicalPruner(OneShotPruner):
@@ -83,6 +85,14 @@ class TopologicalPruner(OneShotPruner):
     seed
         Seed of the GA (same seed -> same masks); ``None`` for a fresh random run. The
         caller's global ``random`` / NumPy / torch RNG states are left as they were.
+    cloud
+        What a neuron's point is: ``'weights'`` (default; its weight row, conv filters
+        flattened) or ``'activations'`` (its mean output on each of ``num_images`` calibration
+        images, centred and scaled to unit length per channel, so that distances measure how
+        differently two channels respond, whatever BatchNorm does to their scale and shift).
+    calibration_loader, num_images
+        Calibration batches (tensors or ``(inputs, targets)``) for ``cloud='activations'``, and
+        how many images to use.
     workers
         Processes over which layers are analysed in parallel (``1`` = in this process).
     progress
@@ -90,12 +100,14 @@ class TopologicalPruner(OneShotPruner):
     """
 
     requires_calibration_data = False
+    accepts_calibration_data = True  # used by cloud='activations'
 
     def __init__(self, model: torch.nn.Module, config_list: List[Dict], evaluator: Optional[Evaluator] = None, *,
                  homology_dims: Sequence[int] = (0,), distance: str = "bottleneck", cloud_metric: str = "euclidean",
                  wasserstein_order: float = 1.0, population_size: Optional[int] = None,
                  generations: Optional[int] = None, crossover_probability: float = 0.8,
                  mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0,
+                 cloud: str = "weights", calibration_loader: Optional[Iterable] = None, num_images: int = 256,
                  workers: int = 1, progress: bool = True, existed_wrappers=None):
         # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
         self.calculator = MetricCalculator(homology_dims=tuple(homology_dims), distance=distance,
@@ -110,6 +122,14 @@ class TopologicalPruner(OneShotPruner):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         self.workers = workers
+        if cloud not in SUPPORTED_CLOUDS:
+            raise ValueError(f"cloud must be one of {SUPPORTED_CLOUDS}, got {cloud!r}")
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 3:
+            raise ValueError(f"num_images must be an int >= 3, got {num_images!r}")
+        if cloud == "activations" and calibration_loader is None:
+            raise ValueError("cloud='activations' needs calibration images: pass calibration_loader= (batches of "
+                             "inputs or (inputs, targets)), or use cloud='weights'")
+        self.cloud, self.calibration_loader, self.num_images = cloud, calibration_loader, num_images
         self.progress = bool(progress)
         self.report: Optional[PruningReport] = None
         _check_config_list(config_list)
@@ -150,6 +170,8 @@ class TopologicalPruner(OneShotPruner):
     def _calculate_metrics(self, data: Dict[str, Dict[str, torch.Tensor]]) -> _METRICS:
         units = collect_pruning_units(data, self._target_spaces)
         started = time.perf_counter()
+        if self.cloud == "activations":
+            units = self._with_activation_clouds(units)
         analysed, analyse_seconds = self._map(_analyse_unit, [(self.calculator, u.points) for u in units],
                                               "topology")
         for unit, result in zip(units, analysed):
@@ -176,6 +198,24 @@ class TopologicalPruner(OneShotPruner):
 
 
     # ----------------------------------------------------------------- helpers
+    def _with_activation_clouds(self, units: List[PruningUnit]) -> List[PruningUnit]:
+        """Replace each unit's weight cloud by its channels' activation cloud."""
+        names = sorted({m for unit in units for m, _ in unit.members})
+        modules = {name: self._module_wrappers[name].module for name in names}
+        collector = FeatureCollector(modules, self.num_images, max_feature_dim=1, reduction="avgpool",
+                                     seed=self.ga_config.seed or 0)
+        with collector.hooked():
+            feed_calibration_loader(self.bound_model, self.calibration_loader, collector)
+        features = {name: f[:, :, 0].double().numpy() for name, f in collector.result().items()}
+        for name, values in features.items():
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"layer {name!r}: its outputs on the calibration images hold NaN/Inf; check the "
+                                 f"images and the weights of the layers up to {name!r}")
+        return [replace(unit, points=np.concatenate(
+            [channel_response_cloud(features[m][:, unit.channels]) for m, _ in unit.members], axis=1))
+            for unit in units]
+
+
     def _unit_ga_config(self, unit: PruningUnit) -> GAConfig:
         # A per-unit seed derived from the unit's name: results do not depend on the order
         # or the process in which units are evolved.
@@ -205,7 +245,7 @@ class TopologicalPruner(OneShotPruner):
                       kept: Sequence[KeptNeurons], analyse_seconds, ga_seconds) -> PruningReport:
         options = {"homology_dims": list(self.calculator.homology_dims), "distance": self.calculator.distance,
                    "cloud_metric": self.calculator.cloud_metric, "wasserstein_order": self.calculator.wasserstein_order,
-                   "ga": asdict(self.ga_config), "workers": self.workers}
+                   "cloud": self.cloud, "ga": asdict(self.ga_config), "workers": self.workers}
         report = PruningReport(options=options)
         for unit, result, choice, t_a, t_g in zip(units, analysed, kept, analyse_seconds, ga_seconds):
             topology, ga = result.topology, choice.ga
@@ -221,6 +261,20 @@ class TopologicalPruner(OneShotPruner):
                 seconds_analyse=float(t_a), seconds_ga=float(t_g),
                 diagram_before=diagrams_to_lists(topology.diagrams), diagram_after=diagrams_to_lists(after)))
         return report
+
+
+def channel_response_cloud(responses: np.ndarray) -> np.ndarray:
+    """(images, channels) mean activations -> one point per channel: its responses centred
+    over the images and scaled to unit length (a channel with constant response maps to the
+    origin). Euclidean distance between two points is then ``sqrt(2 (1 - correlation))``.
+
+    >>> channel_response_cloud(np.array([[1.0, 2.0, 5.0], [3.0, 6.0, 5.0]])).round(3).tolist()
+    [[-0.707, 0.707], [-0.707, 0.707], [0.0, 0.0]]
+    """
+    centred = (responses - responses.mean(axis=0, keepdims=True)).T
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    scale = np.where(norms > 1e-12 * max(1.0, float(np.abs(responses).max(initial=0.0))), norms, np.inf)
+    return centred / scale
 
 
 def _analyse_unit(calculator: MetricCalculator, points: np.ndarray) -> Tuple[AnalysedUnit, float]:

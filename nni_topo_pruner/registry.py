@@ -126,15 +126,17 @@ def create_pruner(name: str, model: torch.nn.Module, config_list: List[Dict[str,
 
     Raises ``ValueError`` if a target layer shares a parameter with another layer (tied
     weights, which NNI's wrapping unties). Pruners whose class sets
-    ``requires_calibration_data = True`` receive
-    ``calibration_loader`` (they raise if it is missing); for the others it must be ``None``
-    or is ignored with a debug message.
+    ``requires_calibration_data = True`` receive ``calibration_loader`` (they raise if it is
+    missing); those that set ``accepts_calibration_data = True`` receive it when it is given
+    (the Topological Pruner's ``cloud='activations'`` uses it); for the others it is ignored
+    with a debug message.
     """
     from .tied import check_no_tied_targets
 
     pruner_class = get_pruner(name)
     check_no_tied_targets(model, config_list)  # NNI's wrapping would untie them silently
-    if getattr(pruner_class, "requires_calibration_data", False):
+    if getattr(pruner_class, "requires_calibration_data", False) or (
+            calibration_loader is not None and getattr(pruner_class, "accepts_calibration_data", False)):
         options["calibration_loader"] = calibration_loader
     elif calibration_loader is not None:
         _logger.debug("pruner %s does not use calibration data; calibration_loader ignored", name)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from nni_topo_pruner.betti_pruner import BettiPruner, _FeatureCollector, layer_betti
+from nni_topo_pruner.betti_pruner import BettiPruner, layer_betti
+from nni_topo_pruner.feature_collector import FeatureCollector
 from nni_topo_pruner.speedup import speedup_model
 from nni_topo_pruner.topology.betti import BettiScale, betti_numbers
 
@@ -261,7 +262,7 @@ def test_registry_builds_it_with_calibration_data():
 
 def _collect(reduction, max_dim, size=16):
     model = _model()
-    collector = _FeatureCollector({"conv1": model.conv1}, 32, max_dim, reduction, seed=0)
+    collector = FeatureCollector({"conv1": model.conv1}, 32, max_dim, reduction, seed=0)
     with collector.hooked(), torch.no_grad():
         for x, _ in _loader(n=32, size=size):
             model(x)

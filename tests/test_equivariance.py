@@ -134,3 +134,43 @@ def test_all_tied_layer_is_reported_and_logged(caplog, tmp_path):
     report.to_json(tmp_path / "report.json")
     loaded = type(report).from_json(tmp_path / "report.json")
     assert loaded.unit("2").salience_tied is True and loaded.unit("0").salience_tied is False
+
+
+def test_activation_cloud_masks_are_equivariant_and_need_calibration_data():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 8, 3)).eval()
+    loader = [torch.randn(8, 3, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    config = [{"op_names": ["0"], "sparse_ratio": 0.5}]
+    options = dict(cloud="activations", calibration_loader=loader, num_images=32, seed=1)
+    masks, report = pruner_masks(copy.deepcopy(model), config, **options)
+    assert report.options["cloud"] == "activations" and masks["0"].sum() == 8
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(7))
+    permuted = copy.deepcopy(model)
+    with torch.no_grad():  # the same network with its first layer's channels stored in another order
+        permuted[0].weight.copy_(model[0].weight[perm])
+        permuted[0].bias.copy_(model[0].bias[perm])
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(permuted[1], name).copy_(getattr(model[1], name)[perm])
+        permuted[3].weight.copy_(model[3].weight[:, perm])
+    masks_p, _ = pruner_masks(permuted, config, **options)
+    np.testing.assert_array_equal(masks_p["0"], masks["0"][perm.numpy()])
+    with pytest.raises(ValueError, match="cloud='activations' needs calibration images"):
+        TopologicalPruner(copy.deepcopy(model), config, cloud="activations")
+    with pytest.raises(ValueError, match="cloud must be one of"):
+        TopologicalPruner(copy.deepcopy(model), config, cloud="features")
+    bad = [torch.full((4, 3, 12, 12), float("nan"))]
+    with pytest.raises(ValueError, match="layer '0'.*NaN"):
+        pruner_masks(copy.deepcopy(model), config, cloud="activations", calibration_loader=bad, num_images=4)
+
+
+def test_channel_response_cloud_measures_correlation():
+    from nni_topo_pruner.pruner import channel_response_cloud
+
+    rng = np.random.default_rng(0)
+    responses = rng.normal(size=(50, 4))
+    responses[:, 1] = 3 * responses[:, 0] + 7  # same response up to scale and shift (what BatchNorm undoes)
+    cloud = channel_response_cloud(responses)
+    np.testing.assert_allclose(cloud[0], cloud[1], atol=1e-12)
+    correlation = np.corrcoef(responses[:, 2], responses[:, 3])[0, 1]
+    assert np.linalg.norm(cloud[2] - cloud[3]) == pytest.approx(np.sqrt(2 * (1 - correlation)))
