@@ -152,6 +152,13 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
         return values
 
     measurements = _step("measure", measure)
+    report = getattr(instance, "report", None)
+    if report is not None and hasattr(report, "units"):  # the Topological Pruner says how its criterion ranked
+        measurements["criterion"] = {unit.name: {"distinct_saliences": len(set(unit.salience)),
+                                                 "salience_tied": bool(getattr(unit, "salience_tied", False)),
+                                                 "initial_distance": unit.initial_distance,
+                                                 "final_distance": unit.final_distance}
+                                     for unit in report.units}
     measurements.update({"pruning_seconds": pruning_seconds, "speedup_seconds": speedup_seconds,
                          "pruner_options": options, "config_list": config_list,
                          "calibration_images": None if calibration is None else len(calibration.dataset)})
