@@ -27,7 +27,9 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,6 +37,60 @@ from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
 from .metric_calculator import LayerTopology, MetricCalculator
 
 logger = logging.getLogger(__name__)
+
+#: The criterion's defaults, shared by every front door (NNI pruner, Torch-Pruning importance).
+DEFAULT_HOMOLOGY_DIMS: tuple[int, ...] = (0,)
+DEFAULT_DISTANCE = "bottleneck"
+DEFAULT_CLOUD_METRIC = "euclidean"
+DEFAULT_WASSERSTEIN_ORDER = 1.0
+
+
+def build_criterion(
+    *,
+    homology_dims: Sequence[int] = DEFAULT_HOMOLOGY_DIMS,
+    distance: str = DEFAULT_DISTANCE,
+    cloud_metric: str = DEFAULT_CLOUD_METRIC,
+    wasserstein_order: float = DEFAULT_WASSERSTEIN_ORDER,
+    population_size: int | None = None,
+    generations: int | None = None,
+    crossover_probability: float = 0.8,
+    mutation_probability: float = 0.2,
+    elitism: bool = True,
+    seed: int | None = 0,
+) -> tuple[MetricCalculator, GAConfig]:
+    """The metric calculator and GA settings for a set of options (validated; a bad value
+    raises ``ValueError`` naming the option). ``None`` sizes take :class:`GAConfig`'s defaults.
+
+    Example:
+        >>> calculator, ga = build_criterion(distance="wasserstein", seed=3)
+        >>> calculator.distance, ga.seed
+        ('wasserstein', 3)
+    """
+    if homology_dims is None or isinstance(homology_dims, (int, str)):
+        raise ValueError(f"homology_dims must be a sequence of ints such as (0,) or (0, 1), got {homology_dims!r}")
+    calculator = MetricCalculator(homology_dims=tuple(homology_dims), distance=distance, cloud_metric=cloud_metric,
+                                  wasserstein_order=wasserstein_order)
+    ga_options = dict(crossover_probability=crossover_probability, mutation_probability=mutation_probability,
+                      elitism=elitism, seed=seed)
+    if population_size is not None:
+        ga_options["population_size"] = population_size
+    if generations is not None:
+        ga_options["generations"] = generations
+    return calculator, GAConfig(**ga_options)
+
+
+def unit_ga_config(config: GAConfig, unit_name: str) -> GAConfig:
+    """The GA settings for the unit named ``unit_name`` (its module name, or the members'
+    names joined by ``+``): a per-unit seed derived from the name, so results do not depend
+    on the order or the process in which units are evolved, nor on the front door.
+
+    Example:
+        >>> unit_ga_config(GAConfig(seed=0), "features.0").seed == unit_ga_config(GAConfig(seed=0), "features.0").seed
+        True
+    """
+    if config.seed is None:
+        return config
+    return replace(config, seed=(config.seed * 1_000_003 + zlib.crc32(unit_name.encode())) % 2**32)
 
 
 def canonical_order(points: np.ndarray) -> np.ndarray:

@@ -29,7 +29,6 @@ import logging
 import multiprocessing
 import sys
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -45,7 +44,8 @@ from . import sparsity_allocator as allocator
 from .one_shot import OneShotPruner
 from .data_collector import PruningUnit, check_module_supported, collect_pruning_units
 from .feature_collector import FeatureCollector, feed_calibration_loader
-from .engine import AnalysedUnit, KeptNeurons, analyse_unit, choose_kept
+from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DIMS, DEFAULT_WASSERSTEIN_ORDER,
+                     AnalysedUnit, KeptNeurons, analyse_unit, build_criterion, choose_kept, unit_ga_config)
 from .evolutionary import GAConfig
 from .metric_calculator import MetricCalculator
 from .report import PruningReport, UnitReport, diagrams_to_lists
@@ -103,22 +103,19 @@ class TopologicalPruner(OneShotPruner):
     accepts_calibration_data = True  # used by cloud='activations'
 
     def __init__(self, model: torch.nn.Module, config_list: List[Dict], evaluator: Optional[Evaluator] = None, *,
-                 homology_dims: Sequence[int] = (0,), distance: str = "bottleneck", cloud_metric: str = "euclidean",
-                 wasserstein_order: float = 1.0, population_size: Optional[int] = None,
+                 homology_dims: Sequence[int] = DEFAULT_HOMOLOGY_DIMS, distance: str = DEFAULT_DISTANCE,
+                 cloud_metric: str = DEFAULT_CLOUD_METRIC, wasserstein_order: float = DEFAULT_WASSERSTEIN_ORDER,
+                 population_size: Optional[int] = None,
                  generations: Optional[int] = None, crossover_probability: float = 0.8,
                  mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0,
                  cloud: str = "weights", calibration_loader: Optional[Iterable] = None, num_images: int = 256,
                  workers: int = 1, progress: bool = True, existed_wrappers=None):
         # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
-        self.calculator = MetricCalculator(homology_dims=tuple(homology_dims), distance=distance,
-                                           cloud_metric=cloud_metric, wasserstein_order=wasserstein_order)
-        ga_options = dict(crossover_probability=crossover_probability, mutation_probability=mutation_probability,
-                          elitism=elitism, seed=seed)
-        if population_size is not None:
-            ga_options["population_size"] = population_size
-        if generations is not None:
-            ga_options["generations"] = generations
-        self.ga_config = GAConfig(**ga_options)
+        self.calculator, self.ga_config = build_criterion(
+            homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
+            wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
+            crossover_probability=crossover_probability, mutation_probability=mutation_probability, elitism=elitism,
+            seed=seed)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         self.workers = workers
@@ -182,7 +179,7 @@ class TopologicalPruner(OneShotPruner):
         saliences = [a.salience for a in analysed]
         budgets = allocator.neuron_budgets(units, saliences, data, self._target_spaces,
                                            ranks=[a.ranks for a in analysed])
-        jobs = [(self.calculator, result, n_keep, self._unit_ga_config(unit))
+        jobs = [(self.calculator, result, n_keep, unit_ga_config(self.ga_config, unit.name))
                 for unit, result, n_keep in zip(units, analysed, budgets)]
         kept, ga_seconds = self._map(_choose_kept, jobs, "evolution")
         keep_masks = [k.keep_mask for k in kept]
@@ -215,13 +212,6 @@ class TopologicalPruner(OneShotPruner):
             [channel_response_cloud(features[m][:, unit.channels]) for m, _ in unit.members], axis=1))
             for unit in units]
 
-
-    def _unit_ga_config(self, unit: PruningUnit) -> GAConfig:
-        # A per-unit seed derived from the unit's name: results do not depend on the order
-        # or the process in which units are evolved.
-        if self.ga_config.seed is None:
-            return self.ga_config
-        return replace(self.ga_config, seed=(self.ga_config.seed * 1_000_003 + zlib.crc32(unit.name.encode())) % 2**32)
 
     def _map(self, function, jobs: List[Tuple], label: str):
         results, seconds = [None] * len(jobs), [0.0] * len(jobs)

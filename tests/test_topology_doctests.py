@@ -16,6 +16,8 @@ MODULES = [
     "nni_topo_pruner.topology.bounds",
     "nni_topo_pruner.metric_calculator",
     "nni_topo_pruner.evolutionary",
+    "nni_topo_pruner.engine",
+    "nni_topo_pruner.feature_collector",
 ]
 
 
