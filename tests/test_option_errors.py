@@ -28,18 +28,20 @@ def test_homology_dims_accepts_an_int_or_a_sequence(value, expected):
     assert MetricCalculator(homology_dims=value).homology_dims == expected
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="pruner.py calls tuple(homology_dims) before validating it (not ours to edit: "
-                          "pass homology_dims to MetricCalculator as is)")
 @pytest.mark.parametrize("value", [0, None])
 def test_topological_pruner_homology_dims_int_or_none(value):
+    """Was ``TypeError: 'int' object is not iterable``: now accepted (an int) or a ValueError naming the option."""
     from nni_topo_pruner import TopologicalPruner
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
     try:
-        TopologicalPruner(model, [{"op_names": ["0"], "sparse_ratio": 0.5}], homology_dims=value, progress=False)
+        pruner = TopologicalPruner(model, [{"op_names": ["0"], "sparse_ratio": 0.5}], homology_dims=value,
+                                   progress=False)
     except ValueError as error:
-        assert value is None and "homology_dims" in str(error)
+        assert "homology_dims" in str(error)
+    else:
+        assert value is not None
+        pruner.unwrap_model()
 
 
 # ----------------------------------------------------------------------------------------
