@@ -1,0 +1,350 @@
+"""The Topological Pruner's criterion as a `Torch-Pruning <https://github.com/VainF/Torch-Pruning>`_
+importance: a second front door to the same engine as :class:`~nni_topo_pruner.TopologicalPruner`.
+
+Torch-Pruning (``torch-pruning`` 1.6, DepGraph) rebuilds models that NNI 3.0's ``ModelSpeedup``
+cannot (ConvNeXt, ViT, Swin, ShuffleNet). Its pruners ask an *importance* for one score per
+channel of each dependency *group* (layers whose channels are removed together) and remove the
+lowest-scored channels. :class:`TopologicalImportance` answers with the engine's choice:
+
+1. the group's point cloud is its coupled rows: for every member whose *output* channels the
+   group removes (Conv / Linear / the out-projection of a ``MultiheadAttention``), its weight
+   rows (conv filters flattened, ``out x in*kh*kw``), concatenated along the features in the
+   order of the members' module names -- exactly the cloud of an NNI dependency group in
+   :mod:`nni_topo_pruner.data_collector`. A group with no such member (rare) uses its
+   consumers' input columns instead;
+2. ``analyse_unit`` then ``choose_kept`` (:mod:`nni_topo_pruner.engine`) choose ``n_keep``
+   channels, the GA seeded per unit by the unit's name (its module name, or the members' names
+   joined by ``+``: the NNI plugin's naming, so the seeds agree);
+3. the choice becomes scores: a kept channel scores ``1 + t``, a pruned one ``t``, where
+   ``t`` in (0, 1) ranks the channels by salience (ties: the engine's canonical order, larger
+   norm first). Every kept channel outranks every pruned one, so a pruner that removes the
+   ``n - n_keep`` lowest-scored channels removes exactly the engine's choice.
+
+``n_keep`` is Torch-Pruning's own count for the group. An importance only receives the group,
+so :class:`TopologicalImportance` finds the ``tp.pruner.BasePruner`` (or subclass) that is
+calling it on the call stack and recomputes the count with that pruner's formula for *local*
+pruning (the default): ``n - int(n_initial * (1 - ratio))`` with the pruner's per-step ratio,
+its ``pruning_ratio_dict`` entry for the group's layers, channel groups (grouped convs: one
+choice shared by every channel group) and ``round_to``. Under ``global_pruning`` or
+``isomorphic`` pruning Torch-Pruning ranks channels across groups and its per-group counts are
+not known in advance: each group then keeps ``n - int(n * (1 - ratio))`` by the engine, and
+Torch-Pruning's cross-group threshold may move a few channels (a warning says so). Called
+outside a pruner (``imp(group)``), the importance uses its own ``pruning_ratio`` option.
+
+What matches the NNI plugin: for the same model, seed, options and per-layer counts, the same
+channels are kept (tested on CIFAR VGG-16 and ResNet-18 at ratio 0.5). The counts themselves
+agree wherever ``int(n * (1 - r)) == n - int(n * r)`` (e.g. ``r = 0.5`` with an even ``n``):
+NNI rounds the pruned count down, Torch-Pruning the kept count.
+
+Example (Torch-Pruning installed: ``pip install 'nni-topo-pruner[torch-pruning]'``):
+
+>>> import torch, torch_pruning as tp
+>>> from nni_topo_pruner.torch_pruning import TopologicalImportance
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3))
+>>> imp = TopologicalImportance(seed=0, distance="wasserstein")
+>>> pruner = tp.pruner.BasePruner(model, torch.rand(1, 3, 16, 16), importance=imp, pruning_ratio=0.5,
+...                               ignored_layers=[model[2]])
+>>> pruner.step()
+>>> model[0].out_channels, imp.choices["0"].n_keep
+(8, 8)
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DIMS, DEFAULT_WASSERSTEIN_ORDER,
+                     analyse_unit, build_criterion, canonical_ranks, choose_kept, unit_ga_config)
+
+logger = logging.getLogger(__name__)
+
+#: The Torch-Pruning release this adapter is tested with (``requirements/tested.txt``).
+TESTED_TORCH_PRUNING_VERSION = "1.6.1"
+
+_INSTALL_HINT = ("nni_topo_pruner.torch_pruning needs the optional dependency Torch-Pruning: "
+                 "pip install 'nni-topo-pruner[torch-pruning]' (tested with torch-pruning=="
+                 f"{TESTED_TORCH_PRUNING_VERSION})")
+
+_STACK_DEPTH = 12  # frames searched for the calling pruner
+
+
+def import_torch_pruning() -> Any:
+    """Import and return the ``torch_pruning`` package, or raise an ``ImportError`` that says how to
+    install it. Torch-Pruning is imported only when this adapter is used."""
+    try:
+        import torch_pruning
+    except ImportError as error:  # pragma: no cover - exercised only without the extra
+        raise ImportError(_INSTALL_HINT) from error
+    return torch_pruning
+
+
+@dataclass
+class GroupChoice:
+    """The engine's choice for one Torch-Pruning group.
+
+    Attributes:
+        name: the unit's name (module name, or member names joined by ``+``); seeds the GA.
+        members: module names whose rows form the cloud, in concatenation order.
+        root: module name of the group's root (the layer Torch-Pruning built the group from).
+        n: channels the choice is over (the group's channels divided by its channel groups).
+        n_keep: channels kept.
+        kept: kept channel indices (sorted) in the root's indexing, first channel group.
+        channel_groups: channel groups sharing the choice (grouped convs, attention heads).
+        salience: salience of each channel (stored order); empty when nothing was pruned.
+        initial_distance, final_distance: diagram distance of the salience-seeded and the chosen subset.
+        cloud: ``'out_rows'`` (members' output rows) or ``'in_columns'`` (consumers' input columns).
+    """
+
+    name: str
+    members: List[str]
+    root: str
+    n: int
+    n_keep: int
+    kept: np.ndarray
+    channel_groups: int = 1
+    salience: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    initial_distance: float = float("nan")
+    final_distance: float = float("nan")
+    cloud: str = "out_rows"
+
+
+class TopologicalImportance:
+    """Torch-Pruning importance that keeps the channels the Topological Pruner would keep.
+
+    Parameters are the criterion's options of :class:`~nni_topo_pruner.TopologicalPruner`, with
+    the same defaults (``homology_dims``, ``distance``, ``cloud_metric``, ``wasserstein_order``,
+    ``population_size``, ``generations``, ``crossover_probability``, ``mutation_probability``,
+    ``elitism``, ``seed``); only the weight cloud is available here (the pruner's
+    ``cloud='activations'``, ``workers`` and ``progress`` are not).
+
+    pruning_ratio
+        Used only when the importance is called outside a Torch-Pruning pruner (``imp(group)``):
+        the fraction of the group's channels to prune. Inside ``BasePruner.step()`` the pruner's
+        own ratio, ``pruning_ratio_dict`` and ``round_to`` decide (see the module docstring).
+
+    After a ``step()``, :attr:`choices` maps each unit's name to its :class:`GroupChoice`.
+    """
+
+    def __init__(self, *, homology_dims: Sequence[int] = DEFAULT_HOMOLOGY_DIMS, distance: str = DEFAULT_DISTANCE,
+                 cloud_metric: str = DEFAULT_CLOUD_METRIC, wasserstein_order: float = DEFAULT_WASSERSTEIN_ORDER,
+                 population_size: Optional[int] = None, generations: Optional[int] = None,
+                 crossover_probability: float = 0.8, mutation_probability: float = 0.2, elitism: bool = True,
+                 seed: Optional[int] = 0, pruning_ratio: Optional[float] = None) -> None:
+        self.calculator, self.ga_config = build_criterion(
+            homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
+            wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
+            crossover_probability=crossover_probability, mutation_probability=mutation_probability, elitism=elitism,
+            seed=seed)
+        if pruning_ratio is not None and (isinstance(pruning_ratio, bool) or not isinstance(pruning_ratio, (int, float))
+                                          or not 0.0 <= float(pruning_ratio) < 1.0):
+            raise ValueError(f"pruning_ratio must be a number in [0, 1) or None, got {pruning_ratio!r}")
+        self.pruning_ratio = None if pruning_ratio is None else float(pruning_ratio)
+        self.choices: Dict[str, GroupChoice] = {}
+        self._warned_shared_scope = False
+        tp = import_torch_pruning()
+        # A virtual subclass: isinstance(imp, tp.importance.Importance) holds without importing
+        # Torch-Pruning when this module is imported.
+        tp.pruner.importance.Importance.register(TopologicalImportance)
+
+    # ------------------------------------------------------------------ Torch-Pruning hook
+    @torch.no_grad()
+    def __call__(self, group: Any, **kwargs: Any) -> Optional[torch.Tensor]:
+        """One score per channel of ``group`` (higher = keep), or ``None`` for a group without
+        weights to form a cloud (Torch-Pruning then leaves it alone)."""
+        tp = import_torch_pruning()
+        graph = getattr(group, "_DG", None)
+        n_total = len(group[0].idxs)
+        pruner = _calling_pruner(self, tp)
+        channel_groups = int(pruner._get_channel_groups(group)) if pruner is not None else 1
+        if channel_groups < 1 or n_total % channel_groups:
+            channel_groups = 1
+        n = n_total // channel_groups
+        n_keep = self._n_keep(pruner, group, graph, n)
+        cloud = _group_cloud(group, graph, tp, n_total)
+        if cloud is None:
+            logger.debug("TopologicalImportance: group rooted at %s has no Conv/Linear weights; skipped",
+                         _name(graph, group[0].dep.target.module))
+            return None
+        points, members, kind = cloud
+        if channel_groups > 1:  # one choice shared by every channel group: channel j's point spans all groups
+            points = points.reshape(channel_groups, n, -1).transpose(1, 0, 2).reshape(n, -1)
+        if not np.all(np.isfinite(points)):
+            raise ValueError(f"group {'+'.join(members)!r} has NaN/Inf weights: a point cloud needs finite "
+                             f"coordinates; fix the checkpoint or add the layers to ignored_layers")
+        name = "+".join(members)
+        root = _name(graph, group[0].dep.target.module)
+        scores, choice = self._scores(name, members, root, points, n_keep, channel_groups, kind)
+        self.choices[name] = choice
+        return torch.as_tensor(np.tile(scores, channel_groups), dtype=torch.float32)
+
+    # ------------------------------------------------------------------ helpers
+    def _n_keep(self, pruner: Any, group: Any, graph: Any, n: int) -> int:
+        if pruner is None:
+            if self.pruning_ratio is None:
+                raise ValueError("TopologicalImportance was called outside a Torch-Pruning pruner's step() and "
+                                 "cannot know how many channels will be pruned: pass pruning_ratio= to "
+                                 "TopologicalImportance, or call it through tp.pruner.BasePruner")
+            return int(n * (1 - self.pruning_ratio))
+        n_pruned, shared = torch_pruning_count(pruner, group, n)
+        if shared and not self._warned_shared_scope:
+            self._warned_shared_scope = True
+            logger.warning("TopologicalImportance: Torch-Pruning ranks channels across groups here (global or "
+                           "isomorphic pruning); each group keeps its uniform-ratio share by the topological "
+                           "criterion and Torch-Pruning's shared threshold may move a few channels between groups")
+        return n - min(max(n_pruned, 0), n)
+
+    def _scores(self, name: str, members: List[str], root: str, points: np.ndarray, n_keep: int,
+                channel_groups: int, kind: str) -> Tuple[np.ndarray, GroupChoice]:
+        n = points.shape[0]
+        if n_keep >= n or n_keep <= 0 or n < 2:
+            # Nothing to choose: order by the engine's canonical rank (larger norm first) only.
+            tiebreak = (n - canonical_ranks(points)) / (n + 1.0)
+            keep = np.full(n, n_keep >= n)  # (0 < n_keep < n cannot happen here: n < 2)
+            scores = keep + tiebreak
+            return scores, GroupChoice(name, members, root, n, int(keep.sum()), np.flatnonzero(keep),
+                                       channel_groups, cloud=kind)
+        analysed = analyse_unit(self.calculator, points)
+        if analysed.all_tied:
+            logger.warning("TopologicalImportance: every channel of %r has the same salience (%s, %s); its choice is "
+                           "decided by the genetic algorithm and, failing that, by channel norm", name,
+                           self.calculator.distance, self.calculator.cloud_metric)
+        kept = choose_kept(self.calculator, analysed, n_keep, unit_ga_config(self.ga_config, name))
+        keep = kept.keep_mask
+        salience = analysed.salience
+        # Rank by salience, ties by canonical rank (a larger-norm channel scores higher).
+        order = np.lexsort((-analysed.ranks, salience))
+        position = np.empty(n)
+        position[order] = np.arange(n)
+        scores = keep.astype(np.float64) + (position + 1.0) / (n + 1.0)
+        choice = GroupChoice(name, members, root, n, int(keep.sum()), np.flatnonzero(keep), channel_groups,
+                             salience=salience, initial_distance=float(kept.ga.initial_fitness),
+                             final_distance=float(kept.ga.best_fitness), cloud=kind)
+        logger.info("TopologicalImportance: %s keeps %d of %d (distance %.4g -> %.4g)", name, n_keep, n,
+                    choice.initial_distance, choice.final_distance)
+        return scores, choice
+
+
+def torch_pruning_count(pruner: Any, group: Any, n: int) -> Tuple[int, bool]:
+    """Channels Torch-Pruning 1.6's ``BasePruner._prune`` will remove from ``group`` (of ``n``
+    channels per channel group) in the current step, and whether the count is shared with other
+    groups (global / isomorphic ranking, where it is only the uniform-ratio share).
+
+    Mirrors ``BasePruner._prune``: the per-step ratio (or the ``pruning_ratio_dict`` ratio of the
+    group's first layer that has one), ``n - int(n_initial * (1 - ratio))`` with the scope's
+    initial channel count, then ``round_to``.
+    """
+    graph = pruner.DG
+    step = pruner.current_step
+    ratio = pruner.per_step_pruning_ratio[step]
+    scope_name = None
+    user_scope = False
+    for dep, _ in group:
+        for module, fn in zip([dep.source.module, dep.target.module], [dep.trigger, dep.handler]):
+            if module in pruner._layer_to_scope and graph.is_out_channel_pruning_fn(fn):
+                name, scope = pruner._layer_to_scope[module]
+                if len(scope) > 0:
+                    ratio = pruner.get_target_pruning_ratio(module, step=step)
+                    scope_name, user_scope = name, True
+                    break
+        if user_scope:
+            break
+    shared = bool(pruner.isomorphic or pruner.global_pruning)
+    if shared:
+        return n - int(n * (1 - ratio)), True
+    if scope_name is None:
+        scope_name = graph._module2name[group[0][0].source.module]
+    initial = pruner._scope_initial_channels.get(scope_name, n)
+    n_pruned = n - int(initial * (1 - ratio))
+    if n_pruned > 0 and pruner.round_to:
+        module, handler = group[0].dep.target.module, group[0].dep.handler
+        current = graph.get_out_channels(module) if graph.is_out_channel_pruning_fn(handler) \
+            else graph.get_in_channels(module)
+        n_pruned = pruner._round_to(n_pruned, current, pruner.round_to)
+    return n_pruned, False
+
+
+def _calling_pruner(importance: TopologicalImportance, tp: Any) -> Any:
+    """The Torch-Pruning pruner whose step is calling ``importance``, found on the call stack."""
+    base = tp.pruner.BasePruner
+    frame = sys._getframe(2)
+    for _ in range(_STACK_DEPTH):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, base) and getattr(candidate, "importance", None) is importance:
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _name(graph: Any, module: Any) -> str:
+    names = getattr(graph, "_module2name", None) or {}
+    return names.get(module, type(module).__name__)
+
+
+def _is_out_fn(graph: Any, fn: Any) -> bool:
+    if graph is not None:
+        return bool(graph.is_out_channel_pruning_fn(fn))
+    return getattr(fn, "__name__", "") == "prune_out_channels"
+
+
+def _is_in_fn(graph: Any, fn: Any) -> bool:
+    if graph is not None:
+        return bool(graph.is_in_channel_pruning_fn(fn))
+    return getattr(fn, "__name__", "") == "prune_in_channels"
+
+
+def _out_rows(layer: torch.nn.Module) -> Optional[torch.Tensor]:
+    """A layer's weight as one row per output channel, or ``None`` for a layer without one."""
+    if isinstance(layer, torch.nn.modules.conv._ConvNd):
+        weight = layer.weight.detach()
+        if layer.transposed:  # (in, out / groups, ...) -> (out, ...), as Torch-Pruning's importances do
+            weight = weight.transpose(0, 1)
+        return weight.flatten(1)
+    if isinstance(layer, torch.nn.Linear):
+        return layer.weight.detach().flatten(1)
+    if isinstance(layer, torch.nn.MultiheadAttention):
+        return layer.out_proj.weight.detach()
+    return None
+
+
+def _in_columns(layer: torch.nn.Module) -> Optional[torch.Tensor]:
+    """A consumer's weight as one row per input channel (its fan-out), or ``None``."""
+    if isinstance(layer, torch.nn.Linear):
+        return layer.weight.detach().t()
+    if isinstance(layer, torch.nn.modules.conv._ConvNd) and not layer.transposed and layer.groups == 1:
+        return layer.weight.detach().transpose(0, 1).flatten(1)
+    return None
+
+
+def _group_cloud(group: Any, graph: Any, tp: Any, n_total: int) -> Optional[Tuple[np.ndarray, List[str], str]]:
+    """The group's point cloud (``n_total`` points, root indexing), its members and its kind."""
+    for kind, is_fn, rows_of in (("out_rows", _is_out_fn, _out_rows), ("in_columns", _is_in_fn, _in_columns)):
+        blocks: Dict[str, np.ndarray] = {}
+        for item in group:
+            dep, idxs = item
+            root_idxs = item.root_idxs
+            layer = dep.target.module
+            if not is_fn(graph, dep.handler) or root_idxs is None or any(r is None for r in root_idxs):
+                continue
+            rows = rows_of(layer)
+            if rows is None or len(idxs) == 0:
+                continue
+            name = _name(graph, layer)
+            block = blocks.get(name)
+            if block is None:
+                block = blocks[name] = np.zeros((n_total, rows.shape[1]), dtype=np.float64)
+            block[np.asarray(root_idxs, dtype=np.intp)] = rows[list(idxs)].to(torch.float64).cpu().numpy()
+        if blocks:
+            members = sorted(blocks)
+            return np.concatenate([blocks[m] for m in members], axis=1), members, kind
+    return None
+
+
+__all__ = ["TopologicalImportance", "GroupChoice", "torch_pruning_count", "import_torch_pruning",
+           "TESTED_TORCH_PRUNING_VERSION"]
