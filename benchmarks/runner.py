@@ -24,9 +24,11 @@ import logging
 import shutil
 import time
 import traceback
+import urllib.error
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -38,7 +40,7 @@ from .environment import git_state, machine_info, package_versions
 from .experiment import StepError, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
-from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock
+from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine
 from .summary import compare_with_control, paired_comparisons, summarize
 
 _logger = logging.getLogger(__name__)
@@ -131,6 +133,37 @@ def _baseline_summary(baseline: Baseline, latency: Dict[str, Any]) -> Dict[str, 
     return {**{key: baseline.info.get(key) for key in keep}, "latency": latency}
 
 
+#: keys every finished record holds, with their types (a record missing one is redone)
+_RECORD_FIELDS = {"schema_version": int, "run_hash": str, "status": str, "pruner": str, "sparsity": (int, float),
+                  "seed": int}
+_OK_FIELDS = {"acc_after_pruning": (int, float), "recoverability": (int, float), "params": int, "flops": int,
+              "params_ratio": (int, float), "flops_ratio": (int, float), "curve": list, "latency": dict,
+              "pruning_seconds": (int, float), "speedup_seconds": (int, float), "finetune_seconds": (int, float)}
+
+
+def record_problem(record: Any) -> Optional[str]:
+    """Why a record file's content cannot be used (``None`` if it can): not an object, a
+    missing key, or a value of the wrong type.
+
+    >>> record_problem([])
+    'a record must be a JSON object, got list'
+    >>> record_problem({"schema_version": 1, "run_hash": "h", "status": "failed", "pruner": "l1", "sparsity": 0.5,
+    ...                 "seed": "0"})
+    "key 'seed' must be int, got str"
+    """
+    if not isinstance(record, dict):
+        return f"a record must be a JSON object, got {type(record).__name__}"
+    fields = dict(_RECORD_FIELDS, **(_OK_FIELDS if record.get("status") == "ok" else {}))
+    for key, kind in fields.items():
+        if key not in record:
+            return f"missing key {key!r}"
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            return f"key {key!r} must be {names}, got {type(value).__name__}"
+    return None
+
+
 def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
                    sparsity: float, seed: int, device: torch.device, out_dir: Path,
                    progress: bool = True) -> Dict[str, Any]:
@@ -143,6 +176,10 @@ def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     key_hash = stable_hash(key)
     path = out_dir / "runs" / f"{name}.json"
     existing = load_json_or_none(path)
+    problem = None if existing is None else record_problem(existing)
+    if problem is not None:
+        quarantine(path, ValueError(problem))
+        existing = None
     if existing is not None:
         if (existing.get("schema_version") == SCHEMA_VERSION and existing.get("run_hash") == key_hash
                 and existing.get("status") == "ok"):
@@ -178,8 +215,10 @@ def prepare(config: BenchmarkConfig, progress: bool = True) -> tuple:
     device = resolve_device(config.device)
     try:
         arrays = subsample(load_data(config.data), config.train_size, config.test_size)
-    except (FileNotFoundError, ValueError) as error:
-        raise BenchmarkInputError(f"data={config.data!r}: {error}") from error
+    except (FileNotFoundError, ValueError, OSError, EOFError, zipfile.BadZipFile, urllib.error.URLError,
+            RuntimeError) as error:
+        # a missing, truncated or foreign file, or a dataset host that cannot be reached
+        raise BenchmarkInputError(f"data={config.data!r}: {type(error).__name__}: {error}") from error
     _logger.info("data: %s, %d train / %d test images", arrays.location, len(arrays.y_train), len(arrays.y_test))
     baseline = load_or_train_baseline(config, arrays, device, progress=progress)
     return device, arrays, baseline

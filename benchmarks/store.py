@@ -99,36 +99,27 @@ class LockedError(RuntimeError):
 
 @contextmanager
 def process_lock(folder: Path, what: str = "a benchmark") -> Iterator[None]:
-    """Hold ``folder/.lock`` for this process; refuse if another live process holds it.
+    """Hold ``folder/.lock`` (an OS file lock, ``filelock``) for this process; refuse at once
+    if another process holds it. The operating system releases the lock when its holder
+    dies, so a killed run never leaves a stale lock behind."""
+    from filelock import FileLock, Timeout
 
-    A lock left by a dead process (killed, machine rebooted) is taken over.
-    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / ".lock"
-    if lock.is_file():
-        try:
-            other = int(lock.read_text().strip() or 0)
-        except ValueError:
-            other = 0
-        if other and other != os.getpid():
-            try:
-                os.kill(other, 0)
-            except ProcessLookupError:
-                _logger.info("taking over the stale lock of finished process %d in %s", other, folder)
-            except PermissionError:
-                raise LockedError(f"another process (pid {other}) is using {folder} for {what}") from None
-            else:
-                raise LockedError(f"another process (pid {other}) is using {folder} for {what}; "
-                                   "wait for it to finish or use another directory")
-    atomic_write_text(str(os.getpid()), lock)
+    lock = FileLock(str(folder / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise LockedError(f"another process is using {folder} for {what}; wait for it to finish or use another "
+                          f"directory") from None
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.release()
 
 
-def _quarantine(path: Path, error: BaseException) -> None:
+def quarantine(path: Path, error: BaseException) -> None:
+    """Move an unusable file aside to ``NAME.corrupt`` (replacing an older one), with a warning."""
     aside = path.with_name(path.name + ".corrupt")
     _logger.warning("unreadable file %s (%s: %s); moved aside to %s and ignored",
                     path, type(error).__name__, error, aside)
@@ -143,7 +134,7 @@ def load_json_or_none(path: Path) -> Optional[Any]:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        _quarantine(path, error)
+        quarantine(path, error)
         return None
 
 
@@ -159,5 +150,5 @@ def load_torch_or_none(path: Path, *, weights_only: bool = False) -> Optional[An
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ModuleNotFoundError) as error:
         # truncated or foreign files surface as any of these, depending on where the bytes stop
-        _quarantine(path, error)
+        quarantine(path, error)
         return None

@@ -93,3 +93,27 @@ def test_every_preset_is_valid():
 
     for name in PRESETS:
         assert validate(preset_config(name)).pruners
+
+
+def test_truncated_npz_and_unreachable_dataset_are_usage_errors(tmp_path, capsys, monkeypatch):
+    from benchmarks.data import DEFAULT_NPZ
+
+    if not DEFAULT_NPZ.is_file():
+        pytest.skip(f"offline CIFAR-10 subset missing at {DEFAULT_NPZ}")
+    truncated = tmp_path / "half.npz"
+    truncated.write_bytes(DEFAULT_NPZ.read_bytes()[:100_000])
+    base = ["--preset", "smoke", "--out-dir", str(tmp_path / "out"), "--pruners", "l1", "--no-progress"]
+    assert main([*base, "--data", str(truncated)]) == 2
+    assert "half.npz" in capsys.readouterr().err
+
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):  # what torchvision raises where no dataset host can be reached
+        import urllib.error
+
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    assert main([*base, "--data", f"cifar10:{tmp_path / 'cifar'}"]) == 2
+    message = capsys.readouterr().err
+    assert "cifar10:" in message and "URLError" in message

@@ -14,6 +14,7 @@ import benchmarks.training
 from benchmarks.config import apply_overrides, preset_config
 from benchmarks.data import DEFAULT_NPZ, load_data, subsample
 from benchmarks.run import main
+from benchmarks.store import process_lock
 from benchmarks.training import fit
 
 needs_data = pytest.mark.skipif(not DEFAULT_NPZ.is_file(), reason=f"offline CIFAR-10 subset missing at {DEFAULT_NPZ}")
@@ -60,7 +61,8 @@ def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monk
     assert interrupted["status"] == "interrupted"
     assert interrupted["finished_runs"] == 2 and interrupted["expected_runs"] == 4
     assert "interrupted" in (tmp_path / "out" / "report.md").read_text()
-    assert not (tmp_path / "out" / ".lock").exists()
+    with process_lock(tmp_path / "out"):  # the interrupted run released its lock
+        pass
 
     monkeypatch.undo()
     calls = _count_experiments(monkeypatch)
@@ -77,6 +79,24 @@ def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monk
     assert calls == []
     again = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in final["runs"]]
+
+
+@needs_data
+def test_valid_json_but_malformed_records_are_set_aside_and_redone(tmp_path, monkeypatch, argv):
+    assert main(argv(pruners="l1")) == 0
+    record = tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json"
+    good = json.loads(record.read_text())
+    for bad in ([], {k: v for k, v in good.items() if k != "run_hash"}, {**good, "acc_after_pruning": "high"},
+                {**good, "curve": None}):
+        record.write_text(json.dumps(bad))
+        calls = _count_experiments(monkeypatch)
+        assert main(argv(pruners="l1")) == 0, bad
+        monkeypatch.undo()
+        assert calls == [("l1", 0.5, 0)]
+        assert (record.parent / (record.name + ".corrupt")).is_file()
+        results = json.loads((tmp_path / "out" / "results.json").read_text())
+        assert results["status"] == "complete" and results["finished_runs"] == 1
+        assert json.loads(record.read_text())["curve"] == good["curve"]
 
 
 @pytest.mark.slow

@@ -58,7 +58,13 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
         assert len(run["curve"]) == finetune_epochs + 1
         assert len(run["finetune_history"]) == finetune_epochs
         assert all(0.0 <= value <= 1.0 for value in run["curve"])
-        assert run["curve"][0] == run["acc_after_pruning"]
+        # fine-tuning starts from the BN-re-estimated model; per-image results agree with the accuracies
+        assert run["bn_images"] == results["config"]["bn_batches"] * results["config"]["batch_size"]
+        assert run["curve"][0] == run["acc_after_bn"]
+        for accuracy, hits in (("acc_after_pruning", "hits_after_pruning"), ("acc_after_bn", "hits_after_bn"),
+                               ("recoverability", "hits_final")):
+            assert len(run[hits]) == results["data"]["test_images"] and set(run[hits]) <= {"0", "1"}
+            assert run[hits].count("1") / len(run[hits]) == pytest.approx(run[accuracy])
         assert run["recoverability"] == run["curve"][-1]
         threshold = baseline["test_acc"] - results["config"]["convergence_tolerance"] - 1e-12
         reached = [epoch for epoch, acc in enumerate(run["curve"]) if acc >= threshold]
@@ -66,6 +72,11 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
         assert run["latency"]["median_ms"] > 0 and run["pruning_seconds"] >= 0
         assert (out_dir / "runs" / f"{run['pruner']}_sparsity{run['sparsity']:g}_seed{run['seed']}.json").is_file()
 
+    paired = [row for row in results["paired"] if row["reference"] == "random" and row["metric"] == "acc_after_bn"]
+    assert {row["pruner"] for row in paired} == set(pruners) - {"random"}
+    for row in paired:
+        assert row["ci95"][0] <= row["difference"] <= row["ci95"][1]
+        assert row["verdict"] in ("beats", "worse", "within noise")
     groups = {(g["pruner"], g["sparsity"]): g for g in results["summary"]}
     assert set(groups) == {(p, sp) for p in pruners for sp in sparsities}
     for group in groups.values():
@@ -90,8 +101,12 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
         assert image.shape[0] > 100 and image.shape[1] > 100
         assert f"]({name})" in report
 
-    leftovers: List[Path] = [p for p in out_dir.rglob("*") if p.name.endswith(".tmp") or p.name == ".lock"]
+    leftovers: List[Path] = [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+    from benchmarks.store import process_lock
+
+    with process_lock(out_dir):  # released: a new run may start
+        pass
     assert not any((out_dir / "work").glob("*/*")) if (out_dir / "work").exists() else True
     return results
 

@@ -197,21 +197,47 @@ def test_atomic_json_round_trip_leaves_no_temporary_files(tmp_path):
 
 
 def test_process_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
-    import os
     import subprocess
     import sys
 
     from benchmarks.store import LockedError, process_lock
 
-    (tmp_path / ".lock").write_text(str(os.getppid()))  # a live process
-    with pytest.raises(LockedError, match="another process"):
-        with process_lock(tmp_path):
-            pass
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / ".lock").write_text(finished.stdout.strip())  # a dead process
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r)\n"
+        "from benchmarks.store import process_lock\n"
+        "with process_lock(__import__('pathlib').Path(%r)):\n"
+        "    print('held', flush=True); time.sleep(60)") % (str(Path(__file__).resolve().parents[1]), str(tmp_path))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match="another process"):
+            with process_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()  # dies holding the lock: the OS releases it
+        holder.wait()
     with process_lock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
-    assert not (tmp_path / ".lock").exists()
+        with pytest.raises(LockedError):  # one holder at a time, also within a process
+            with process_lock(tmp_path):
+                pass
+
+
+def test_process_lock_admits_exactly_one_of_processes_started_together(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
+            "from benchmarks.store import LockedError, process_lock\n"
+            "try:\n"
+            "    with process_lock(__import__('pathlib').Path(%r)):\n"
+            "        time.sleep(1.5); print('got')\n"
+            "except LockedError:\n"
+            "    print('refused')") % (str(Path(__file__).resolve().parents[1]), str(tmp_path))
+    for _ in range(3):
+        processes = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+                     for _ in range(3)]
+        outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
+        assert outcomes == ["got", "refused", "refused"]
 
 
 def test_unreadable_files_are_moved_aside(tmp_path):
