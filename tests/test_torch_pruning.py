@@ -143,6 +143,18 @@ def test_kept_channels_are_the_engine_choice(settings):
         assert model.conv2.out_channels == int(10 * (1 - 0.7))
 
 
+def test_global_pruning_runs_and_says_counts_are_torch_prunings(caplog):
+    model = odd_cnn()
+    example = torch.rand(1, 3, 16, 16)
+    before = n_params(model)
+    imp = TopologicalImportance(seed=0, **FAST_GA)
+    with caplog.at_level("WARNING", logger="nni_topo_pruner.torch_pruning"):
+        tp.pruner.BasePruner(model, example, importance=imp, pruning_ratio=0.5, global_pruning=True,
+                             ignored_layers=[model.head]).step()
+    assert "global or isomorphic" in caplog.text
+    assert model(example).shape == (1, 4) and n_params(model) < before
+
+
 def test_grouped_conv_shares_one_choice_per_channel_group():
     model = odd_cnn(groups=4)
     example = torch.rand(1, 3, 16, 16)
