@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import numbers
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -49,6 +50,7 @@ from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DI
 from .evolutionary import GAConfig
 from .metric_calculator import MetricCalculator
 from .report import PruningReport, UnitReport, diagrams_to_lists
+from .tied import check_no_tied_targets
 from .topology import persistence_diagrams
 
 _logger = logging.getLogger(__name__)
@@ -129,7 +131,8 @@ class TopologicalPruner(OneShotPruner):
         self.cloud, self.calibration_loader, self.num_images = cloud, calibration_loader, num_images
         self.progress = bool(progress)
         self.report: Optional[PruningReport] = None
-        _check_config_list(config_list)
+        config_list = normalised_config_list(config_list)
+        check_no_tied_targets(model, config_list)  # NNI's wrapping would untie them silently
         try:
             super().__init__(model, config_list, evaluator, existed_wrappers)
         except SchemaError as error:
@@ -278,6 +281,35 @@ def _choose_kept(calculator: MetricCalculator, unit: AnalysedUnit, n_keep: int,
     return choose_kept(calculator, unit, n_keep, config), time.perf_counter() - started
 
 
+_RATIO_KEYS = ("sparse_ratio", "sparsity", "sparsity_per_layer", "total_sparsity", "max_sparse_ratio",
+               "min_sparse_ratio", "max_sparsity_per_layer")
+
+
+def normalised_config_list(config_list: Any) -> List[Dict]:
+    """A copy of ``config_list`` with every ratio given as a plain ``float`` (NNI's schema
+    rejects ``0`` and NumPy scalars), after rejecting, before NNI wraps the model, values we
+    cannot honour (each error names the entry and the key).
+
+    >>> import numpy as np
+    >>> normalised_config_list([{"op_types": ["Conv2d"], "sparse_ratio": np.float32(0.5)}])
+    [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}]
+    """
+    _check_config_list(config_list)
+    normalised = []
+    for config in config_list:
+        config = dict(config)
+        for key in _RATIO_KEYS:
+            if isinstance(config.get(key), numbers.Real) and not isinstance(config[key], bool):
+                config[key] = float(config[key])
+        if isinstance(config.get("target_settings"), dict):
+            config["target_settings"] = {
+                name: ({k: float(v) if k in _RATIO_KEYS and isinstance(v, numbers.Real) and not isinstance(v, bool)
+                        else v for k, v in setting.items()} if isinstance(setting, dict) else setting)
+                for name, setting in config["target_settings"].items()}
+        normalised.append(config)
+    return normalised
+
+
 def _check_config_list(config_list: Any) -> None:
     """Reject, before NNI wraps the model, config values we cannot honour."""
     if not isinstance(config_list, list) or not all(isinstance(c, dict) for c in config_list):
@@ -294,6 +326,6 @@ def _check_config_list(config_list: Any) -> None:
                                  f"TopologicalPruner prunes whole output channels ('out_channel')")
             for key in ("sparse_ratio", "sparsity", "sparsity_per_layer", "total_sparsity"):
                 value = setting.get(key)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
                                           or not 0.0 <= float(value) < 1.0):
                     raise ValueError(f"config_list[{index}]: {key!r} must be a number in [0, 1), got {value!r}")

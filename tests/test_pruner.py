@@ -292,3 +292,19 @@ def test_one_shot_only(small_cnn):
     with pytest.raises(ValueError, match="TopologicalPruner is a one-shot pruner"):
         pruner.compress(max_steps=10, max_epochs=None)
     pruner.unwrap_model()
+
+
+@pytest.mark.parametrize("ratio, kept", [(np.float32(0.5), 8), (0, 16), (np.float64(0.25), 12), (1 / 2, 8)])
+def test_any_real_sparse_ratio_in_range_is_accepted(small_cnn, ratio, kept):
+    config_list = [{"op_names": ["conv1"], "sparse_ratio": ratio}]
+    _, masks, _ = run_pruner(TopologicalPruner, small_cnn, config_list, seed=0, **FAST)
+    assert kept_counts(masks) == {"conv1": kept}
+    assert config_list[0]["sparse_ratio"] is ratio  # the caller's config list is not modified
+
+
+def test_tied_targets_are_refused_before_wrapping():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4))
+    model[2].weight = model[0].weight
+    with pytest.raises(ValueError, match="share parameters"):
+        TopologicalPruner(model, [{"op_types": ["Linear"], "sparse_ratio": 0.5}], **FAST)
+    assert model[2].weight is model[0].weight and not any("Wrapper" in type(m).__name__ for m in model.modules())
