@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
-from .metric_calculator import LayerTopology, MetricCalculator
+from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,17 @@ DEFAULT_HOMOLOGY_DIMS: tuple[int, ...] = (0,)
 DEFAULT_DISTANCE = "bottleneck"
 DEFAULT_CLOUD_METRIC = "euclidean"
 DEFAULT_WASSERSTEIN_ORDER = 1.0
+DEFAULT_ZERO_ANCHOR = False
+
+
+def check_zero_anchor(zero_anchor: object, cloud_metric: str) -> bool:
+    """Validate the ``zero_anchor`` option against the cloud metric; returns it as a bool."""
+    if not isinstance(zero_anchor, (bool, np.bool_)):
+        raise ValueError(f"zero_anchor must be True or False, got {zero_anchor!r}")
+    if zero_anchor and cloud_metric == "cosine":
+        raise ValueError("zero_anchor needs a cloud_metric in which the zero vector has a position "
+                         "('euclidean', 'manhattan', 'chebyshev'); the cosine distance gives it none")
+    return bool(zero_anchor)
 
 
 def build_criterion(
@@ -130,21 +141,29 @@ class AnalysedUnit:
 
     Attributes:
         order: ``order[j]`` is the stored index of the neuron at canonical position ``j``.
-        topology: distances, diagrams and salience of the cloud in canonical order.
+        topology: distances, diagrams and salience of the cloud in canonical order; with
+            ``zero_anchor`` its point 0 is the zero vector and neuron ``j`` is point ``j + 1``.
+        zero_anchor: whether the cloud holds the zero vector (see :func:`analyse_unit`).
     """
 
     order: np.ndarray
     topology: LayerTopology
+    zero_anchor: bool = False
 
     @property
     def n(self) -> int:
         return len(self.order)
 
     @property
+    def canonical_salience(self) -> np.ndarray:
+        """Salience per neuron in canonical order (the anchor excluded)."""
+        return self.topology.salience[1:] if self.zero_anchor else self.topology.salience
+
+    @property
     def salience(self) -> np.ndarray:
         """Salience per neuron in stored order."""
         out = np.empty(self.n)
-        out[self.order] = self.topology.salience
+        out[self.order] = self.canonical_salience
         return out
 
     @property
@@ -157,8 +176,46 @@ class AnalysedUnit:
     @property
     def all_tied(self) -> bool:
         """True when every neuron has the same salience (and there are at least 2)."""
-        s = self.topology.salience
+        s = self.canonical_salience
         return bool(len(s) >= 2 and np.all(s == s[0]))
+
+    def cloud_indices(self, canonical_keep: np.ndarray) -> np.ndarray:
+        """Indices into ``topology`` of the kept cloud (the anchor included, when there is one)."""
+        kept = np.flatnonzero(canonical_keep)
+        return np.concatenate([[0], kept + 1]).astype(np.intp) if self.zero_anchor else kept
+
+
+class AnchoredFitness:
+    """The GA's fitness over neurons when the cloud also holds the zero anchor (point 0),
+    which every subset keeps: a neuron subset is scored as that subset plus the anchor."""
+
+    def __init__(self, inner: SubsetFitness) -> None:
+        self.inner = inner
+
+    @property
+    def n(self) -> int:
+        return self.inner.n - 1
+
+    @property
+    def evaluations(self) -> int:
+        return self.inner.evaluations
+
+    def lower_bound(self, n_keep: int) -> float:
+        return self.inner.lower_bound(n_keep + 1)  # the subsets have n_keep + 1 points
+
+    def _indices(self, keep) -> np.ndarray:
+        arr = np.asarray(keep)
+        if arr.dtype == bool:
+            if arr.shape != (self.n,):
+                raise ValueError(f"a boolean keep mask must have shape ({self.n},), got {arr.shape}")
+            return np.flatnonzero(arr)
+        return np.unique(arr.astype(np.intp))
+
+    def batch(self, keeps) -> np.ndarray:
+        return self.inner.batch([np.concatenate([[0], self._indices(k) + 1]).astype(np.intp) for k in keeps])
+
+    def __call__(self, keep) -> float:
+        return float(self.batch([keep])[0])
 
 
 @dataclass
@@ -176,11 +233,22 @@ class KeptNeurons:
     initial_keep: np.ndarray
 
 
-def analyse_unit(calculator: MetricCalculator, points: np.ndarray) -> AnalysedUnit:
-    """Distance matrix, diagrams and salience of one unit's cloud, in canonical order."""
+def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_anchor: bool = False) -> AnalysedUnit:
+    """Distance matrix, diagrams and salience of one unit's cloud, in canonical order.
+
+    With ``zero_anchor`` the cloud also holds the zero vector, which is what a pruned neuron
+    becomes (its weights are zeroed): a neuron's salience is then how far the layer's diagram
+    moves when that neuron is *zeroed*, so both closeness to another neuron (redundancy)
+    and closeness to the origin (a small neuron) make it cheap to prune; every kept subset
+    keeps the anchor. It needs a cloud metric in which the zero vector has a place
+    (not ``cosine``).
+    """
     points = np.asarray(points)
     order = canonical_order(points)
-    return AnalysedUnit(order, calculator.analyse(points[order]))
+    cloud = points[order]
+    if check_zero_anchor(zero_anchor, calculator.cloud_metric):
+        cloud = np.vstack([np.zeros((1, cloud.shape[1]), dtype=cloud.dtype), cloud])
+    return AnalysedUnit(order, calculator.analyse(cloud), bool(zero_anchor))
 
 
 def salience_seed(salience: np.ndarray, n_keep: int) -> np.ndarray:
@@ -195,8 +263,11 @@ def salience_seed(salience: np.ndarray, n_keep: int) -> np.ndarray:
 def choose_kept(calculator: MetricCalculator, unit: AnalysedUnit, n_keep: int, config: GAConfig) -> KeptNeurons:
     """Run the genetic algorithm, seeded with the salience-ranked subset, on the canonical
     cloud and map its choice back to stored order."""
-    seed = salience_seed(unit.topology.salience, n_keep)
-    result = evolve_neuron_mask(calculator.subset_fitness(unit.topology), unit.n, n_keep, config, initial_keep=seed)
+    seed = salience_seed(unit.canonical_salience, n_keep)
+    fitness = calculator.subset_fitness(unit.topology)
+    if unit.zero_anchor:
+        fitness = AnchoredFitness(fitness)
+    result = evolve_neuron_mask(fitness, unit.n, n_keep, config, initial_keep=seed)
     keep = np.zeros(unit.n, dtype=bool)
     keep[unit.order[result.keep_mask]] = True
     return KeptNeurons(keep, result, np.sort(unit.order[seed]))

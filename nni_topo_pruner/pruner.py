@@ -46,7 +46,7 @@ from .one_shot import OneShotPruner
 from .data_collector import PruningUnit, check_module_supported, collect_pruning_units
 from .feature_collector import FeatureCollector, feed_calibration_loader
 from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DIMS, DEFAULT_WASSERSTEIN_ORDER,
-                     AnalysedUnit, KeptNeurons, analyse_unit, build_criterion, choose_kept, unit_ga_config)
+                     DEFAULT_ZERO_ANCHOR, AnalysedUnit, check_zero_anchor, KeptNeurons, analyse_unit, build_criterion, choose_kept, unit_ga_config)
 from .evolutionary import GAConfig
 from .metric_calculator import MetricCalculator
 from .report import PruningReport, UnitReport, diagrams_to_lists
@@ -87,6 +87,10 @@ class TopologicalPruner(OneShotPruner):
     seed
         Seed of the GA (same seed -> same masks); ``None`` for a fresh random run. The
         caller's global ``random`` / NumPy / torch RNG states are left as they were.
+    zero_anchor
+        Add the zero vector, what a pruned neuron becomes, to every cloud (always kept):
+        salience then measures how far the diagram moves when a neuron is zeroed, so small
+        neurons and redundant neurons are both cheap to prune.
     cloud
         What a neuron's point is: ``'weights'`` (default; its weight row, conv filters
         flattened) or ``'activations'`` (its mean output on each of ``num_images`` calibration
@@ -110,7 +114,7 @@ class TopologicalPruner(OneShotPruner):
                  population_size: Optional[int] = None,
                  generations: Optional[int] = None, crossover_probability: float = 0.8,
                  mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0,
-                 cloud: str = "weights", calibration_loader: Optional[Iterable] = None, num_images: int = 256,
+                 cloud: str = "weights", zero_anchor: bool = DEFAULT_ZERO_ANCHOR, calibration_loader: Optional[Iterable] = None, num_images: int = 256,
                  workers: int = 1, progress: bool = True, existed_wrappers=None):
         # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
         self.calculator, self.ga_config = build_criterion(
@@ -128,6 +132,7 @@ class TopologicalPruner(OneShotPruner):
         if cloud == "activations" and calibration_loader is None:
             raise ValueError("cloud='activations' needs calibration images: pass calibration_loader= (batches of "
                              "inputs or (inputs, targets)), or use cloud='weights'")
+        self.zero_anchor = check_zero_anchor(zero_anchor, self.calculator.cloud_metric)
         self.cloud, self.calibration_loader, self.num_images = cloud, calibration_loader, num_images
         self.progress = bool(progress)
         self.report: Optional[PruningReport] = None
@@ -172,7 +177,8 @@ class TopologicalPruner(OneShotPruner):
         started = time.perf_counter()
         if self.cloud == "activations":
             units = self._with_activation_clouds(units)
-        analysed, analyse_seconds = self._map(_analyse_unit, [(self.calculator, u.points) for u in units],
+        analysed, analyse_seconds = self._map(_analyse_unit,
+                                              [(self.calculator, u.points, self.zero_anchor) for u in units],
                                               "topology")
         for unit, result in zip(units, analysed):
             if result.all_tied:
@@ -238,12 +244,12 @@ class TopologicalPruner(OneShotPruner):
                       kept: Sequence[KeptNeurons], analyse_seconds, ga_seconds) -> PruningReport:
         options = {"homology_dims": list(self.calculator.homology_dims), "distance": self.calculator.distance,
                    "cloud_metric": self.calculator.cloud_metric, "wasserstein_order": self.calculator.wasserstein_order,
-                   "cloud": self.cloud, "ga": asdict(self.ga_config), "workers": self.workers}
+                   "cloud": self.cloud, "zero_anchor": self.zero_anchor, "ga": asdict(self.ga_config), "workers": self.workers}
         report = PruningReport(options=options)
         for unit, result, choice, t_a, t_g in zip(units, analysed, kept, analyse_seconds, ga_seconds):
             topology, ga = result.topology, choice.ga
-            kept_canonical = np.flatnonzero(ga.keep_mask)
-            after = persistence_diagrams(topology.distances[np.ix_(kept_canonical, kept_canonical)],
+            kept_cloud = result.cloud_indices(ga.keep_mask)
+            after = persistence_diagrams(topology.distances[np.ix_(kept_cloud, kept_cloud)],
                                          self.calculator.homology_dims)
             report.units.append(UnitReport(
                 name=unit.name, members=[f"{m}.{t}" for m, t in unit.members], neurons=unit.n,
@@ -270,9 +276,10 @@ def channel_response_cloud(responses: np.ndarray) -> np.ndarray:
     return centred / scale
 
 
-def _analyse_unit(calculator: MetricCalculator, points: np.ndarray) -> Tuple[AnalysedUnit, float]:
+def _analyse_unit(calculator: MetricCalculator, points: np.ndarray,
+                  zero_anchor: bool) -> Tuple[AnalysedUnit, float]:
     started = time.perf_counter()
-    return analyse_unit(calculator, points), time.perf_counter() - started
+    return analyse_unit(calculator, points, zero_anchor=zero_anchor), time.perf_counter() - started
 
 
 def _choose_kept(calculator: MetricCalculator, unit: AnalysedUnit, n_keep: int,

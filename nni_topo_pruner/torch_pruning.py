@@ -59,7 +59,8 @@ import numpy as np
 import torch
 
 from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DIMS, DEFAULT_WASSERSTEIN_ORDER,
-                     analyse_unit, build_criterion, canonical_ranks, choose_kept, unit_ga_config)
+                     DEFAULT_ZERO_ANCHOR, analyse_unit, build_criterion, canonical_ranks, check_zero_anchor,
+                     choose_kept, unit_ga_config)
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +135,14 @@ class TopologicalImportance:
                  cloud_metric: str = DEFAULT_CLOUD_METRIC, wasserstein_order: float = DEFAULT_WASSERSTEIN_ORDER,
                  population_size: Optional[int] = None, generations: Optional[int] = None,
                  crossover_probability: float = 0.8, mutation_probability: float = 0.2, elitism: bool = True,
-                 seed: Optional[int] = 0, pruning_ratio: Optional[float] = None) -> None:
+                 seed: Optional[int] = 0, zero_anchor: bool = DEFAULT_ZERO_ANCHOR,
+                 pruning_ratio: Optional[float] = None) -> None:
         self.calculator, self.ga_config = build_criterion(
             homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
             wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
             crossover_probability=crossover_probability, mutation_probability=mutation_probability, elitism=elitism,
             seed=seed)
+        self.zero_anchor = check_zero_anchor(zero_anchor, self.calculator.cloud_metric)
         if pruning_ratio is not None and (isinstance(pruning_ratio, bool) or not isinstance(pruning_ratio, (int, float))
                                           or not 0.0 <= float(pruning_ratio) < 1.0):
             raise ValueError(f"pruning_ratio must be a number in [0, 1) or None, got {pruning_ratio!r}")
@@ -208,7 +211,7 @@ class TopologicalImportance:
             scores = keep + tiebreak
             return scores, GroupChoice(name, members, root, n, int(keep.sum()), np.flatnonzero(keep),
                                        channel_groups, cloud=kind)
-        analysed = analyse_unit(self.calculator, points)
+        analysed = analyse_unit(self.calculator, points, zero_anchor=self.zero_anchor)
         if analysed.all_tied:
             logger.warning("TopologicalImportance: every channel of %r has the same salience (%s, %s); its choice is "
                            "decided by the genetic algorithm and, failing that, by channel norm", name,

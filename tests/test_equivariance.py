@@ -174,3 +174,44 @@ def test_channel_response_cloud_measures_correlation():
     np.testing.assert_allclose(cloud[0], cloud[1], atol=1e-12)
     correlation = np.corrcoef(responses[:, 2], responses[:, 3])[0, 1]
     assert np.linalg.norm(cloud[2] - cloud[3]) == pytest.approx(np.sqrt(2 * (1 - correlation)))
+
+
+@pytest.mark.parametrize("distance", ["bottleneck", "wasserstein"])
+def test_zero_anchor_masks_are_equivariant_and_fitness_is_the_anchored_diagram_distance(distance):
+    import gudhi
+
+    from nni_topo_pruner.topology.diagram_distance import diagram_distance
+
+    calculator = MetricCalculator(distance=distance)
+    rng = np.random.default_rng(5)
+    for points in layers().values():
+        analysed = analyse_unit(calculator, points, zero_anchor=True)
+        kept = choose_kept(calculator, analysed, 12, GA)
+        perm = rng.permutation(len(points))
+        kept_p = choose_kept(calculator, analyse_unit(calculator, points[perm], zero_anchor=True), 12, GA)
+        np.testing.assert_array_equal(kept_p.keep_mask, kept.keep_mask[perm])
+        # the GA's fitness is the distance between the diagrams of cloud + {0} and kept + {0} (GUDHI reference)
+        def h0(cloud):
+            tree = gudhi.RipsComplex(points=cloud).create_simplex_tree(max_dimension=1)
+            tree.compute_persistence()
+            bars = tree.persistence_intervals_in_dimension(0)
+            return {0: bars[np.isfinite(bars[:, 1]) & (bars[:, 1] > 0)]}
+        zero = np.zeros((1, points.shape[1]))
+        expected = diagram_distance(h0(np.vstack([zero, points])), h0(np.vstack([zero, points[kept.keep_mask]])),
+                                    distance)
+        assert kept.ga.best_fitness == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    with pytest.raises(ValueError, match="zero_anchor needs a cloud_metric"):
+        analyse_unit(MetricCalculator(cloud_metric="cosine"), layers()["gaussian"], zero_anchor=True)
+
+
+def test_zero_anchor_through_the_pruner_prunes_small_filters_first():
+    model = conv_model()
+    with torch.no_grad():  # four tiny filters: zeroing them barely moves the anchored diagram
+        model[0].weight[[1, 5, 9, 13]] *= 1e-3
+    masks, report = pruner_masks(model, [{"op_names": ["0"], "sparse_ratio": 0.25}], zero_anchor=True,
+                                 distance="wasserstein")
+    assert report.options["zero_anchor"] is True
+    assert not masks["0"][[1, 5, 9, 13]].any() and masks["0"].sum() == 12
+    with pytest.raises(ValueError, match="zero_anchor"):
+        TopologicalPruner(conv_model(), [{"op_names": ["0"], "sparse_ratio": 0.5}], zero_anchor=True,
+                          cloud_metric="cosine")
