@@ -45,6 +45,8 @@ def main(argv: List[str] | None = None) -> Dict:
     parser.add_argument("--distance", default=None, help="TopologicalPruner distance (default: the pruner's default)")
     parser.add_argument("--cloud-metric", default=None, help="TopologicalPruner cloud_metric (default: the pruner's)")
     parser.add_argument("--wasserstein-order", type=float, default=None, help="TopologicalPruner wasserstein_order")
+    parser.add_argument("--zero-anchor", choices=["true", "false"], default=None,
+                        help="TopologicalPruner zero_anchor (default: the pruner's default)")
     parser.add_argument("--weights", default=None,
                         help="a state dict (e.g. benchmarks/cache/baseline-*/model.pt) to time on trained weights")
     parser.add_argument("--workers", type=int, default=1)
@@ -62,7 +64,8 @@ def main(argv: List[str] | None = None) -> Dict:
     config_list = [{"op_types": ["Conv2d"], "sparse_ratio": args.sparse_ratio}]
     topo_options = {"seed": args.seed, "workers": args.workers, "progress": False}
     for key, value in (("homology_dims", args.homology_dims), ("distance", args.distance),
-                       ("cloud_metric", args.cloud_metric), ("wasserstein_order", args.wasserstein_order)):
+                       ("cloud_metric", args.cloud_metric), ("wasserstein_order", args.wasserstein_order),
+                       ("zero_anchor", None if args.zero_anchor is None else args.zero_anchor == "true")):
         if value is not None:
             topo_options[key] = tuple(value) if key == "homology_dims" else value
     pruners: Dict[str, Callable[[], float]] = {

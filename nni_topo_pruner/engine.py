@@ -40,16 +40,27 @@ logger = logging.getLogger(__name__)
 
 #: The criterion's defaults, shared by every front door (NNI pruner, Torch-Pruning importance).
 DEFAULT_HOMOLOGY_DIMS: tuple[int, ...] = (0,)
-DEFAULT_DISTANCE = "bottleneck"
+DEFAULT_DISTANCE = "wasserstein"
 DEFAULT_CLOUD_METRIC = "euclidean"
 DEFAULT_WASSERSTEIN_ORDER = 1.0
-DEFAULT_ZERO_ANCHOR = False
+DEFAULT_ZERO_ANCHOR = None  # "auto": on for weight clouds with a metric that places the zero vector
 
 
-def check_zero_anchor(zero_anchor: object, cloud_metric: str) -> bool:
-    """Validate the ``zero_anchor`` option against the cloud metric; returns it as a bool."""
+def check_zero_anchor(zero_anchor: object, cloud_metric: str, cloud: str = "weights") -> bool:
+    """Validate the ``zero_anchor`` option against the cloud and its metric; returns a bool.
+
+    ``None`` (the default) means: anchor weight clouds (a pruned neuron's weights are zero),
+    except under the cosine metric, which gives the zero vector no position; activation
+    clouds are not anchored.
+
+    Example:
+        >>> check_zero_anchor(None, "euclidean"), check_zero_anchor(None, "cosine"), check_zero_anchor(None, "euclidean", "activations")
+        (True, False, False)
+    """
+    if zero_anchor is None:
+        return cloud == "weights" and cloud_metric != "cosine"
     if not isinstance(zero_anchor, (bool, np.bool_)):
-        raise ValueError(f"zero_anchor must be True or False, got {zero_anchor!r}")
+        raise ValueError(f"zero_anchor must be True, False or None (auto), got {zero_anchor!r}")
     if zero_anchor and cloud_metric == "cosine":
         raise ValueError("zero_anchor needs a cloud_metric in which the zero vector has a position "
                          "('euclidean', 'manhattan', 'chebyshev'); the cosine distance gives it none")
@@ -248,7 +259,10 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
     cloud = points[order]
     if check_zero_anchor(zero_anchor, calculator.cloud_metric):
         cloud = np.vstack([np.zeros((1, cloud.shape[1]), dtype=cloud.dtype), cloud])
-    return AnalysedUnit(order, calculator.analyse(cloud), bool(zero_anchor))
+    # the anchor is never removed, so its own salience is not needed (and in a star-shaped MST
+    # it would be the one expensive leave-one-out)
+    topology = calculator.analyse(cloud, skip_salience=(0,) if zero_anchor else ())
+    return AnalysedUnit(order, topology, bool(zero_anchor))
 
 
 def salience_seed(salience: np.ndarray, n_keep: int) -> np.ndarray:

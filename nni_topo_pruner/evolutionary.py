@@ -23,8 +23,9 @@ stays as close as possible to the whole layer's.
 ``generations`` counts the generations bred after the initial population, so ``history``
 has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one). With
 elitism the GA stops early once the best individual reaches the fitness's proven lower
-bound (:meth:`SubsetFitness.lower_bound`): nothing can change after that, so the result is
-the full run's, for fewer evaluations.
+bound (:meth:`SubsetFitness.lower_bound`, up to a relative rounding tolerance of
+``BOUND_TOLERANCE``): nothing can change after that, so the result is the full run's, for
+fewer evaluations.
 
 Example:
     >>> import numpy as np
@@ -49,6 +50,10 @@ from pyeasyga.pyeasyga import Chromosome, GeneticAlgorithm
 from .metric_calculator import SubsetFitness
 
 logger = logging.getLogger(__name__)
+
+# The proven lower bound and a subset's fitness are sums of the same bars in different orders,
+# so an optimal subset can exceed the bound by rounding: it counts as reached within this.
+BOUND_TOLERANCE = 1e-12
 
 # pyeasyga uses the process-wide `random` module: one GA at a time per process.
 _GLOBAL_RANDOM_LOCK = threading.Lock()
@@ -262,7 +267,7 @@ def evolve_neuron_mask(
             history = [float(best_fitness)]
             generations_run = 0
             for _ in range(config.generations):
-                if config.elitism and best_fitness <= lower_bound:
+                if config.elitism and best_fitness <= lower_bound + BOUND_TOLERANCE * abs(lower_bound):
                     # Optimal: the elite stays first (stable ranking, strict improvement only),
                     # so the remaining generations would repeat this value and this mask.
                     history.extend([float(best_fitness)] * (config.generations - generations_run))

@@ -116,12 +116,13 @@ class MetricCalculator:
             f"persistence_method={self.persistence_method!r})"
         )
 
-    def analyse(self, points: np.ndarray, *, progress: bool = False) -> LayerTopology:
+    def analyse(self, points: np.ndarray, *, progress: bool = False, skip_salience: Sequence[int] = ()) -> LayerTopology:
         """Distance matrix, diagrams and per-neuron salience of one layer's cloud.
 
         Args:
             points: (n, d) array, one row per neuron; NaN/Inf raise a ValueError.
             progress: tqdm bar for the leave-one-out loop of dimensions above 0.
+            skip_salience: points whose salience is not computed (0), e.g. an anchor.
         """
         dist = distance_matrix(points, self.cloud_metric)  # validates: NaN/Inf -> ValueError
         diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method)
@@ -133,6 +134,7 @@ class MetricCalculator:
             diagrams=diagrams,
             method=self.persistence_method,
             progress=progress,
+            skip=skip_salience,
         )
         return LayerTopology(dist, diagrams, salience, self.homology_dims)
 

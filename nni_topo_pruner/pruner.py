@@ -90,7 +90,8 @@ class TopologicalPruner(OneShotPruner):
     zero_anchor
         Add the zero vector, what a pruned neuron becomes, to every cloud (always kept):
         salience then measures how far the diagram moves when a neuron is zeroed, so small
-        neurons and redundant neurons are both cheap to prune.
+        neurons and redundant neurons are both cheap to prune. ``None`` (default): on for
+        weight clouds, off under ``cloud_metric='cosine'`` and for activation clouds.
     cloud
         What a neuron's point is: ``'weights'`` (default; its weight row, conv filters
         flattened) or ``'activations'`` (its mean output on each of ``num_images`` calibration
@@ -114,7 +115,7 @@ class TopologicalPruner(OneShotPruner):
                  population_size: Optional[int] = None,
                  generations: Optional[int] = None, crossover_probability: float = 0.8,
                  mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0,
-                 cloud: str = "weights", zero_anchor: bool = DEFAULT_ZERO_ANCHOR, calibration_loader: Optional[Iterable] = None, num_images: int = 256,
+                 cloud: str = "weights", zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR, calibration_loader: Optional[Iterable] = None, num_images: int = 256,
                  workers: int = 1, progress: bool = True, existed_wrappers=None):
         # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
         self.calculator, self.ga_config = build_criterion(
@@ -132,7 +133,7 @@ class TopologicalPruner(OneShotPruner):
         if cloud == "activations" and calibration_loader is None:
             raise ValueError("cloud='activations' needs calibration images: pass calibration_loader= (batches of "
                              "inputs or (inputs, targets)), or use cloud='weights'")
-        self.zero_anchor = check_zero_anchor(zero_anchor, self.calculator.cloud_metric)
+        self.zero_anchor = check_zero_anchor(zero_anchor, self.calculator.cloud_metric, cloud)
         self.cloud, self.calibration_loader, self.num_images = cloud, calibration_loader, num_images
         self.progress = bool(progress)
         self.report: Optional[PruningReport] = None

@@ -135,7 +135,7 @@ class TopologicalImportance:
                  cloud_metric: str = DEFAULT_CLOUD_METRIC, wasserstein_order: float = DEFAULT_WASSERSTEIN_ORDER,
                  population_size: Optional[int] = None, generations: Optional[int] = None,
                  crossover_probability: float = 0.8, mutation_probability: float = 0.2, elitism: bool = True,
-                 seed: Optional[int] = 0, zero_anchor: bool = DEFAULT_ZERO_ANCHOR,
+                 seed: Optional[int] = 0, zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR,
                  pruning_ratio: Optional[float] = None) -> None:
         self.calculator, self.ga_config = build_criterion(
             homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,

@@ -58,11 +58,13 @@ def test_report_contents_and_json_round_trip(pruned, tmp_path):
     assert all(b <= a + 1e-12 for a, b in zip(conv2.ga_history, conv2.ga_history[1:])), "elitism: never worse"
     assert conv2.final_distance <= conv2.initial_distance + 1e-12
     assert conv2.final_distance == pytest.approx(conv2.ga_history[-1])
-    assert len(conv2.diagram_before["0"]) == 23 and len(conv2.diagram_after["0"]) == 11  # H0: n - 1 finite bars
+    # H0 of the anchored cloud (the zero vector added, the default): n + 1 points, n finite bars
+    assert report.options["zero_anchor"] is True
+    assert len(conv2.diagram_before["0"]) == 24 and len(conv2.diagram_after["0"]) == 12
     path = tmp_path / "report.json"
     report.to_json(path)
     raw = json.loads(path.read_text())
-    assert raw["schema_version"] == 1 and raw["options"]["distance"] == "bottleneck"
+    assert raw["schema_version"] == 1 and raw["options"]["distance"] == "wasserstein"  # the default
     again = PruningReport.from_json(path)
     assert again.unit("conv2").kept_channels == conv2.kept_channels
     assert "conv2" in report.summary()
@@ -75,7 +77,8 @@ def test_report_final_distance_is_the_kept_subsets_distance(pruned):
     unit = pruner.report.unit("conv3")
     before = {int(k): np.asarray(v).reshape(-1, 2) for k, v in unit.diagram_before.items()}
     after = {int(k): np.asarray(v).reshape(-1, 2) for k, v in unit.diagram_after.items()}
-    assert diagram_distance(before, after, "bottleneck") == pytest.approx(unit.final_distance, abs=1e-9)
+    distance = pruner.report.options["distance"]
+    assert diagram_distance(before, after, distance) == pytest.approx(unit.final_distance, abs=1e-9)
 
 
 def test_plot_persistence_diagrams_png(pruned, tmp_path):

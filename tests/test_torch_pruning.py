@@ -197,7 +197,8 @@ def test_choice_is_the_engine_call_on_the_group_cloud(residual_cnn):
                              model.conv3.weight.detach().flatten(1).double().numpy()], axis=1)
     pruner.step()
     calculator, ga = build_criterion(seed=2, distance="wasserstein", **FAST_GA)
-    expected = choose_kept(calculator, analyse_unit(calculator, points), 6, unit_ga_config(ga, "conv1+conv3"))
+    analysed = analyse_unit(calculator, points, zero_anchor=True)  # the default for weight clouds
+    expected = choose_kept(calculator, analysed, 6, unit_ga_config(ga, "conv1+conv3"))
     assert imp.choices["conv1+conv3"].members == ["conv1", "conv3"]
     assert imp.choices["conv1+conv3"].kept.tolist() == np.flatnonzero(expected.keep_mask).tolist()
     assert model.conv1.out_channels == model.conv3.out_channels == 6

@@ -151,15 +151,16 @@ def _replacement_weights(
     return np.asarray(weights)
 
 
-def _leave_one_out_changes(dist: np.ndarray):
-    """The full MST weights, then for each point v: (v, ids of v's tree edges, weights of
-    the edges that reconnect T - v). Yields lazily so that memory stays O(n) per point."""
+def _leave_one_out_changes(dist: np.ndarray, skip: frozenset = frozenset()):
+    """The full MST weights, then for each point v not in ``skip``: (v, ids of v's tree edges,
+    weights of the edges that reconnect T - v). Yields lazily so that memory stays O(n) per point."""
     n = dist.shape[0]
     us, vs, ws = mst_edges(dist)
     yield ws
     if n < 3:
         for v in range(n):
-            yield v, np.arange(len(ws)), np.empty(0)
+            if v not in skip:
+                yield v, np.arange(len(ws)), np.empty(0)
         return
     parent, children, tin, tout = _rooted_tree(n, us, vs)
     degree = np.bincount(np.concatenate([us, vs]), minlength=n)
@@ -170,6 +171,8 @@ def _leave_one_out_changes(dist: np.ndarray):
         incident[a].append(e)
         incident[b].append(e)
     for v in range(n):
+        if v in skip:
+            continue
         extra = _replacement_weights(dist, position, v, parent, children[v], tin, tout) if degree[v] >= 2 else np.empty(0)
         yield v, np.asarray(incident[v], dtype=np.intp), extra
 
@@ -192,12 +195,12 @@ def h0_leave_one_out_deaths(dist: np.ndarray) -> tuple[np.ndarray, list[np.ndarr
     return full, loo
 
 
-def _h0_salience(dist: np.ndarray, kind: str, order: float) -> np.ndarray:
-    changes = _leave_one_out_changes(dist)
+def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = frozenset()) -> np.ndarray:
+    changes = _leave_one_out_changes(dist, skip)
     full = next(changes)
     n = dist.shape[0]
     full_desc = _desc(full[full > 0.0])
-    out = np.empty(n)
+    out = np.zeros(n)
     # Row r of a block: the full weights with v's tree edges zeroed (zero = a point on the
     # diagonal, which changes no distance) and the reconnecting edges in the extra columns.
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -250,6 +253,7 @@ def leave_one_out_salience(
     method: str = "auto",
     max_edge_length: float | None = None,
     progress: bool = False,
+    skip: Sequence[int] = (),
 ) -> np.ndarray:
     """Per-point salience: the diagram distance between the cloud and the cloud without it.
 
@@ -262,6 +266,8 @@ def leave_one_out_salience(
         max_edge_length: cap of the leave-one-out filtrations in dims >= 1 (an
             approximation, see :func:`persistence_diagrams`); ``None``: exact.
         progress: show a tqdm bar over the left-out points of the higher dimensions.
+        skip: points whose salience is not needed (e.g. an anchor that is never removed);
+            their entry is 0.
 
     Returns:
         (n,) float64 array; a cloud with fewer than 2 points has salience 0.
@@ -275,20 +281,20 @@ def leave_one_out_salience(
         return np.zeros(n)
     per_dim: list[np.ndarray] = []
     if 0 in dims:
-        per_dim.append(_h0_salience(dist, kind, order))
+        per_dim.append(_h0_salience(dist, kind, order, frozenset(int(i) for i in skip)))
     higher = tuple(d for d in dims if d > 0)
     if higher:
         full = diagrams if diagrams is not None else persistence_diagrams(dist, higher, method=method)
         full = {d: full[d] for d in higher}
         values = np.zeros(n)
-        todo = np.arange(n)
+        todo = np.setdiff1d(np.arange(n), np.asarray(skip, dtype=np.intp))
         if kind == "bottleneck" and 0 in dims:
             # Exact shortcut: where the H0 part already reaches the bound on any change in
             # dims >= 1, the maximum over dimensions is the H0 part (see topology.bounds).
             bound = higher_dim_bottleneck_bound(
                 enclosing_radius_without_each(dist), smallest_positive_distance(dist), max_persistence(full, higher)
             )
-            todo = np.flatnonzero(per_dim[0] < bound)
+            todo = np.intersect1d(todo, np.flatnonzero(per_dim[0] < bound))
         logger.debug("leave-one-out in dims %s for %d of %d points", higher, len(todo), n)
         keep = np.ones(n, dtype=bool)
         for i in tqdm(todo, desc="leave-one-out H1+", disable=not progress, leave=False):
