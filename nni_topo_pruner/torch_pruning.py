@@ -120,7 +120,7 @@ class TopologicalImportance:
     Parameters are the criterion's options of :class:`~nni_topo_pruner.TopologicalPruner`, with
     the same defaults (``homology_dims``, ``distance``, ``cloud_metric``, ``wasserstein_order``,
     ``population_size``, ``generations``, ``crossover_probability``, ``mutation_probability``,
-    ``elitism``, ``seed``); only the weight cloud is available here (the pruner's
+    ``elitism``, ``seed``, ``zero_anchor``); only the weight cloud is available here (the pruner's
     ``cloud='activations'``, ``workers`` and ``progress`` are not).
 
     pruning_ratio
