@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
-from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness
+from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness, salience_ranked_subset
 
 logger = logging.getLogger(__name__)
 
@@ -268,10 +268,7 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
 def salience_seed(salience: np.ndarray, n_keep: int) -> np.ndarray:
     """Canonical positions of the ``n_keep`` most salient neurons of a canonically ordered
     salience vector; ties go to the earlier canonical position (the larger norm)."""
-    salience = np.asarray(salience, dtype=np.float64)
-    if not 0 <= n_keep <= len(salience):
-        raise ValueError(f"n_keep must be in [0, {len(salience)}], got {n_keep}")
-    return np.sort(np.argsort(-salience, kind="stable")[:n_keep])
+    return salience_ranked_subset(salience, n_keep)
 
 
 def choose_kept(calculator: MetricCalculator, unit: AnalysedUnit, n_keep: int, config: GAConfig) -> KeptNeurons:
