@@ -1,16 +1,21 @@
 """Compressor module (thesis 6.2): the Topological Pruner as an NNI 3.0 ``Pruner``.
 
-The thesis' modules map onto NNI's three hooks:
+The thesis' modules map onto NNI's three hooks, each visited once, each handing its result
+to the next (``generate_masks`` chains them; nothing crosses through ``self``):
 
-====================================  =============================================
+====================================  ======================================================
 thesis module                          here
-====================================  =============================================
-data collector (6.3)                   ``_collect_data`` -> :mod:`.data_collector`
-metric calculator (6.4)                ``_calculate_metrics`` -> :mod:`.metric_calculator`
-evolutionary module (6.5)              ``_calculate_metrics`` -> :mod:`.evolutionary`
-sparsity allocator (6.6)               ``_generate_sparsity`` -> :mod:`.sparsity_allocator`
+====================================  ======================================================
+data collector (6.3)                   ``_collect_data`` -> pruning units with their clouds
+                                       (:mod:`.data_collector`, :mod:`.feature_collector`)
+metric calculator (6.4)                ``_calculate_metrics`` -> :class:`UnitMetrics`
+                                       (:mod:`.engine`, :mod:`.metric_calculator`)
+sparsity allocator (6.6)               ``_generate_sparsity``: budgets by NNI's rules
+                                       (:mod:`.sparsity_allocator`)
+evolutionary module (6.5)              ``_generate_sparsity``: which channels each unit keeps
+                                       (:mod:`.evolutionary`), then the masks
 speedup module (6.7)                   NNI ``ModelSpeedup`` (:mod:`.speedup`)
-====================================  =============================================
+====================================  ======================================================
 
 Example
 -------
@@ -31,7 +36,7 @@ import numbers
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -55,9 +60,26 @@ from .topology import persistence_diagrams
 
 _logger = logging.getLogger(__name__)
 
-_METRICS = Dict[str, Dict[str, torch.Tensor]]
 _SUPPORTED_GRANULARITY = ("default", "out_channel")
 SUPPORTED_CLOUDS = ("weights", "activations")
+
+
+@dataclass
+class UnitMetrics:
+    """What ``_calculate_metrics`` hands to ``_generate_sparsity``.
+
+    Attributes:
+        units: the pruning units, as collected.
+        analysed: per unit, its topology and salience (:class:`~.engine.AnalysedUnit`).
+        seconds: per unit, the time its analysis took.
+        salience: the salience as NNI metrics (:func:`~.sparsity_allocator.salience_metrics`),
+            what NNI's sparsity rules rank to set the budgets.
+    """
+
+    units: List[PruningUnit]
+    analysed: List[AnalysedUnit]
+    seconds: List[float]
+    salience: allocator.TargetTensors
 
 
 class TopologicalPruner(OneShotPruner):
@@ -170,39 +192,40 @@ class TopologicalPruner(OneShotPruner):
                 check_module_supported(module_name, module, space)
 
     # ----------------------------------------------------------------- NNI hooks
-    def _collect_data(self) -> Dict[str, Dict[str, torch.Tensor]]:
-        return active_sparse_targets_filter(self._target_spaces)
-
-    def _calculate_metrics(self, data: Dict[str, Dict[str, torch.Tensor]]) -> _METRICS:
-        units = collect_pruning_units(data, self._target_spaces)
-        started = time.perf_counter()
+    def _collect_data(self) -> List[PruningUnit]:
+        """Data collector: the active weight targets grouped into pruning units, each with
+        its point cloud (weight rows, or channel responses for ``cloud='activations'``)."""
+        units = collect_pruning_units(active_sparse_targets_filter(self._target_spaces), self._target_spaces)
         if self.cloud == "activations":
             units = self._with_activation_clouds(units)
-        analysed, analyse_seconds = self._map(_analyse_unit,
-                                              [(self.calculator, u.points, self.zero_anchor) for u in units],
-                                              "topology")
+        return units
+
+    def _calculate_metrics(self, units: List[PruningUnit]) -> UnitMetrics:
+        """Metric calculator: each unit's distances, diagrams and salience (in canonical order)."""
+        analysed, seconds = self._map(_analyse_unit, [(self.calculator, u.points, self.zero_anchor) for u in units],
+                                      "topology")
         for unit, result in zip(units, analysed):
             if result.all_tied:
                 _logger.warning("TopologicalPruner: every neuron of %r has the same salience (%s, %s); its mask is "
                                 "decided by the genetic algorithm and, failing that, by neuron norm", unit.name,
                                 self.calculator.distance, self.calculator.cloud_metric)
-        saliences = [a.salience for a in analysed]
-        budgets = allocator.neuron_budgets(units, saliences, data, self._target_spaces,
-                                           ranks=[a.ranks for a in analysed])
+        salience = allocator.salience_metrics(units, [a.salience for a in analysed], self._target_spaces)
+        return UnitMetrics(units, analysed, seconds, salience)
+
+    def _generate_sparsity(self, metrics: UnitMetrics) -> allocator.TargetTensors:
+        """Sparsity allocator and evolutionary module: budgets by NNI's rules, the GA's choice
+        per unit, and the masks of the chosen channels."""
+        started = time.perf_counter()
+        units, analysed = metrics.units, metrics.analysed
+        budgets = allocator.neuron_budgets(units, [a.salience for a in analysed], metrics.salience,
+                                           self._target_spaces, ranks=[a.ranks for a in analysed])
         jobs = [(self.calculator, result, n_keep, unit_ga_config(self.ga_config, unit.name))
                 for unit, result, n_keep in zip(units, analysed, budgets)]
         kept, ga_seconds = self._map(_choose_kept, jobs, "evolution")
-        keep_masks = [k.keep_mask for k in kept]
-        self._last_units, self._last_keep_masks = units, keep_masks
-        self.report = self._build_report(units, analysed, kept, analyse_seconds, ga_seconds)
-        _logger.info("TopologicalPruner: %d units in %.2f s", len(units), time.perf_counter() - started)
-        return allocator.encode_neuron_masks(units, keep_masks, saliences, data)
-
-    def _generate_sparsity(self, metrics: _METRICS) -> Dict[str, Dict[str, torch.Tensor]]:
-        masks = allocator.to_nni_masks(metrics, self._target_spaces)
-        allocator.check_masks_match(self._last_units, self._last_keep_masks, masks)
-        return masks
-
+        self.report = self._build_report(units, analysed, kept, metrics.seconds, ga_seconds)
+        _logger.info("TopologicalPruner: %d units in %.2f s (analysis) + %.2f s", len(units), sum(metrics.seconds),
+                     time.perf_counter() - started)
+        return allocator.unit_masks(units, [k.keep_mask for k in kept], self._target_spaces)
 
     # ----------------------------------------------------------------- helpers
     def _with_activation_clouds(self, units: List[PruningUnit]) -> List[PruningUnit]:

@@ -1,16 +1,18 @@
-"""Sparsity allocator module (thesis 6.6): neuron masks -> NNI target masks.
+"""Sparsity allocator module (thesis 6.6): how many channels each unit keeps, and the NNI
+target masks of the channels the evolutionary module chose.
 
 How many channels each unit keeps follows NNI's own rules, so that a config list means
 here what it means for ``L1NormPruner``:
 
-1. :func:`neuron_budgets` — per layer and per dependency group, NNI's own
-   ``generate_sparsity`` decides (``sparse_ratio``, ``min/max_sparse_ratio``, dependency
-   groups, ``internal_metric_block``: exactly ``int(n * sparse_ratio)`` channels pruned, as
-   L1 does). A *global group* ranks neurons across its layers by (layer-normalised)
-   topological salience: see :func:`global_budgets` for how we differ from NNI there.
+1. :func:`neuron_budgets` — per layer and per dependency group, NNI's public
+   ``generate_sparsity`` decides on the :func:`salience_metrics` (``sparse_ratio``,
+   ``min/max_sparse_ratio``, dependency groups, ``internal_metric_block``: exactly
+   ``int(n * sparse_ratio)`` channels pruned, as L1 does). A *global group* ranks neurons
+   across its layers by (layer-normalised) topological salience: see :func:`global_budgets`
+   for how we differ from NNI there.
 2. The evolutionary module picks *which* channels each unit keeps.
-3. :func:`encode_neuron_masks` / :func:`to_nni_masks` turn the chosen channels into weight
-   masks and let NNI align the bias masks to them (NNI's ``align`` rule).
+3. :func:`unit_masks` writes the chosen channels straight into weight masks and gives every
+   aligned target (the bias) its source's channels, by NNI's ``align`` rule.
 
 Example
 -------
@@ -20,22 +22,17 @@ array([ True, False,  True])
 """
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from nni.compression.base.target_space import TargetType
 from nni.compression.pruning.tools import generate_sparsity
-# NNI's own expansion and bias-alignment steps (the tail of generate_sparsity), reused as they are.
-from nni.compression.pruning.tools.sparse_gen import (_expand_masks, _generate_align_sparsity,
-                                                      _nested_multiply_update_masks, target_spaces_filter)
 
 from .data_collector import PruningUnit
 
-_METRICS = Dict[str, Dict[str, torch.Tensor]]
-
-# Kept channels get KEPT_OFFSET + score, pruned ones score only; scores lie in [0, 1).
-KEPT_OFFSET = 2.0
+#: NNI's ``{module_name: {target_name: tensor}}`` (metrics and masks alike).
+TargetTensors = Dict[str, Dict[str, torch.Tensor]]
 
 
 def channel_keep_mask(mask: torch.Tensor) -> np.ndarray:
@@ -53,28 +50,29 @@ def normalised_scores(values: np.ndarray) -> np.ndarray:
     return 0.999 * values / top
 
 
-def _metric_tensors(units: Sequence[PruningUnit], per_unit_values: Sequence[np.ndarray],
-                    data: Mapping[str, Mapping[str, torch.Tensor]]) -> _METRICS:
-    metrics: _METRICS = {}
-    for unit, values in zip(units, per_unit_values):
+def salience_metrics(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], target_spaces) -> TargetTensors:
+    """NNI metrics of the units' salience: per weight target one value per output channel
+    (shape ``(n, 1, ...)``, the weight's dtype), each unit's salience scaled into [0, 1) by
+    :func:`normalised_scores` so that NNI's rules can rank channels of different units."""
+    metrics: TargetTensors = {}
+    for unit, values in zip(units, saliences):
         for module_name, target_name in unit.members:
-            weight = data[module_name][target_name]
-            n = weight.shape[0]
+            space = target_spaces[module_name][target_name]
             target = metrics.setdefault(module_name, {}).get(target_name)
             if target is None:
                 # the weight's dtype: NNI builds masks with ones_like(metric)
-                target = torch.zeros([n] + [1] * (weight.dim() - 1), dtype=weight.dtype)
+                target = torch.zeros([space.shape[0]] + [1] * (len(space.shape) - 1), dtype=space.target.dtype)
                 metrics[module_name][target_name] = target
-            target.view(-1)[torch.as_tensor(unit.channels)] = torch.as_tensor(values, dtype=target.dtype)
+            target.view(-1)[torch.as_tensor(unit.channels)] = torch.as_tensor(normalised_scores(values),
+                                                                              dtype=target.dtype)
     return metrics
 
 
-def neuron_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray],
-                   data: Mapping[str, Mapping[str, torch.Tensor]], target_spaces,
-                   ranks: Optional[Sequence[np.ndarray]] = None) -> List[int]:
-    """How many channels each unit keeps. ``ranks`` (per unit, the engine's canonical rank
-    of each channel) breaks salience ties in a global group; stored order when omitted."""
-    metrics = _metric_tensors(units, [normalised_scores(s) for s in saliences], data)
+def neuron_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], metrics: TargetTensors,
+                   target_spaces, ranks: Optional[Sequence[np.ndarray]] = None) -> List[int]:
+    """How many channels each unit keeps, from the units' :func:`salience_metrics`.
+    ``ranks`` (per unit, the engine's canonical rank of each channel) breaks salience ties
+    in a global group; stored order when omitted."""
     masks = generate_sparsity(metrics, target_spaces)
     budgets = []
     for unit in units:
@@ -87,15 +85,14 @@ def neuron_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
             grouped.setdefault(unit.global_group_id, []).append(index)
     for group_id, indices in grouped.items():
         group_ranks = None if ranks is None else [ranks[i] for i in indices]
-        group_budgets = global_budgets([units[i] for i in indices], [saliences[i] for i in indices], data,
+        group_budgets = global_budgets([units[i] for i in indices], [saliences[i] for i in indices],
                                        target_spaces, group_id, ranks=group_ranks)
         for i, budget in zip(indices, group_budgets):
             budgets[i] = budget
     return budgets
 
 
-def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray],
-                   data: Mapping[str, Mapping[str, torch.Tensor]], target_spaces, group_id,
+def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], target_spaces, group_id,
                    ranks: Optional[Sequence[np.ndarray]] = None) -> List[int]:
     """Channels kept per unit of one global group.
 
@@ -120,8 +117,7 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
         n = unit.n
         lows.append(int(n * space.min_sparse_ratio) if space.min_sparse_ratio else 0)
         highs.append(min(n - 1, int(n * space.max_sparse_ratio)) if space.max_sparse_ratio else n - 1)
-        weight = data[module_name][target_name]
-        grains.append(weight.numel() // weight.shape[0])
+        grains.append(int(np.prod(space.shape[1:])))  # weights per output channel
     if len(ratios) != 1:
         raise ValueError(f"global group {group_id!r} mixes sparse_ratio values {sorted(ratios)}; "
                          f"all layers of one global group must share one sparse_ratio")
@@ -145,38 +141,39 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
     return [unit.n - p for unit, p in zip(units, pruned)]
 
 
-def encode_neuron_masks(units: Sequence[PruningUnit], keep_masks: Sequence[np.ndarray],
-                        saliences: Sequence[np.ndarray], data: Mapping[str, Mapping[str, torch.Tensor]]) -> _METRICS:
-    """Metrics that carry the chosen channels: kept ones score ``KEPT_OFFSET`` + salience,
-    pruned ones their salience only (in [0, 1))."""
-    values = []
-    for keep, salience in zip(keep_masks, saliences):
-        values.append(np.where(keep, KEPT_OFFSET, 0.0) + normalised_scores(salience))
-    return _metric_tensors(units, values, data)
+def unit_masks(units: Sequence[PruningUnit], keep_masks: Sequence[np.ndarray], target_spaces) -> TargetTensors:
+    """NNI target masks of the chosen channels.
 
-
-def to_nni_masks(metrics: _METRICS, target_spaces) -> Dict[str, Dict[str, torch.Tensor]]:
-    """Weight masks from the encoded metrics; bias (and other aligned targets) masks by NNI's align rule."""
-    channel_masks: Dict[str, Dict[str, torch.Tensor]] = defaultdict(dict)
-    for module_name, targets in metrics.items():
-        for target_name, metric in targets.items():
-            channel_masks[module_name][target_name] = (metric >= KEPT_OFFSET).to(metric.dtype)
-    weight_spaces, _ = target_spaces_filter(target_spaces, lambda space: space.sparse_ratio is not None)
-    masks = _expand_masks(channel_masks, weight_spaces)
-    align_spaces, _ = target_spaces_filter(target_spaces, lambda space: space.align is not None)
-    aligned = _expand_masks(_generate_align_sparsity(masks, align_spaces), align_spaces)
-    _nested_multiply_update_masks(masks, aligned)
+    Each member's weight mask is ones of the weight's shape and dtype with the unit's pruned
+    channels (output rows) zeroed; a target with NNI's ``align`` (the bias, aligned to the
+    weight on dim 0) takes its source mask reduced onto the aligned dims, as NNI does.
+    """
+    masks: TargetTensors = {}
+    for unit, keep in zip(units, keep_masks):
+        pruned = torch.as_tensor(unit.channels[~np.asarray(keep, dtype=bool)], dtype=torch.long)
+        for module_name, target_name in unit.members:
+            space = target_spaces[module_name][target_name]
+            mask = masks.setdefault(module_name, {}).get(target_name)
+            if mask is None:
+                mask = masks[module_name][target_name] = torch.ones(space.shape, dtype=space.target.dtype)
+            mask[pruned] = 0
+    for module_name, targets in target_spaces.items():
+        for target_name, space in targets.items():
+            if space.align is None or (space.type is TargetType.PARAMETER and space.target is None):
+                continue
+            source = masks.get(space.align["module_name"] or module_name, {}).get(space.align["target_name"])
+            if source is None:
+                continue
+            aligned = _aligned_mask(source, space.align["dims"])
+            if space.granularity is not None or list(aligned.shape) != list(space.shape):
+                raise ValueError(f"{module_name}.{target_name}: an aligned target with its own granularity or "
+                                 f"shape {space.shape} is not supported (aligned mask shape {list(aligned.shape)})")
+            previous = masks.setdefault(module_name, {}).get(target_name)
+            masks[module_name][target_name] = aligned if previous is None else (previous * aligned).bool().float()
     return masks
 
 
-def check_masks_match(units: Sequence[PruningUnit], keep_masks: Sequence[np.ndarray],
-                      masks: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
-    """Raise RuntimeError if NNI's masks disagree with the evolutionary module's choice."""
-    for unit, keep in zip(units, keep_masks):
-        for module_name, target_name in unit.members:
-            got = channel_keep_mask(masks[module_name][target_name])[unit.channels]
-            if not np.array_equal(got, keep):
-                raise RuntimeError(
-                    f"internal error: NNI's sparsity generator kept {int(got.sum())} channels of {unit.name!r} "
-                    f"({module_name}.{target_name}) where the evolutionary module chose {int(keep.sum())}; "
-                    f"please report this with your config list")
+def _aligned_mask(source: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """NNI's align rule: 1 where any entry of ``source`` outside ``dims`` is non-zero (float32)."""
+    reduce_dims = [d for d in range(source.dim()) if d not in dims and d - source.dim() not in dims]
+    return source.sum(reduce_dims).bool().float()
