@@ -26,6 +26,9 @@ RECIPE_VERSION = 1
 
 DEFAULT_PRUNERS = ["l1", "l2", "fpgm", "topological", "random"]
 
+# Who prunes: NNI (masks + ModelSpeedup) or Torch-Pruning (importance + DepGraph); see benchmarks.backends.
+BACKENDS = ("nni", "torch-pruning")
+
 
 def _option(default: Any, help: str) -> Any:
     if isinstance(default, (list, dict)):
@@ -60,6 +63,9 @@ class BenchmarkConfig:
     op_types: List[str] = _option(["Conv2d"], "layer types in the NNI config list")
     pruner_options: Dict[str, Dict[str, Any]] = _option(
         {}, "JSON {pruner: {option: value}} passed to the pruner's constructor")
+    backend: str = _option("nni", "who prunes: 'nni' (the registry pruner's masks, then NNI ModelSpeedup) or "
+                                  "'torch-pruning' (Torch-Pruning's BasePruner with the matching importance, "
+                                  "the same per-layer counts; see benchmarks/backends.py)")
     calibration_size: int = _option(256, "training images given to data-dependent pruners")
     bn_batches: int = _option(16, "batches (of batch_size training images, no augmentation) over which BatchNorm "
                                   "statistics are re-estimated after pruning, before any weight update "
@@ -264,9 +270,28 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
         raise ValueError(f"seeds lists a seed twice: {config.seeds}")
     if not config.op_types:
         raise ValueError("op_types must name at least one layer type, e.g. Conv2d")
+    _check_backend(config)
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
     return config
+
+
+def _check_backend(config: BenchmarkConfig) -> None:
+    backend = getattr(config, "backend", "nni")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)} (--backend or --set backend=...), "
+                         f"got {backend!r}")
+    if backend == "torch-pruning":
+        from nni_topo_pruner.torch_pruning import import_torch_pruning
+
+        from .backends import torch_pruning_name
+
+        try:
+            import_torch_pruning()
+        except ImportError as error:  # a usage error of this run: the message says how to install it
+            raise ValueError(f"backend='torch-pruning': {error}") from None
+        for spec in config.pruners:
+            torch_pruning_name(spec)  # names the pruners Torch-Pruning can run
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:
@@ -302,4 +327,6 @@ def run_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: 
             "pruner_options": pruner_options_for(config, label), "calibration_size": config.calibration_size,
             "finetune_epochs": config.finetune_epochs, "finetune_lr": config.finetune_lr,
             "batch_size": config.batch_size, "momentum": config.momentum, "weight_decay": config.weight_decay,
-            "latency": [config.latency_batch_size, config.latency_warmup, config.latency_repeats]}
+            "latency": [config.latency_batch_size, config.latency_warmup, config.latency_repeats],
+            # only when not NNI: records made before backends existed keep their keys (and are reused)
+            **({"backend": config.backend} if getattr(config, "backend", "nni") != "nni" else {})}

@@ -2,7 +2,9 @@
 model up, measure it, fine-tune it with per-epoch test accuracy, and measure again.
 
 Steps (each failure is caught by the runner and recorded with the step's name):
-``create`` (registry) -> ``compress`` -> ``unwrap`` + ``speedup`` (NNI ``ModelSpeedup``) ->
+``create`` (registry) -> ``compress`` -> ``unwrap`` + ``speedup`` (NNI ``ModelSpeedup``; with
+``backend='torch-pruning'`` Torch-Pruning removes the channels instead, see
+:mod:`benchmarks.backends`) ->
 ``measure`` (params, FLOPs, accuracy right after pruning, latency, then accuracy after
 re-estimating BatchNorm statistics with no weight update: "adaptive BN") -> ``finetune``
 (from the BN-adapted model). Every accuracy also records which test images were right
@@ -26,28 +28,17 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from .backends import SPEEDUP_LOGGER, StepError, prune_with_backend
+from .backends import step as _step
 from .baseline import Baseline, measure_size, measure_speed
-from .config import BenchmarkConfig, pruner_options_for, pruner_spec
+from .config import BenchmarkConfig, pruner_options_for
 from .data import CifarArrays, calibration_loader, evaluation_loader, train_dataset
 from .measure import layer_widths
 from .store import atomic_torch_save, load_torch_or_none
 from .training import adapt_batchnorm, correct_per_image, fit, seed_everything
 
 _logger = logging.getLogger(__name__)
-# NNI's ModelSpeedup logs every replaced module at INFO on a logger it forces to INFO; it gets
-# this one instead (warnings only by default; lower its level to see NNI's speed-up trace).
-SPEEDUP_LOGGER = logging.getLogger("benchmarks.speedup")
-SPEEDUP_LOGGER.setLevel(logging.WARNING)
-
-
-class StepError(RuntimeError):
-    """A benchmark step failed; ``step`` names it (create, compress, unwrap, speedup, measure,
-    checkpoint, finetune)."""
-
-    def __init__(self, step: str, cause: BaseException):
-        super().__init__(f"{step}: {type(cause).__name__}: {cause}")
-        self.step = step
-        self.cause = cause
+__all__ = ["SPEEDUP_LOGGER", "StepError", "prune_and_measure", "run_experiment", "pruner_options"]
 
 
 def _accepts_keyword(cls: type, name: str) -> bool:
@@ -94,44 +85,18 @@ def hits_text(hits) -> str:
     return "".join("1" if hit else "0" for hit in hits)
 
 
-def _step(name: str, action):
-    try:
-        return action()
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as error:  # noqa: BLE001 - recorded by the runner, which carries on
-        raise StepError(name, error) from error
-
-
 def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
                       sparsity: float, seed: int, device: torch.device, progress: bool = True) -> Dict[str, Any]:
-    """Prune, unwrap, speed up and measure; returns ``{"model": sped-up model, "measurements": {...}}``."""
-    from nni_topo_pruner.registry import create_pruner, get_pruner
-    from nni_topo_pruner.speedup import speedup_model
-
+    """Prune (through ``config.backend``), speed up and measure; returns ``{"model": the physically
+    pruned model, "measurements": {...}, "kept_channels": {layer: kept output channel indices}}``."""
     seed_everything(seed)
     model = baseline.fresh_model().to(device)
     config_list = config.config_list(sparsity)
-    label, name = pruner_spec(pruner)
-    pruner_class = _step("create", lambda: get_pruner(name))
-    options = pruner_options(pruner_class, label, config, seed, progress)
-    calibration = None
-    # data-dependent pruners, and the Topological Pruner with cloud='activations', get calibration images
-    if getattr(pruner_class, "requires_calibration_data", False) or (
-            getattr(pruner_class, "accepts_calibration_data", False) and options.get("cloud") == "activations"):
-        calibration = calibration_loader(arrays, config.calibration_size, config.eval_batch_size, seed)
-
-    started = time.perf_counter()
-    instance = _step("create", lambda: create_pruner(name, model, config_list,
-                                                     calibration_loader=calibration, **options))
-    _, masks = _step("compress", instance.compress)
-    pruning_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    _step("unwrap", instance.unwrap_model)
     dummy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
-    _step("speedup", lambda: speedup_model(model, dummy, masks, logger=SPEEDUP_LOGGER))
-    speedup_seconds = time.perf_counter() - started
+    pruned = prune_with_backend(
+        config, model, pruner, config_list, seed, dummy, progress=progress,
+        calibration=lambda: calibration_loader(arrays, config.calibration_size, config.eval_batch_size, seed))
+    model = pruned.model
 
     def measure() -> Dict[str, Any]:
         test_loader = evaluation_loader(arrays, config.eval_batch_size)
@@ -152,17 +117,15 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
         return values
 
     measurements = _step("measure", measure)
-    report = getattr(instance, "report", None)
-    if report is not None and hasattr(report, "units"):  # the Topological Pruner says how its criterion ranked
-        measurements["criterion"] = {unit.name: {"distinct_saliences": len(set(unit.salience)),
-                                                 "salience_tied": bool(getattr(unit, "salience_tied", False)),
-                                                 "initial_distance": unit.initial_distance,
-                                                 "final_distance": unit.final_distance}
-                                     for unit in report.units}
-    measurements.update({"pruning_seconds": pruning_seconds, "speedup_seconds": speedup_seconds,
-                         "pruner_options": options, "config_list": config_list,
-                         "calibration_images": None if calibration is None else len(calibration.dataset)})
-    return {"model": model, "measurements": measurements}
+    if pruned.criterion is not None:  # the topological criterion says how it ranked
+        measurements["criterion"] = pruned.criterion
+    measurements.update({"pruning_seconds": pruned.pruning_seconds, "speedup_seconds": pruned.speedup_seconds,
+                         "pruner_options": pruned.pruner_options, "config_list": config_list,
+                         "calibration_images": pruned.calibration_images})
+    measurements["backend"] = getattr(config, "backend", "nni")
+    if pruned.importance is not None:
+        measurements["importance"] = pruned.importance
+    return {"model": model, "measurements": measurements, "kept_channels": pruned.kept_channels}
 
 
 def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,

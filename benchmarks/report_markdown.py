@@ -145,9 +145,12 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         f"- Model: CIFAR VGG-16 at width {config['width']}; baseline trained {config['baseline_epochs']} epochs "
         f"(SGD lr {config['baseline_lr']}, cosine, batch {config['batch_size']}, seed {config['baseline_seed']}) "
         f"to **{100 * baseline['test_acc']:.2f}%** test accuracy; cache key `{baseline['key_hash']}`",
-        f"- Pruning: every pruner gets the same NNI config list "
-        f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`, then `unwrap_model()` and NNI `ModelSpeedup`; "
-        f"seeds {config['seeds']}",
+        (f"- Pruning: every pruner gets the same NNI config list "
+         f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`, then `unwrap_model()` and NNI `ModelSpeedup`; "
+         f"seeds {config['seeds']}" if config.get("backend", "nni") == "nni" else
+         f"- Pruning (backend `{config['backend']}`): Torch-Pruning's `BasePruner` with each pruner's importance "
+         f"(see benchmarks/backends.py), the layers and per-layer channel counts of the NNI config list "
+         f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`; seeds {config['seeds']}"),
         (f"- BatchNorm re-estimation (adaptive BN): after the speed-up, every BatchNorm's running statistics are "
          f"re-estimated on {config.get('bn_batches', 0)} batches of {config['batch_size']} training images "
          f"(no augmentation, the same images for every pruner at one seed), in train mode with no weight update; "

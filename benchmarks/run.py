@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sparsities", default=None, help="comma-separated sparse ratios, e.g. 0.3,0.5,0.7")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--cache-dir", default=None, help="baseline cache directory (overrides cache_dir)")
+    parser.add_argument("--backend", default=None, metavar="{nni,torch-pruning}",
+                        help="who prunes (overrides backend; default nni): nni = the registry pruner's masks and NNI "
+                             "ModelSpeedup; torch-pruning = Torch-Pruning's BasePruner with the matching importance "
+                             "(l1, l2, fpgm, random, topological), the same per-layer channel counts")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (repeatable); see the list below")
     parser.add_argument("--show-config", action="store_true", help="print the resolved configuration as JSON and exit")
@@ -78,7 +82,8 @@ def resolve_config(args: argparse.Namespace) -> BenchmarkConfig:
     config = apply_overrides(preset_config(args.preset), args.assignments)
     flags = [f"{key}={value}" for key, value in (("data", args.data), ("pruners", args.pruners),
                                                   ("sparsities", args.sparsities), ("seeds", args.seeds),
-                                                  ("cache_dir", args.cache_dir)) if value is not None]
+                                                  ("cache_dir", args.cache_dir), ("backend", args.backend))
+             if value is not None]
     return validate(apply_overrides(config, flags))
 
 
