@@ -74,6 +74,9 @@ class BenchmarkConfig:
     finetune_epochs: int = _option(8, "fine-tuning budget in epochs (recoverability is measured after it)")
     finetune_lr: float = _option(0.01, "fine-tuning SGD learning rate (cosine schedule)")
     convergence_tolerance: float = _option(0.01, "converged = test accuracy within this of the unpruned model")
+    scratch_e: List[str] = _option([], "pruner labels whose pruned architecture is also re-initialised and trained "
+                                       "from scratch for baseline_epochs + finetune_epochs epochs (Scratch-E rows "
+                                       "'scratch_e:LABEL', Liu et al. ICLR 2019); default none")
     # measurement
     eval_batch_size: int = _option(256, "batch size for test accuracy and calibration batches")
     latency_batch_size: int = _option(1, "batch size of the latency measurement")
@@ -84,6 +87,10 @@ class BenchmarkConfig:
     num_threads: int = _option(0, "torch intra-op threads; 0 = torch's default (honours OMP_NUM_THREADS)")
     num_workers: int = _option(0, "DataLoader worker processes for training batches")
     cache_dir: str = _option("", "baseline cache directory; '' = <repo>/benchmarks/cache")
+    # per-record resource requests of --executor ray (not part of any cache key: they do not change results
+    # when num_threads is set; otherwise a Ray task runs max(1, floor(ray_num_cpus)) torch threads)
+    ray_num_cpus: float = _option(1.0, "CPUs each Ray task requests (--executor ray)")
+    ray_num_gpus: float = _option(0.0, "GPUs each Ray task requests (--executor ray; fractions share a GPU)")
 
     def config_list(self, sparsity: float) -> List[Dict[str, Any]]:
         """The NNI config list every pruner gets at ``sparsity``."""
@@ -108,7 +115,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "paper": dict(data="cifar10:data/cifar10", width=1.0, train_size=0, test_size=0, baseline_epochs=160,
                   baseline_lr=0.05, batch_size=128, finetune_epochs=40, finetune_lr=0.01, seeds=[0, 1, 2],
                   sparsities=[0.3, 0.5, 0.7], calibration_size=512, latency_warmup=20, latency_repeats=200,
-                  eval_batch_size=1000, num_workers=4),
+                  eval_batch_size=1000, num_workers=4, ray_num_cpus=5, ray_num_gpus=1),  # 4 loader workers + 1
 }
 
 
@@ -270,6 +277,19 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
         raise ValueError(f"seeds lists a seed twice: {config.seeds}")
     if not config.op_types:
         raise ValueError("op_types must name at least one layer type, e.g. Conv2d")
+    unknown_scratch = sorted({label.lower() for label in config.scratch_e} - set(lowered))
+    if unknown_scratch:
+        raise ValueError(f"scratch_e names pruner label(s) {unknown_scratch} that are not in pruners "
+                         f"{[label for label, _ in specs]}; e.g. --set scratch_e=l1,random")
+    if len(set(label.lower() for label in config.scratch_e)) != len(config.scratch_e):
+        raise ValueError(f"scratch_e lists a label twice: {config.scratch_e}")
+    for key in ("ray_num_cpus", "ray_num_gpus"):
+        value = getattr(config, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+    if config.ray_num_cpus == 0 and config.ray_num_gpus == 0:
+        raise ValueError("ray_num_cpus and ray_num_gpus are both 0: a Ray task must request some resource, "
+                         "e.g. --set ray_num_cpus=1")
     _check_backend(config)
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")

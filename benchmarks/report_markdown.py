@@ -119,6 +119,45 @@ def _paired_table(rows: List[Dict[str, Any]], sparsity: float) -> List[str]:
     return lines + [""]
 
 
+def flops_section(view: Dict[str, Any], budget: int) -> List[str]:
+    """The matched-FLOPs view (see :func:`benchmarks.summary.matched_flops`) as Markdown."""
+    if not view["rows"]:
+        return []
+    lines = ["## Accuracy vs FLOPs left", "",
+             "Every pruner and sparsity by the FLOPs its pruned model keeps (measured, mean over seeds), most first; "
+             "rows with the same FLOPs sit together and read side by side.", "",
+             "| FLOPs left (%) | pruner | sparsity | seeds | after BN re-estimation (%) "
+             f"| after fine-tuning ({budget} ep.) (%) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in view["rows"]:
+        lines.append(f"| {100 * row['flops_ratio']:.1f} | {row['pruner']} | {row['sparsity']:g} | {row['n']} "
+                     f"| {percent(row['acc_after_bn']) if 'acc_after_bn' in row else '-'} "
+                     f"| {percent(row['recoverability']) if 'recoverability' in row else '-'} |")
+    lines.append("")
+    interpolated = view["interpolated"]
+    if not view["flops_differ"]:
+        return lines + ["At each sparsity every pruner kept the same FLOPs (within 0.5 points), so the rows above "
+                        "already compare them at matched FLOPs.", ""]
+    source = (f"the `{interpolated['level_source']}` control's FLOPs ratios" if interpolated["level_source"] == CONTROL
+              else "the measured FLOPs ratios")
+    pruners = list(interpolated["pruners"])
+    lines += [f"The pruners kept different FLOPs at one sparsity, so each pruner's mean accuracy is interpolated "
+              f"linearly between its own sparsities at common FLOPs levels ({source}); '-' = outside the pruner's "
+              "measured range (no extrapolation).", ""]
+    for metric, label in (("acc_after_bn", "after BN re-estimation"), ("recoverability", "after fine-tuning")):
+        present = [pruner for pruner in pruners if metric in interpolated["pruners"][pruner]]
+        if not present:
+            continue
+        lines += [f"Accuracy {label} (%) at matched FLOPs:", "",
+                  "| FLOPs left (%) | " + " | ".join(present) + " |", "| --- |" + " --- |" * len(present)]
+        for index, level in enumerate(interpolated["levels"]):
+            cells = [interpolated["pruners"][pruner][metric][index] for pruner in present]
+            lines.append(f"| {100 * level:.1f} | "
+                         + " | ".join("-" if value is None else f"{100 * value:.2f}" for value in cells) + " |")
+        lines.append("")
+    return lines
+
+
 def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]]) -> str:
     """The whole report as Markdown, from the results JSON payload."""
     config = results["config"]
@@ -171,6 +210,13 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         groups = [group for group in summary if group["sparsity"] == sparsity]
         lines += [f"## Sparse ratio {sparsity:g}", ""]
         lines += _sparsity_table(groups, baseline, budget, config["latency_batch_size"])
+        if any(group["pruner"].startswith("scratch_e:") for group in groups):
+            scratch_epochs = config["baseline_epochs"] + budget
+            lines += ["", f"Rows `scratch_e:X` (Scratch-E, Liu et al., ICLR 2019): X's pruned architecture at this "
+                      f"sparsity and seed, re-initialised and trained from scratch for {scratch_epochs} epochs "
+                      f"(baseline + fine-tuning epochs; SGD lr {config['baseline_lr']}, cosine). Their accuracy "
+                      f"\"after pruning\" is the random initialisation's, their recoverability is after "
+                      f"{scratch_epochs} epochs."]
         lines += ["", "Compared with the random control. \"Beyond the spread\" = the intervals mean ± spread of the "
                   "pruner and of the control do not overlap, where spread = max(std over seeds, binomial standard "
                   f"error of one accuracy on {test_images} test images):", "",
@@ -187,6 +233,8 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         lines.append("")
     if not summary:
         lines += ["No run finished successfully yet.", ""]
+    if "matched_flops" in results:
+        lines += flops_section(results["matched_flops"], budget)
     if plot_files:
         lines += ["## Plots", ""]
         for title, name in plot_files.items():

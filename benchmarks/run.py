@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.run --preset smoke
     python -m benchmarks.run --preset cpu --seeds 0,1,2 --sparsities 0.3,0.5,0.7
     python -m benchmarks.run --preset paper --data cifar10:data/cifar10 --set finetune_epochs=20
+    RAY_ADDRESS=head:6379 python -m benchmarks.run --preset paper --executor ray   # records as Ray tasks
 
 Exit status: 0 when every run succeeded, 1 when some pruner failed (recorded in the report),
 2 on a usage error, 130 when interrupted (rerun the same command to resume).
@@ -66,9 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default=None, metavar="{nni,torch-pruning}",
                         help="who prunes (overrides backend; default nni): nni = the registry pruner's masks and NNI "
                              "ModelSpeedup; torch-pruning = Torch-Pruning's BasePruner with the matching importance "
-                             "(l1, l2, fpgm, random, topological, betti), the same per-layer channel counts")
+                             "(l1, l2, fpgm, random, topological), the same per-layer channel counts")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (repeatable); see the list below")
+    parser.add_argument("--executor", default="local", choices=("local", "ray"),
+                        help="where the records run: local (this process, one after the other; default) or ray "
+                             "(one Ray task per record on the cluster at RAY_ADDRESS, else a local one; requests "
+                             "ray_num_cpus / ray_num_gpus each; needs the 'ray' extra; see docs/benchmarks.md)")
     parser.add_argument("--show-config", action="store_true", help="print the resolved configuration as JSON and exit")
     parser.add_argument("--baseline-only", action="store_true",
                         help="train (or resume) and cache the baseline, print where it is cached, and exit")
@@ -126,6 +131,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    from .executors import ExecutorError, make_executor
+
+    try:
+        # checked before any work: Ray missing is a usage error, not a crash after the baseline
+        executor = make_executor(args.executor, config.ray_num_cpus, config.ray_num_gpus,
+                                 threads=config.num_threads or max(1, int(config.ray_num_cpus)))
+    except ExecutorError as error:
+        parser.error(str(error))
     out_dir = args.out_dir if args.out_dir is not None else DEFAULT_OUT_ROOT / args.preset
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -148,8 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"{baseline.info['train_seconds_total']:.0f} s of training, cached in {baseline.info['cache_path']}")
                 return 0
             return run_benchmark(config, preset=args.preset, out_dir=out_dir, command_line=command_line,
-                                 progress=not args.no_progress)
-    except (BenchmarkInputError, LockedError) as error:
+                                 progress=not args.no_progress, executor=executor)
+    except (BenchmarkInputError, LockedError, ExecutorError) as error:
         print(f"python -m benchmarks.run: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ Example (needs a trained baseline, so not a doctest)::
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -37,11 +39,13 @@ from .baseline import Baseline, load_or_train_baseline, measure_speed
 from .config import BenchmarkConfig, pruner_spec, run_key, stable_hash
 from .data import REPO_ROOT, CifarArrays, load_data, subsample
 from .environment import git_state, machine_info, package_versions
+from .executors import LocalExecutor
 from .experiment import StepError, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
+from .scratch import SCRATCH_PREFIX, run_scratch_e, scratch_e_key, split_scratch
 from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine
-from .summary import compare_with_control, paired_comparisons, summarize
+from .summary import compare_with_control, matched_flops, paired_comparisons, summarize
 
 _logger = logging.getLogger(__name__)
 
@@ -66,8 +70,29 @@ def resolve_device(name: str) -> torch.device:
 
 
 def record_name(pruner: str, sparsity: float, seed: int) -> str:
-    """File stem of a record, e.g. ``l1_sparsity0.5_seed0`` (a ``LABEL=NAME`` pruner goes by its label)."""
-    return f"{pruner_spec(pruner)[0]}_sparsity{sparsity:g}_seed{seed}"
+    """File stem of a record, e.g. ``l1_sparsity0.5_seed0`` (a ``LABEL=NAME`` pruner goes by its label;
+    the Scratch-E row of ``l1``, plan entry ``scratch_e:l1``, is ``scratch_e-l1_sparsity0.5_seed0``)."""
+    scratch, spec = split_scratch(pruner)
+    return f"{'scratch_e-' if scratch else ''}{pruner_spec(spec)[0]}_sparsity{sparsity:g}_seed{seed}"
+
+
+def record_label(pruner: str) -> str:
+    """The ``pruner`` field of a plan entry's record: the label, ``scratch_e:LABEL`` for a Scratch-E row."""
+    scratch, spec = split_scratch(pruner)
+    return (SCRATCH_PREFIX if scratch else "") + pruner_spec(spec)[0]
+
+
+def benchmark_plan(config: BenchmarkConfig) -> List[tuple]:
+    """Every (sparsity, seed, pruner entry) of a run; a Scratch-E entry follows its pruner's."""
+    scratch_labels = {label.lower() for label in config.scratch_e}
+    plan = []
+    for sparsity in config.sparsities:
+        for seed in config.seeds:
+            for pruner in config.pruners:
+                plan.append((sparsity, seed, pruner))
+                if pruner_spec(pruner)[0] in scratch_labels:
+                    plan.append((sparsity, seed, SCRATCH_PREFIX + pruner))
+    return plan
 
 
 @dataclass
@@ -104,6 +129,7 @@ class BenchmarkState:
             "summary": summary,
             "comparisons": compare_with_control(summary, self.context["data"]["test_images"]),
             "paired": paired_comparisons(ordered),
+            "matched_flops": matched_flops(summary),
         }
 
 
@@ -164,6 +190,39 @@ def record_problem(record: Any) -> Optional[str]:
     return None
 
 
+def record_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: float,
+               seed: int) -> Dict[str, Any]:
+    """:func:`benchmarks.config.run_key` of a plan entry; a Scratch-E entry adds its training recipe
+    (so pruned-and-fine-tuned records keep the keys they always had)."""
+    scratch, spec = split_scratch(pruner)
+    key = run_key(config, baseline_hash, spec, sparsity, seed)
+    return {**key, "scratch_e": scratch_e_key(config)} if scratch else key
+
+
+def _load_record(path: Path) -> Optional[Dict[str, Any]]:
+    """The record file at ``path``, or ``None`` if missing; unusable content is moved aside."""
+    existing = load_json_or_none(path)
+    problem = None if existing is None else record_problem(existing)
+    if problem is not None:
+        quarantine(path, ValueError(problem))
+        return None
+    return existing
+
+
+def _reusable(existing: Dict[str, Any], key_hash: str) -> bool:
+    return (existing.get("schema_version") == SCHEMA_VERSION and existing.get("run_hash") == key_hash
+            and existing.get("status") == "ok")
+
+
+def reusable_record(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: float, seed: int,
+                    out_dir: Path) -> Optional[Dict[str, Any]]:
+    """The finished record of this plan entry in ``out_dir`` if it can be reused as it is, else ``None``
+    (lets the driver skip finished work before handing the rest to an executor)."""
+    existing = _load_record(Path(out_dir) / "runs" / f"{record_name(pruner, sparsity, seed)}.json")
+    key_hash = stable_hash(record_key(config, baseline_hash, pruner, sparsity, seed))
+    return {**existing, "reused": True} if existing is not None and _reusable(existing, key_hash) else None
+
+
 def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
                    sparsity: float, seed: int, device: torch.device, out_dir: Path,
                    progress: bool = True) -> Dict[str, Any]:
@@ -172,29 +231,26 @@ def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     Returns the record with ``reused`` set to whether it came from disk.
     """
     name = record_name(pruner, sparsity, seed)
-    key = run_key(config, baseline.key_hash, pruner, sparsity, seed)
+    key = record_key(config, baseline.key_hash, pruner, sparsity, seed)
     key_hash = stable_hash(key)
     path = out_dir / "runs" / f"{name}.json"
-    existing = load_json_or_none(path)
-    problem = None if existing is None else record_problem(existing)
-    if problem is not None:
-        quarantine(path, ValueError(problem))
-        existing = None
+    existing = _load_record(path)
     if existing is not None:
-        if (existing.get("schema_version") == SCHEMA_VERSION and existing.get("run_hash") == key_hash
-                and existing.get("status") == "ok"):
+        if _reusable(existing, key_hash):
             return {**existing, "reused": True}
         reason = ("it failed" if existing.get("status") == "failed" and existing.get("run_hash") == key_hash
                   else "its configuration differs")
         _logger.info("%s: redoing the record in %s (%s)", name, path, reason)
     work_dir = out_dir / "work" / f"{name}-{key_hash}"
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    scratch, spec = split_scratch(pruner)
     record: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_hash": key_hash, "run_key": key,
-                              "pruner": pruner_spec(pruner)[0], "pruner_name": pruner_spec(pruner)[1],
+                              "pruner": record_label(pruner), "pruner_name": pruner_spec(spec)[1],
                               "sparsity": float(sparsity), "seed": int(seed),
                               "started": started}
     try:
-        result = run_experiment(config, baseline, arrays, pruner, sparsity, seed, device, work_dir, progress)
+        experiment = run_scratch_e if scratch else run_experiment
+        result = experiment(config, baseline, arrays, spec, sparsity, seed, device, work_dir, progress)
         record.update(status="ok", **result)
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -224,44 +280,113 @@ def prepare(config: BenchmarkConfig, progress: bool = True) -> tuple:
     return device, arrays, baseline
 
 
+def _record_task(shared: Dict[str, Any], entry: tuple) -> Dict[str, Any]:
+    """One plan entry ``(sparsity, seed, pruner)``, wherever the executor runs it (the device is
+    resolved there: a Ray worker may hold a GPU the driver does not)."""
+    sparsity, seed, pruner = entry
+    config, arrays = shared["config"], shared["arrays"]
+    if shared.get("remote"):
+        _quiet_worker()
+        # Ray hands out read-only views of its object store; torch wants writable arrays
+        arrays = dataclasses.replace(arrays, **{name: np.array(getattr(arrays, name)) for name in
+                                                ("x_train", "y_train", "x_test", "y_test")})
+    return run_one_record(config, shared["baseline"], arrays, pruner, sparsity, seed,
+                          resolve_device(config.device), shared["out_dir"], shared["progress"])
+
+
+def _quiet_worker() -> None:
+    """In a worker process, what ``benchmarks.run`` does for the driver: NNI's import-time warnings
+    and its own stdout handler off (the worker's log lines reach the driver through Ray)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"nni\.")
+    warnings.filterwarnings("ignore", message=r".*already registered as pytree node.*", category=UserWarning)
+    import nni_topo_pruner  # noqa: F401 - the NNI compat patches, before any pruner runs
+    from nni.runtime.log import silence_stdout
+
+    silence_stdout()
+    for name in ("nni", "matplotlib", "PIL"):  # as benchmarks.run quietens them in the driver
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _lost_record(config: BenchmarkConfig, baseline_hash: str, entry: tuple, error: BaseException) -> Dict[str, Any]:
+    """A failed record for an entry whose executor lost it (e.g. a Ray worker died); kept in memory
+    only, so the next invocation redoes it."""
+    sparsity, seed, pruner = entry
+    key = record_key(config, baseline_hash, pruner, sparsity, seed)
+    return {"schema_version": SCHEMA_VERSION, "run_hash": stable_hash(key), "run_key": key,
+            "pruner": record_label(pruner), "pruner_name": pruner_spec(split_scratch(pruner)[1])[1],
+            "sparsity": float(sparsity), "seed": int(seed), "status": "failed",
+            "error": {**_failure(error), "step": "executor"}, "reused": False}
+
+
 def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, command_line: Sequence[str],
-                  progress: bool = True) -> int:
+                  progress: bool = True, executor: Any = None) -> int:
     """Run (or resume) the benchmark into ``out_dir``; 0 if every record succeeded, else 1.
+
+    ``executor`` runs the records that are not finished yet (default: :class:`LocalExecutor`, in
+    this process; :class:`benchmarks.executors.RayExecutor` runs them as Ray tasks). The baseline
+    is trained (or loaded) here, before any record starts, and every record lands in
+    ``out_dir/runs`` whichever executor ran it.
 
     Raises ``KeyboardInterrupt`` after leaving consistent files behind (status ``interrupted``).
     """
-    out_dir = Path(out_dir)
+    executor = executor if executor is not None else LocalExecutor()
+    out_dir = Path(out_dir).resolve()  # Ray workers see the same absolute path on a shared filesystem
     out_dir.mkdir(parents=True, exist_ok=True)
     with process_lock(out_dir, "benchmark outputs"):
         device, arrays, baseline = prepare(config, progress)
         context = {"packages": package_versions(), "git": git_state(REPO_ROOT), "machine": machine_info(device),
                    "data": arrays.describe()}
         latency = measure_speed(baseline.fresh_model().to(device), config, device)
-        plan = [(sparsity, seed, pruner) for sparsity in config.sparsities for seed in config.seeds
-                for pruner in config.pruners]
+        plan = benchmark_plan(config)
         state = BenchmarkState(config, preset, list(command_line), context, _baseline_summary(baseline, latency),
                                plan)
         reused = 0
         last_plot = time.monotonic()
+        bar = tqdm(total=len(plan), desc="benchmark", unit="run", disable=not progress)
+
+        def accept(entry: tuple, record: Dict[str, Any]) -> None:
+            nonlocal reused, last_plot
+            sparsity, seed, pruner = entry
+            name = record_name(pruner, sparsity, seed)
+            reused += record.pop("reused")
+            state.records[name] = record
+            if record["status"] == "ok":
+                _logger.info("%s: acc after pruning %.4f, after BN re-estimation %s, final %.4f", name,
+                             record["acc_after_pruning"],
+                             "-" if "acc_after_bn" not in record else f"{record['acc_after_bn']:.4f}",
+                             record["recoverability"])
+            redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
+            write_outputs(state, out_dir, plots=redraw)
+            last_plot = time.monotonic() if redraw else last_plot
+            bar.update(1)
+            bar.set_postfix_str(name)
+
         try:
-            bar = tqdm(plan, desc="benchmark", unit="run", disable=not progress)
-            for sparsity, seed, pruner in bar:
-                bar.set_postfix_str(f"{pruner} s={sparsity:g} seed={seed}")
-                record = run_one_record(config, baseline, arrays, pruner, sparsity, seed, device, out_dir, progress)
-                reused += record.pop("reused")
-                state.records[record_name(pruner, sparsity, seed)] = record
-                if record["status"] == "ok":
-                    _logger.info("%s: acc after pruning %.4f, after BN re-estimation %s, after %d epochs %.4f",
-                                 record_name(pruner, sparsity, seed), record["acc_after_pruning"],
-                                 "-" if "acc_after_bn" not in record else f"{record['acc_after_bn']:.4f}",
-                                 config.finetune_epochs, record["recoverability"])
-                redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
-                write_outputs(state, out_dir, plots=redraw)
-                last_plot = time.monotonic() if redraw else last_plot
+            pending = []
+            for entry in plan:  # finished records are reused here, whatever the executor
+                sparsity, seed, pruner = entry
+                record = reusable_record(config, baseline.key_hash, pruner, sparsity, seed, out_dir)
+                if record is None:
+                    pending.append(entry)
+                else:
+                    accept(entry, record)
+            local = isinstance(executor, LocalExecutor)
+            shared = {"config": config, "baseline": baseline, "arrays": arrays, "out_dir": out_dir,
+                      "progress": progress and local, "remote": not local}
+            for entry, outcome in executor.map(_record_task, shared, pending):
+                if isinstance(outcome, BaseException):
+                    _logger.error("%s: lost by the %s executor: %s: %s", record_name(entry[2], entry[0], entry[1]),
+                                  executor.name, type(outcome).__name__, outcome)
+                    outcome = _lost_record(config, baseline.key_hash, entry, outcome)
+                accept(entry, outcome)
         except KeyboardInterrupt:
             state.status = "interrupted"
             write_outputs(state, out_dir)
             raise
+        finally:
+            bar.close()
         failed = [name for name, record in state.records.items() if record["status"] != "ok"]
         state.status = "complete" if not failed else "complete with failures"
         write_outputs(state, out_dir)

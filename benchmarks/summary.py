@@ -27,6 +27,7 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 CONTROL = "random"
+SCRATCH_LABEL = "scratch_e:"  # prefix of a Scratch-E row's pruner label (benchmarks.scratch)
 COMPARED_METRICS = ("acc_after_pruning", "acc_after_bn", "recoverability")
 NORM_PRUNERS = ("l1", "l2", "fpgm")
 #: accuracy metric -> the record key of its per-image correctness string
@@ -201,9 +202,9 @@ def paired_difference(candidate: List[Dict[str, Any]], reference: List[Dict[str,
 
 
 def paired_comparisons(records: List[Dict[str, Any]], control: str = CONTROL) -> List[Dict[str, Any]]:
-    """Every pruner vs the random ``control``, and every pruner that is not a norm pruner
-    (:data:`NORM_PRUNERS`) vs the best norm pruner at that sparsity and metric, image by image
-    (:func:`paired_difference`)."""
+    """Every pruner vs the random ``control``, every pruner that is not a norm pruner
+    (:data:`NORM_PRUNERS`) vs the best norm pruner at that sparsity and metric, and every pruner
+    with a Scratch-E row vs that row, image by image (:func:`paired_difference`)."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for record in records:
         if record.get("status") == "ok":
@@ -219,9 +220,13 @@ def paired_comparisons(records: List[Dict[str, Any]], control: str = CONTROL) ->
             norms = [p for p in pruners if p in NORM_PRUNERS and mean(p) > float("-inf")]
             best_norm = max(norms, key=mean) if norms else None
             for pruner in pruners:
+                scratch = pruner.startswith(SCRATCH_LABEL)
                 references = [(control, "control")] if pruner != control else []
-                if pruner not in NORM_PRUNERS and pruner != control and best_norm is not None:
+                if pruner not in NORM_PRUNERS and pruner != control and best_norm is not None and not scratch:
                     references.append((best_norm, "best norm pruner"))
+                if metric == "recoverability" and (sparsity, SCRATCH_LABEL + pruner) in groups:
+                    # pruned + fine-tuned vs the same architecture trained from scratch
+                    references.append((SCRATCH_LABEL + pruner, "Scratch-E"))
                 for reference, role in references:
                     if (sparsity, reference) not in groups:
                         continue
@@ -230,3 +235,92 @@ def paired_comparisons(records: List[Dict[str, Any]], control: str = CONTROL) ->
                         rows.append({"pruner": pruner, "reference": reference, "role": role, "sparsity": sparsity,
                                      "metric": metric, **result})
     return rows
+
+
+#: accuracies the matched-FLOPs view reads (after BN re-estimation and after fine-tuning)
+FLOPS_METRICS = ("acc_after_bn", "recoverability")
+
+
+def _mean(group: Dict[str, Any], key: str) -> Optional[float]:
+    return group[key]["mean"] if key in group and group[key]["mean"] is not None else None
+
+
+def flops_rows(summary: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Every (pruner, sparsity) group with its measured FLOPs ratio and accuracies, most FLOPs
+    left first (ties by pruner), so groups that keep the same FLOPs sit next to each other.
+
+    >>> rows = flops_rows([{"pruner": "l1", "sparsity": 0.7, "n": 1, "flops_ratio": stat([0.1]),
+    ...                     "recoverability": stat([0.5])},
+    ...                    {"pruner": "l1", "sparsity": 0.3, "n": 1, "flops_ratio": stat([0.5]),
+    ...                     "recoverability": stat([0.7])}])
+    >>> [(row["sparsity"], row["flops_ratio"], row["recoverability"]["mean"]) for row in rows]
+    [(0.3, 0.5, 0.7), (0.7, 0.1, 0.5)]
+    """
+    rows = [{"pruner": group["pruner"], "sparsity": group["sparsity"], "n": group["n"],
+             "flops_ratio": group["flops_ratio"]["mean"],
+             **{metric: group[metric] for metric in FLOPS_METRICS if metric in group}}
+            for group in summary if _mean(group, "flops_ratio") is not None]
+    return sorted(rows, key=lambda row: (-round(row["flops_ratio"], 3), row["pruner"], row["sparsity"]))
+
+
+def flops_differ(summary: List[Dict[str, Any]], tolerance: float = 0.005) -> bool:
+    """Whether pruners at one sparsity left FLOPs ratios more than ``tolerance`` apart (non-uniform
+    per-layer ratios, or a pruner that prunes other layers): then accuracies at one sparsity are
+    not at matched FLOPs, and :func:`interpolate_at_flops` matches them."""
+    by_sparsity: Dict[float, List[float]] = {}
+    for group in summary:
+        value = _mean(group, "flops_ratio")
+        if value is not None:
+            by_sparsity.setdefault(group["sparsity"], []).append(value)
+    return any(max(values) - min(values) > tolerance for values in by_sparsity.values())
+
+
+def interpolate_at_flops(summary: List[Dict[str, Any]], levels: Optional[Sequence[float]] = None,
+                         control: str = CONTROL) -> Dict[str, Any]:
+    """Each pruner's mean accuracies linearly interpolated (between its own sparsities) at common
+    FLOPs ratios: ``levels``, by default the ``control``'s ratios (random pruning at uniform
+    per-layer ratios), else every group's. A level outside a pruner's measured range is ``None``
+    (no extrapolation); a pruner with one point has a value only at its own ratio.
+
+    >>> groups = [{"pruner": p, "sparsity": s, "n": 1, "flops_ratio": stat([f]), "recoverability": stat([a])}
+    ...           for p, s, f, a in [("random", 0.3, 0.5, 0.6), ("random", 0.7, 0.1, 0.4),
+    ...                              ("topo", 0.3, 0.6, 0.8), ("topo", 0.7, 0.2, 0.6)]]
+    >>> view = interpolate_at_flops(groups)
+    >>> view["levels"], [None if v is None else round(v, 3) for v in view["pruners"]["topo"]["recoverability"]]
+    ([0.1, 0.5], [None, 0.75])
+    """
+    import numpy as np
+
+    points: Dict[str, List[tuple]] = {}
+    for group in summary:
+        ratio = _mean(group, "flops_ratio")
+        if ratio is not None:
+            points.setdefault(group["pruner"], []).append((ratio, group))
+    if levels is None:
+        source = control if control in points else "every group"
+        chosen = points[control] if control in points else [point for pts in points.values() for point in pts]
+        levels = sorted({round(ratio, 6) for ratio, _ in chosen})
+    else:
+        source, levels = "given", sorted(float(level) for level in levels)
+    pruners: Dict[str, Dict[str, List[Optional[float]]]] = {}
+    for pruner, members in points.items():
+        members = sorted(members, key=lambda point: point[0])
+        pruners[pruner] = {}
+        for metric in FLOPS_METRICS:
+            xy = [(ratio, _mean(group, metric)) for ratio, group in members if _mean(group, metric) is not None]
+            if not xy:
+                continue
+            xs, ys = np.array([x for x, _ in xy]), np.array([y for _, y in xy])
+            values: List[Optional[float]] = []
+            for level in levels:
+                inside = xs.min() - 1e-6 <= level <= xs.max() + 1e-6
+                values.append(float(np.interp(level, xs, ys)) if inside else None)
+            pruners[pruner][metric] = values
+    return {"levels": list(levels), "level_source": source, "pruners": pruners}
+
+
+def matched_flops(summary: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The matched-FLOPs view of the results JSON: :func:`flops_rows`, :func:`flops_differ` and
+    :func:`interpolate_at_flops`."""
+    return {"rows": flops_rows(summary), "flops_differ": flops_differ(summary),
+            "interpolated": interpolate_at_flops(summary)}
