@@ -20,7 +20,7 @@ Example
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
 from typing import Dict, List, Mapping, Tuple
 
@@ -41,10 +41,7 @@ class PruningUnit:
     members: List[Tuple[str, str]]          # (module_name, target_name)
     channels: np.ndarray                    # indices into the layers' output channels
     points: np.ndarray                      # (len(channels), features) float64
-    dependency_group_id: object = None
-    global_group_id: object = None
-    block: Tuple[int, int] = (0, 1)         # (index, count) of internal metric blocks
-    extra: Dict[str, object] = field(default_factory=dict)
+    global_group_id: object = None          # units of one global group share one budget
 
     @property
     def n(self) -> int:
@@ -105,7 +102,7 @@ def collect_pruning_units(data: Mapping[str, Mapping[str, torch.Tensor]], target
         units.extend(_split_blocks(module_name, [(module_name, target_name)],
                                    weight_point_cloud(data[module_name][target_name]),
                                    block_count=int(space.internal_metric_block or 1),
-                                   dependency_group_id=None, global_group_id=space.global_group_id))
+                                   global_group_id=space.global_group_id))
     for group_id, members in groups.items():
         clouds = [weight_point_cloud(data[m][t]) for m, t in members]
         sizes = {c.shape[0] for c in clouds}
@@ -117,12 +114,12 @@ def collect_pruning_units(data: Mapping[str, Mapping[str, torch.Tensor]], target
         block_count = int(reduce(np.lcm, blocks, 1))
         name = "+".join(m for m, _ in members)
         units.extend(_split_blocks(name, members, np.concatenate(clouds, axis=1), block_count=block_count,
-                                   dependency_group_id=group_id, global_group_id=None))
+                                   global_group_id=None))
     return units
 
 
 def _split_blocks(name: str, members: List[Tuple[str, str]], points: np.ndarray, *, block_count: int,
-                  dependency_group_id, global_group_id) -> List[PruningUnit]:
+                  global_group_id: object) -> List[PruningUnit]:
     n = points.shape[0]
     if n % block_count:
         raise ValueError(f"{name!r}: {n} output channels cannot be split into internal_metric_block={block_count} "
@@ -133,6 +130,5 @@ def _split_blocks(name: str, members: List[Tuple[str, str]], points: np.ndarray,
         channels = np.arange(b * size, (b + 1) * size)
         unit_name = name if block_count == 1 else f"{name}[block {b}/{block_count}]"
         units.append(PruningUnit(unit_name, list(members), channels, points[channels],
-                                 dependency_group_id=dependency_group_id, global_group_id=global_group_id,
-                                 block=(b, block_count)))
+                                 global_group_id=global_group_id))
     return units

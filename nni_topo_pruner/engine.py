@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
-from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness, salience_ranked_subset
+from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness, keep_indices, salience_ranked_subset
 
 logger = logging.getLogger(__name__)
 
@@ -214,16 +214,8 @@ class AnchoredFitness:
     def lower_bound(self, n_keep: int) -> float:
         return self.inner.lower_bound(n_keep + 1)  # the subsets have n_keep + 1 points
 
-    def _indices(self, keep) -> np.ndarray:
-        arr = np.asarray(keep)
-        if arr.dtype == bool:
-            if arr.shape != (self.n,):
-                raise ValueError(f"a boolean keep mask must have shape ({self.n},), got {arr.shape}")
-            return np.flatnonzero(arr)
-        return np.unique(arr.astype(np.intp))
-
     def batch(self, keeps) -> np.ndarray:
-        return self.inner.batch([np.concatenate([[0], self._indices(k) + 1]).astype(np.intp) for k in keeps])
+        return self.inner.batch([np.concatenate([[0], keep_indices(k, self.n) + 1]).astype(np.intp) for k in keeps])
 
     def __call__(self, keep) -> float:
         return float(self.batch([keep])[0])
@@ -257,12 +249,13 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
     points = np.asarray(points)
     order = canonical_order(points)
     cloud = points[order]
-    if check_zero_anchor(zero_anchor, calculator.cloud_metric):
+    anchored = check_zero_anchor(zero_anchor, calculator.cloud_metric)  # validated and resolved once
+    if anchored:
         cloud = np.vstack([np.zeros((1, cloud.shape[1]), dtype=cloud.dtype), cloud])
     # the anchor is never removed, so its own salience is not needed (and in a star-shaped MST
     # it would be the one expensive leave-one-out)
-    topology = calculator.analyse(cloud, skip_salience=(0,) if zero_anchor else ())
-    return AnalysedUnit(order, topology, bool(zero_anchor))
+    topology = calculator.analyse(cloud, skip_salience=(0,) if anchored else ())
+    return AnalysedUnit(order, topology, anchored)
 
 
 def salience_seed(salience: np.ndarray, n_keep: int) -> np.ndarray:

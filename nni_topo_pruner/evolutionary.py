@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyeasyga.pyeasyga import Chromosome, GeneticAlgorithm
 
-from .metric_calculator import SubsetFitness
+from .metric_calculator import SubsetFitness, keep_indices
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def evolve_neuron_mask(
     initial_mask = None
     if initial_keep is not None:
         initial_mask = np.zeros(n, dtype=bool)
-        initial_mask[fitness._indices(initial_keep)] = True
+        initial_mask[keep_indices(initial_keep, n)] = True
         if initial_mask.sum() != n_keep:
             raise ValueError(f"initial_keep has {int(initial_mask.sum())} neurons, expected n_keep={n_keep}")
     if n_keep == n:

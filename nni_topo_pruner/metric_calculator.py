@@ -60,6 +60,29 @@ class LayerTopology:
         return int(self.distances.shape[0])
 
 
+def keep_indices(keep: np.ndarray | Sequence[int], n: int) -> np.ndarray:
+    """Sorted int indices of a kept subset of ``n`` neurons, given as int indices or as a bool
+    mask of length ``n`` (``ValueError`` on a wrong shape, repeats or out-of-range indices).
+
+    Example:
+        >>> keep_indices([3, 0], 4).tolist(), keep_indices(np.array([True, False, True]), 3).tolist()
+        ([0, 3], [0, 2])
+    """
+    arr = np.asarray(keep)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ValueError(f"a boolean keep mask must have shape ({n},), got {arr.shape}")
+        return np.flatnonzero(arr)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError("keep must be a 1-D array of int indices or a boolean mask")
+    idx = np.unique(arr.astype(np.intp))
+    if len(idx) != len(arr):
+        raise ValueError("keep has repeated indices")
+    if idx.size and (idx[0] < 0 or idx[-1] >= n):
+        raise ValueError(f"keep indices must be in [0, {n}), got {idx[0]}..{idx[-1]}")
+    return idx
+
+
 def salience_ranked_subset(salience: np.ndarray, n_keep: int) -> np.ndarray:
     """Sorted indices of the ``n_keep`` most salient neurons; ties keep the lower index.
 
@@ -176,7 +199,6 @@ class SubsetFitness:
         distance: str = "bottleneck",
         wasserstein_order: float = 1.0,
         persistence_method: str = "auto",
-        max_edge_length: float | None = None,
     ) -> None:
         self.layer = layer
         self.homology_dims = check_homology_dims(homology_dims, "homology_dims")
@@ -188,7 +210,6 @@ class SubsetFitness:
             raise ValueError(f"layer has no diagrams for homology dims {missing}; analyse it with those dims")
         self.reference = {d: layer.diagrams[d] for d in self.homology_dims}
         self._full_desc = _desc(self.reference[0][:, 1]) if 0 in self.homology_dims else None
-        self.max_edge_length = max_edge_length
         higher = tuple(d for d in self.homology_dims if d > 0)
         self._skip_bound: tuple[float, float] | None = None
         if higher and 0 in self.homology_dims and self.distance == "bottleneck":
@@ -200,22 +221,6 @@ class SubsetFitness:
     @property
     def n(self) -> int:
         return self.layer.n
-
-    def _indices(self, keep: np.ndarray | Sequence[int]) -> np.ndarray:
-        arr = np.asarray(keep)
-        n = self.n
-        if arr.dtype == bool:
-            if arr.shape != (n,):
-                raise ValueError(f"a boolean keep mask must have shape ({n},), got {arr.shape}")
-            return np.flatnonzero(arr)
-        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError("keep must be a 1-D array of int indices or a boolean mask")
-        idx = np.unique(arr.astype(np.intp))
-        if len(idx) != len(arr):
-            raise ValueError("keep has repeated indices")
-        if idx.size and (idx[0] < 0 or idx[-1] >= n):
-            raise ValueError(f"keep indices must be in [0, {n}), got {idx[0]}..{idx[-1]}")
-        return idx
 
     def lower_bound(self, n_keep: int) -> float:
         """A value no subset of ``n_keep`` neurons can beat (the GA stops when it gets there).
@@ -260,7 +265,7 @@ class SubsetFitness:
 
     def batch(self, keeps: Sequence[np.ndarray | Sequence[int]]) -> np.ndarray:
         """Fitness of many subsets; uncached ones of equal size are evaluated together."""
-        indices = [self._indices(k) for k in keeps]
+        indices = [keep_indices(k, self.n) for k in keeps]
         keys = [self._key(i) for i in indices]
         todo: dict[bytes, np.ndarray] = {}
         for key, idx in zip(keys, indices):
@@ -298,9 +303,7 @@ class SubsetFitness:
                     if per_dim[0][r] >= bound:
                         self.skipped_higher += 1
                         continue
-                sub_diagrams = persistence_diagrams(
-                    sub, higher, method=self.persistence_method, max_edge_length=self.max_edge_length
-                )
+                sub_diagrams = persistence_diagrams(sub, higher, method=self.persistence_method)
                 vals[r] = diagram_distance(ref, sub_diagrams, self.distance, order=self.order)
             per_dim.append(vals)
         if self.distance == "bottleneck":

@@ -18,7 +18,9 @@ Example
 >>> from nni_topo_pruner.registry import compress_from_config
 >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
 >>> config = {'pruner': 'l1', 'config_list': [{'op_names': ['0'], 'sparse_ratio': 0.5}]}
->>> model, masks = compress_from_config(model, config, torch.rand(1, 3, 16, 16))
+>>> import contextlib, io
+>>> with contextlib.redirect_stdout(io.StringIO()):  # NNI prints '0 Filter' while resolving mask conflicts
+...     model, masks = compress_from_config(model, config, torch.rand(1, 3, 16, 16))
 >>> model[0].out_channels
 4
 """

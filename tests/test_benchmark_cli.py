@@ -92,7 +92,8 @@ def test_every_preset_is_valid():
     from benchmarks.config import preset_config, validate
 
     for name in PRESETS:
-        assert validate(preset_config(name)).pruners
+        config = preset_config(name)
+        assert validate(config) is config  # validate raises ValueError naming any invalid field
 
 
 def test_truncated_npz_and_unreachable_dataset_are_usage_errors(tmp_path, capsys, monkeypatch):

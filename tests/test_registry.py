@@ -23,8 +23,22 @@ def test_topological_registered_by_name_and_entry_point():
 
     from nni_topo_pruner import TopologicalPruner
     assert registry.get_pruner("topological") is TopologicalPruner
-    names = {ep.name for ep in entry_points(group=registry.ENTRY_POINT_GROUP)}
-    assert "topological" in names, "pyproject declares the entry point; reinstall the package if this fails"
+    declared = {ep.name: ep for ep in entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert "topological" in declared, "pyproject declares the entry point; reinstall the package if this fails"
+    assert declared["topological"].load() is TopologicalPruner
+
+
+def test_third_party_entry_points_are_loaded_by_name(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    plugin = EntryPoint(name="ThirdParty", value="nni_topo_pruner.random_pruner:RandomPruner",
+                        group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points",
+                        lambda group: [plugin] if group == registry.ENTRY_POINT_GROUP else [])
+    assert "thirdparty" in registry.available_pruners()
+    assert registry.get_pruner("THIRDPARTY") is RandomPruner
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_pruner("thirdparty", L1NormPruner)
 
 
 def test_unknown_pruner_lists_known_names():

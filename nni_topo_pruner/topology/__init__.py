@@ -24,7 +24,7 @@ from .diagram_distance import (
 from .distances import SUPPORTED_CLOUD_METRICS, check_points, distance_matrix
 from .mst import mst_edge_lengths, mst_edge_lengths_batch, mst_edges
 from .persistence import SUPPORTED_PERSISTENCE_METHODS, h0_diagram, persistence_diagrams
-from .salience import h0_leave_one_out_deaths, leave_one_out_salience
+from .salience import leave_one_out_salience
 
 __all__ = [
     "SUPPORTED_CLOUD_METRICS",
@@ -36,7 +36,6 @@ __all__ = [
     "diagram_distance",
     "distance_matrix",
     "h0_diagram",
-    "h0_leave_one_out_deaths",
     "leave_one_out_salience",
     "mst_edge_lengths",
     "mst_edge_lengths_batch",

@@ -87,12 +87,3 @@ def mst_edge_lengths_batch(dist: np.ndarray, subsets: np.ndarray) -> np.ndarray:
             np.minimum(best, dist[added[:, None], remaining], out=best)
     return out
 
-
-def h0_deaths(dist: np.ndarray) -> np.ndarray:
-    """Sorted (descending) positive H0 death times of the Rips filtration of ``dist``.
-
-    Zero-length bars (duplicate points) are dropped, as GUDHI does by default.
-    """
-    w = mst_edge_lengths(dist)
-    w = w[w > 0.0]
-    return np.sort(w)[::-1]

@@ -177,24 +177,6 @@ def _leave_one_out_changes(dist: np.ndarray, skip: frozenset = frozenset()):
         yield v, np.asarray(incident[v], dtype=np.intp), extra
 
 
-def h0_leave_one_out_deaths(dist: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """MST weights of the full cloud and, for every point i, of the cloud without i.
-
-    Returns:
-        ``(full, loo)``: ``full`` the n-1 weights of the whole cloud's MST, ``loo[i]`` the
-        n-2 weights of the MST without point i (unsorted; zeros kept). This holds n^2
-        numbers; the salience itself streams them in blocks.
-    """
-    changes = _leave_one_out_changes(dist)
-    full = next(changes)
-    loo = []
-    for _, removed, extra in changes:
-        keep = np.ones(len(full), dtype=bool)
-        keep[removed] = False
-        loo.append(np.concatenate([full[keep], extra]))
-    return full, loo
-
-
 def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = frozenset()) -> np.ndarray:
     changes = _leave_one_out_changes(dist, skip)
     full = next(changes)
