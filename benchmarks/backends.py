@@ -33,6 +33,9 @@ can equal NNI's:
 * ``topological`` (and ``LABEL=topological`` variants with their ``pruner_options``):
   :class:`nni_topo_pruner.torch_pruning.TopologicalImportance`, the same engine and options
   (``seed`` defaults to the run's seed, as for the NNI pruner): same channels.
+* ``betti``: :class:`nni_topo_pruner.torch_pruning.BettiImportance` on the same calibration
+  images and options as BettiPruner (``betti_threshold`` excepted: Torch-Pruning's counts come
+  from ratios): same channels.
 
 Example
 -------
@@ -67,6 +70,7 @@ TORCH_PRUNING_IMPORTANCES: Dict[str, str] = {
     "fpgm": "FPGMImportance(p=2, group_reduction='first', normalizer=None)",
     "random": "RandomImportance()",
     "topological": "nni_topo_pruner.torch_pruning.TopologicalImportance",
+    "betti": "nni_topo_pruner.torch_pruning.BettiImportance",
 }
 _ALIASES = {"l1norm": "l1", "l2norm": "l2", "topology": "topological"}
 # Options that only steer how the NNI pruner runs, not which channels it keeps.
@@ -275,6 +279,19 @@ def build_importance(config: BenchmarkConfig, pruner: str, seed: int,
         options.pop("num_images", None)  # only read by cloud='activations'
         options.setdefault("seed", seed)
         return TopologicalImportance(**options), options, None
+    if name == "betti":
+        from nni_topo_pruner.torch_pruning import BettiImportance
+
+        if options.get("betti_threshold") is not None:
+            raise ValueError(f"pruner_options[{label!r}]: betti_threshold is not available with backend='torch-pruning' "
+                             f"(Torch-Pruning's counts come from the per-layer ratios, not from a score threshold); "
+                             f"drop it to prune by the config list's ratios, or use --backend nni")
+        options.pop("betti_threshold", None)
+        options.setdefault("seed", seed)
+        if calibration is None:
+            raise ValueError(f"pruner {label!r} (betti) needs calibration images: pass calibration=")
+        loader = calibration()
+        return BettiImportance(loader, **options), options, _dataset_size(loader)
     raise AssertionError(f"no importance for {name!r}")  # torch_pruning_name() admits only the names above
 
 

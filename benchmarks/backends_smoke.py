@@ -12,7 +12,7 @@ Usage::
 
 Exit status: 0 when parameters and FLOPs agree for every pruner and the kept channels agree
 for every pruner whose criterion is the same in both backends (l1, l2, topological and its
-variants); 1 otherwise; 2 on a usage error.
+variants, betti); 1 otherwise; 2 on a usage error.
 """
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from .data import REPO_ROOT
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_PRUNERS = ["l1", "l2", "fpgm", "random", "topological", "topo_w2=topological"]
+DEFAULT_PRUNERS = ["l1", "l2", "fpgm", "random", "topological", "topo_w2=topological", "betti"]
 DEFAULT_OPTIONS = {"topo_w2": {"distance": "wasserstein", "wasserstein_order": 2}}
 #: criteria that are the same computation in both backends: their kept channels must agree
-SAME_CRITERION = ("l1", "l2", "topological")
+SAME_CRITERION = ("l1", "l2", "topological", "betti")
 WHY_DIFFERENT = {
     "fpgm": "Torch-Pruning's FPGMImportance sums distances between rows of |w|^2, NNI's FPGMPruner between rows of w",
     "random": "Torch-Pruning's RandomImportance draws from torch's global RNG, NNI's RandomPruner from its own generator",
@@ -177,6 +177,8 @@ def render(payload: Dict[str, Any]) -> str:
         "BatchNorm scale and the next layer's input columns).",
         "- `topological` and `topo_w2` (Wasserstein-2) run as `TopologicalImportance` with the same options and seed: "
         "the same engine.",
+        "- `betti` runs as `BettiImportance`: BettiPruner's Betti scores of each filter's feature maps on the same "
+        f"{payload['config']['calibration_size']} calibration images.",
         "",
         "`seconds`: for NNI, `compress()` + (`unwrap_model()` and `ModelSpeedup`); for Torch-Pruning, the "
         "importance and ranking + (building the dependency graph and removing the channels). On a shared 2-core "

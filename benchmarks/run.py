@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default=None, metavar="{nni,torch-pruning}",
                         help="who prunes (overrides backend; default nni): nni = the registry pruner's masks and NNI "
                              "ModelSpeedup; torch-pruning = Torch-Pruning's BasePruner with the matching importance "
-                             "(l1, l2, fpgm, random, topological), the same per-layer channel counts")
+                             "(l1, l2, fpgm, random, topological, betti), the same per-layer channel counts")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (repeatable); see the list below")
     parser.add_argument("--executor", default="local", choices=("local", "ray"),

@@ -31,6 +31,9 @@ not known in advance: each group then keeps ``n - int(n * (1 - ratio))`` by the 
 Torch-Pruning's cross-group threshold may move a few channels (a warning says so). Called
 outside a pruner (``imp(group)``), the importance uses its own ``pruning_ratio`` option.
 
+:class:`BettiImportance` does the same for the BMVC paper's Betti criterion (BettiPruner's scores
+from feature maps on calibration images; see its docstring).
+
 What matches the NNI plugin: for the same model, seed, options and per-layer counts, the same
 channels are kept (tested on CIFAR VGG-16 and ResNet-18 at ratio 0.5). The counts themselves
 agree wherever ``int(n * (1 - r)) == n - int(n * r)`` (e.g. ``r = 0.5`` with an even ``n``):
@@ -232,6 +235,154 @@ class TopologicalImportance:
         return scores, choice
 
 
+_CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+_REDUCTIONS = ("random_projection", "avgpool", "none")
+
+
+class BettiImportance:
+    """Torch-Pruning importance for the BMVC paper's Betti criterion: the same scores as
+    :class:`nni_topo_pruner.betti_pruner.BettiPruner`, so the filters whose feature-map clouds have the
+    largest Betti numbers are removed.
+
+    A group is scored by its root convolution (the layer whose output channels Torch-Pruning
+    removes): each filter's feature maps over the calibration images form a cloud of ``N``
+    points, read at ``scale`` as BettiPruner does (same options, defaults, random projection
+    seeded by the layer's name, H0 tie-break); the score handed to Torch-Pruning is
+    ``-(betti + tie / 2)``, higher = keep. Groups rooted at anything but a Conv1d/2d/3d get
+    ``None`` (Torch-Pruning leaves them alone; a warning names them): add them to
+    ``ignored_layers``.
+
+    The feature maps are collected once per pruning step, in one pass over the calibration
+    data, for the root convolutions of the calling pruner's groups (its ``ignored_layers``
+    excluded), then each layer's buffer is freed once scored. Called outside a pruner
+    (``imp(group)``), it collects the group's layer alone.
+
+    What it cannot do: BettiPruner's ``betti_threshold`` (prune every filter above a score):
+    Torch-Pruning's counts come from its pruning ratios, not from the importance.
+
+    Parameters: ``calibration_loader`` (an iterable of input batches, or ``(inputs, targets)``
+    batches; iterated until ``num_images`` images are seen), ``num_images``, ``scale``,
+    ``scale_reference``, ``count``, ``homology_dims``, ``max_feature_dim``,
+    ``feature_reduction``, ``seed``: as for BettiPruner. After a step, :attr:`scores`,
+    :attr:`betti` and :attr:`images_used` hold, per layer name, what BettiPruner's attributes
+    of the same names hold.
+
+    >>> import torch, torch_pruning as tp
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    >>> imp = BettiImportance([torch.rand(16, 3, 12, 12) for _ in range(4)], num_images=64)
+    >>> tp.pruner.BasePruner(model, torch.rand(1, 3, 12, 12), importance=imp, pruning_ratio=0.5,
+    ...                      ignored_layers=[model[2]]).step()
+    >>> model[0].out_channels, len(imp.scores["0"])
+    (4, 8)
+    """
+
+    def __init__(self, calibration_loader: Any, *, num_images: int = 512, scale: float = 0.5,
+                 scale_reference: str = "median", count: str = "alive", homology_dims: Sequence[int] = (0,),
+                 max_feature_dim: Optional[int] = 1024, feature_reduction: str = "random_projection",
+                 seed: int = 0) -> None:
+        from .topology.betti import BettiScale
+
+        if calibration_loader is None or isinstance(calibration_loader, (torch.Tensor, str, bytes)) \
+                or not hasattr(calibration_loader, "__iter__"):
+            raise TypeError("calibration_loader must be an iterable of batches (e.g. a DataLoader or a list of "
+                            f"tensors), got {type(calibration_loader).__name__}; wrap a single tensor as [tensor]")
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 3:
+            raise ValueError(f"num_images must be an int >= 3, got {num_images!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int (the random projection's seed, e.g. seed=0), got {seed!r}")
+        dims = tuple(homology_dims)
+        if not dims or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in dims):
+            raise ValueError(f"homology_dims must be a non-empty sequence of ints >= 0, got {homology_dims!r}")
+        if feature_reduction not in _REDUCTIONS:
+            raise ValueError(f"feature_reduction must be one of {_REDUCTIONS}, got {feature_reduction!r}")
+        if max_feature_dim is not None and (isinstance(max_feature_dim, bool) or not isinstance(max_feature_dim, int)
+                                            or max_feature_dim < 1):
+            raise ValueError(f"max_feature_dim must be an int >= 1 or None, got {max_feature_dim!r}")
+        self.betti_scale = BettiScale(scale, scale_reference, count)  # validates
+        self.calibration_loader = calibration_loader
+        self.num_images, self.homology_dims, self.seed = num_images, dims, int(seed)
+        self.max_feature_dim, self.feature_reduction = max_feature_dim, feature_reduction
+        #: per layer: score (sum of Betti numbers) of every output channel, Betti numbers, images used
+        self.scores: Dict[str, np.ndarray] = {}
+        self.betti: Dict[str, np.ndarray] = {}
+        self.images_used: Dict[str, int] = {}
+        self._importance: Dict[str, np.ndarray] = {}  # per layer, this step: -(score + tie / 2)
+        self._clouds: Dict[str, torch.Tensor] = {}
+        self._step_key: Any = None
+        self._warned: set = set()
+        tp = import_torch_pruning()
+        tp.pruner.importance.Importance.register(BettiImportance)
+
+    @torch.no_grad()
+    def __call__(self, group: Any, **kwargs: Any) -> Optional[torch.Tensor]:
+        """``-(Betti score + tie / 2)`` of each channel of ``group`` (higher = keep), or ``None`` for a
+        group whose root is not a convolution."""
+        tp = import_torch_pruning()
+        graph = group._DG
+        dep, idxs = group[0]
+        layer = dep.target.module
+        name = _name(graph, layer)
+        if not isinstance(layer, _CONVS) or not graph.is_out_channel_pruning_fn(dep.handler):
+            if name not in self._warned:
+                self._warned.add(name)
+                logger.warning("BettiImportance scores convolution filters by their feature maps; the group rooted "
+                               "at %s (%s) is left unpruned: add it to ignored_layers", name, type(layer).__name__)
+            return None
+        pruner = _calling_pruner(self, tp)
+        step_key = None if pruner is None else (id(pruner), pruner.current_step, _widths(graph.model))
+        if step_key is None or step_key != self._step_key:  # a new step (or no pruner): nothing cached is valid
+            self._importance.clear()
+            self._clouds.clear()
+            self._step_key = step_key
+        if name not in self._importance:
+            if name not in self._clouds:
+                wanted = _pruner_conv_roots(pruner, graph) if pruner is not None else {}
+                wanted[name] = layer
+                self._clouds.update(self._collect(graph.model, wanted))
+            self._importance[name] = self._score(name, self._clouds.pop(name))  # the buffer is freed here
+        return torch.as_tensor(self._importance[name][np.asarray(idxs, dtype=np.intp)], dtype=torch.float32)
+
+    def _collect(self, model: torch.nn.Module, modules: Dict[str, torch.nn.Module]) -> Dict[str, torch.Tensor]:
+        from .feature_collector import FeatureCollector, feed_calibration_loader
+
+        collector = FeatureCollector(modules, self.num_images, self.max_feature_dim, self.feature_reduction,
+                                     self.seed)
+        with collector.hooked():
+            feed_calibration_loader(model, self.calibration_loader, collector)
+        buffers = collector.result()
+        logger.info("BettiImportance: feature clouds of %d layers from %d images (%.1f MiB)", len(buffers),
+                    collector.images_seen, sum(b.numel() for b in buffers.values()) * 4 / 2**20)
+        return buffers
+
+    def _score(self, name: str, cloud: torch.Tensor) -> np.ndarray:
+        from .betti_pruner import layer_betti
+
+        if not bool(torch.isfinite(cloud).all()):
+            raise ValueError(f"BettiImportance: the feature maps of layer {name!r} on the calibration images hold NaN "
+                             f"or Inf values, so its filters cannot be scored; check the calibration images and the "
+                             f"weights of the layers up to {name!r}")
+        betti, tie = layer_betti(cloud, self.betti_scale, self.homology_dims)
+        score = betti.sum(axis=1)
+        self.betti[name], self.scores[name], self.images_used[name] = betti, score, int(cloud.shape[0])
+        # BettiPruner hands NNI the metric -(score + tie / 2) in float32 and NNI prunes the smallest:
+        # the same numbers here, and Torch-Pruning prunes the smallest importance.
+        return (-torch.as_tensor(score + 0.5 * tie, dtype=torch.float32)).numpy()
+
+
+def _widths(model: torch.nn.Module) -> Tuple[Tuple[str, int], ...]:
+    return tuple((name, int(m.out_channels)) for name, m in model.named_modules() if isinstance(m, _CONVS))
+
+
+def _pruner_conv_roots(pruner: Any, graph: Any) -> Dict[str, torch.nn.Module]:
+    """The convolutions whose output channels ``pruner`` will ask about in this step."""
+    roots: Dict[str, torch.nn.Module] = {}
+    for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
+        dep = group[0].dep
+        if isinstance(dep.target.module, _CONVS) and graph.is_out_channel_pruning_fn(dep.handler):
+            roots[_name(graph, dep.target.module)] = dep.target.module
+    return roots
+
+
 def torch_pruning_count(pruner: Any, group: Any, n: int) -> Tuple[int, bool]:
     """Channels Torch-Pruning 1.6's ``BasePruner._prune`` will remove from ``group`` (of ``n``
     channels per channel group) in the current step, and whether the count is shared with other
@@ -349,5 +500,5 @@ def _group_cloud(group: Any, graph: Any, tp: Any, n_total: int) -> Optional[Tupl
     return None
 
 
-__all__ = ["TopologicalImportance", "GroupChoice", "torch_pruning_count", "import_torch_pruning",
+__all__ = ["TopologicalImportance", "BettiImportance", "GroupChoice", "torch_pruning_count", "import_torch_pruning",
            "TESTED_TORCH_PRUNING_VERSION"]

@@ -2,8 +2,8 @@
 layers by the same counts; for l1, l2 and topological they keep the same channels.
 
 A tiny CIFAR VGG-16 (width 0.125, random weights): no data. CI subset: l1 and topological at
-0.3 (where the two libraries' roundings differ) and random; l1/l2/fpgm at 0.5 behind the slow
-marker (``pytest -m slow tests/test_benchmark_backends.py``).
+0.3 (where the two libraries' roundings differ) and random; l1/l2/fpgm at 0.5 and betti behind
+the slow marker (``pytest -m slow tests/test_benchmark_backends.py``).
 """
 from __future__ import annotations
 
@@ -40,8 +40,10 @@ def prune(vgg: torch.nn.Module, pruner: str, backend: str, sparsity: float, opti
     config = validate(apply_overrides(preset_config("smoke"), settings))
     model = copy.deepcopy(vgg)
     torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    images = [torch.rand(16, 3, 32, 32, generator=generator) for _ in range(4)]  # betti's calibration data
     return prune_with_backend(config, model, pruner, config.config_list(sparsity), 0, torch.rand(2, 3, 32, 32),
-                              progress=False)
+                              calibration=lambda: images, progress=False)
 
 
 @pytest.mark.parametrize("module_name", ["benchmarks.backends", "benchmarks.backends_smoke"])
@@ -56,7 +58,8 @@ SLOW = pytest.mark.slow
 
 @pytest.mark.parametrize("pruner, sparsity", [("l1", 0.3), ("topological", 0.3), ("random", 0.5),
                                               pytest.param("l1", 0.5, marks=SLOW), pytest.param("l2", 0.5, marks=SLOW),
-                                              pytest.param("fpgm", 0.5, marks=SLOW)])
+                                              pytest.param("fpgm", 0.5, marks=SLOW),
+                                              pytest.param("betti", 0.3, marks=SLOW)])
 def test_backends_prune_the_same_counts_and_criteria_keep_the_same_channels(vgg, pruner, sparsity):
     nni = prune(vgg, pruner, "nni", sparsity, {"topological": {"population_size": 6, "generations": 3}}
                 if pruner == "topological" else None)
@@ -70,7 +73,7 @@ def test_backends_prune_the_same_counts_and_criteria_keep_the_same_channels(vgg,
         expected = width - int(width * sparsity) if name.startswith("features") else width
         assert widths[name] == expected, name
     assert sorted(tp.kept_channels) == sorted(nni.kept_channels) == sorted(n for n in original if n != "classifier")
-    if pruner in ("l1", "l2", "topological"):
+    if pruner in ("l1", "l2", "topological", "betti"):
         assert tp.kept_channels == nni.kept_channels
     # the reported kept channels are the ones left in the model (first conv: its input is untouched)
     for result in (nni, tp):
@@ -119,6 +122,7 @@ def test_importances_get_the_pruners_options():
 
 @pytest.mark.parametrize("pruner, options, message", [
     ("topological", {"cloud": "activations"}, r"cloud='activations'.*--backend nni"),
+    ("betti", {"betti_threshold": 300}, r"betti_threshold is not available.*--backend nni"),
     ("l1", {"mode": "dependency_aware"}, r"\['mode'\].*--backend nni"),
 ])
 def test_options_without_a_torch_pruning_counterpart_are_refused(pruner, options, message):

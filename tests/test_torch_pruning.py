@@ -270,6 +270,106 @@ def test_resnet18_keeps_the_same_channels_as_topological_pruner():
     assert model(example).shape == (1, 10) and n_params(model) < before
 
 
+# --------------------------------------------------------------------------- the Betti criterion
+class CountingLoader:
+    """Calibration batches that count how often they are iterated (one pass per collection)."""
+
+    def __init__(self, batches: List[torch.Tensor]):
+        self.batches, self.passes = batches, 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self.batches)
+
+
+def calibration_images(batches: int = 4, seed: int = 1) -> List[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(16, 3, 32, 32, generator=generator) for _ in range(batches)]
+
+
+def tp_kept(model: nn.Module, example: torch.Tensor, importance, **settings) -> Dict[str, List[int]]:
+    """Prune ``model`` with Torch-Pruning; the kept output channels of every group root, by name."""
+    names = {module: name for name, module in model.named_modules()}
+    widths = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    kept = {}
+    for group in tp.pruner.BasePruner(model, example, importance=importance, **settings).step(interactive=True):
+        dep, idxs = group[0]
+        name = names[dep.target.module]
+        kept[name] = sorted(set(range(widths[name])) - {int(i) for i in idxs})
+        group.prune()
+    return kept
+
+
+def test_betti_importance_keeps_betti_pruners_channels():
+    from benchmarks.backends import torch_pruning_ratio
+    from benchmarks.models import build_vgg16
+    from nni_topo_pruner.betti_pruner import BettiPruner
+    from nni_topo_pruner.torch_pruning import BettiImportance
+
+    torch.manual_seed(0)
+    model = build_vgg16(width=0.125).eval()
+    example = torch.rand(1, 3, 32, 32)
+    images = calibration_images()
+    reference = copy.deepcopy(model)
+    nni = BettiPruner(reference, [{"op_types": ["Conv2d"], "sparse_ratio": 0.3}], calibration_loader=images,
+                      num_images=64, progress=False)
+    _, masks = nni.compress()
+    nni.unwrap_model()
+    expected = {name: torch.nonzero(m["weight"].flatten(1).abs().sum(1)).flatten().tolist() for name, m in masks.items()}
+    loader = CountingLoader(images)
+    imp = BettiImportance(loader, num_images=64)
+    assert isinstance(imp, tp.pruner.importance.Importance)
+    ratios = {m: torch_pruning_ratio(m.out_channels, 0.3) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    kept = tp_kept(model, example, imp, pruning_ratio=0.0, pruning_ratio_dict=ratios, ignored_layers=[model.classifier])
+    assert len(expected) == 13 and kept == expected
+    assert all(np.array_equal(imp.scores[name], nni.scores[name]) for name in nni.scores)
+    assert imp.images_used == nni.images_used and set(imp.images_used.values()) == {64}
+    assert loader.passes == 1                    # every layer's feature maps from one pass over the data
+    assert model(example).shape == (1, 10)
+
+
+def test_betti_importance_prunes_the_largest_scores_and_leaves_non_conv_groups(caplog):
+    """Filters 0-3 see only channel 0 (4 clustered prototype images: b0 about 4), filters 4-7 only
+    channel 1 (independent noise: b0 = N): the noise filters have the largest Betti numbers and go."""
+    from nni_topo_pruner.torch_pruning import BettiImportance
+
+    generator = torch.Generator().manual_seed(0)
+    prototypes = torch.rand(4, 32, 32, generator=generator)
+    images = torch.zeros(32, 3, 32, 32)
+    images[:, 0] = prototypes[torch.arange(32) % 4] + 0.01 * torch.rand(32, 32, 32, generator=generator)
+    images[:, 1] = torch.rand(32, 32, 32, generator=generator)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 6), nn.ReLU(),
+                          nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        weight = torch.rand(8, 3, 3, 3, generator=generator) + 0.5
+        weight[:4, 1:] = 0
+        weight[4:, [0, 2]] = 0
+        model[0].weight.copy_(weight)
+    imp = BettiImportance([images[:16], images[16:]], num_images=32)
+    with caplog.at_level("WARNING", logger="nni_topo_pruner.torch_pruning"):
+        kept = tp_kept(model, torch.rand(1, 3, 32, 32), imp, pruning_ratio=0.5, ignored_layers=[model[5]])
+    assert kept["0"] == [0, 1, 2, 3], imp.scores["0"]
+    assert max(imp.scores["0"][:4]) < min(imp.scores["0"][4:])
+    assert model[0].out_channels == 4 and model[3].out_features == 6      # the Linear group is left alone
+    assert "group rooted at 3 (Linear) is left unpruned" in caplog.text
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (dict(num_images=2), ValueError, "num_images must be an int >= 3"),
+    (dict(feature_reduction="pca"), ValueError, "feature_reduction must be one of"),
+    (dict(scale=-1.0), ValueError, "scale must be a finite number >= 0"),
+    (dict(homology_dims=()), ValueError, "homology_dims must be a non-empty"),
+    (dict(seed=0.5), ValueError, "seed must be an int"),
+])
+def test_betti_importance_options_are_validated(options, error, message):
+    from nni_topo_pruner.torch_pruning import BettiImportance
+
+    with pytest.raises(error, match=message):
+        BettiImportance(calibration_images(1), **options)
+    with pytest.raises(TypeError, match="calibration_loader must be an iterable of batches"):
+        BettiImportance(torch.rand(4, 3, 8, 8))
+
+
 # --------------------------------------------------------------------------- torchvision matrix (slow)
 def _matrix_case(name: str):
     if name == "vit_b_16":
