@@ -1,9 +1,11 @@
 """nni-topo-pruner: topological neural-network pruning as a plugin for Microsoft NNI.
 
-Importing the package applies :mod:`nni_topo_pruner.compat`, which mends NNI 3.0's
-concrete tracer and ``ModelSpeedup`` for current PyTorch / Python 3.11.
-
-Public names are imported lazily so that ``import nni_topo_pruner`` stays cheap.
+Public names are imported lazily so that ``import nni_topo_pruner`` stays cheap: the
+topology code (:mod:`nni_topo_pruner.topology`, :mod:`nni_topo_pruner.engine`) needs only
+NumPy and GUDHI. The patches of :mod:`nni_topo_pruner.compat`, which mend NNI 3.0's concrete
+tracer, ``ModelSpeedup`` and config parsing for current PyTorch / Python 3.11, are applied
+where this package is about to use NNI (constructing one of its pruners, ``create_pruner``,
+``speedup_model``); code that uses NNI directly calls ``nni_topo_pruner.compat.apply()`` first.
 """
 from __future__ import annotations
 
@@ -11,10 +13,6 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-
-from . import compat as _compat
-
-_compat.apply()
 
 # public name -> module that defines it
 _LAZY = {

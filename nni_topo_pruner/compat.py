@@ -3,13 +3,17 @@ analysis work on current PyTorch (tested: torch 2.14.1, torchvision 0.29.1) and 
 
 NNI 3.0 is NNI's last release; its ``ModelSpeedup`` traces the model with its own
 "concrete tracer", which breaks on today's torch and Python in several places. Every patch
-below is a monkeypatch applied at import time (nothing in site-packages is edited), guarded
+below is a monkeypatch applied by :func:`apply` (nothing in site-packages is edited), guarded
 by a feature check that looks at the broken behaviour itself, and idempotent.
 
-``import nni_topo_pruner`` calls :func:`apply`. To see what is in effect::
+This package calls :func:`apply` where it is about to use NNI: constructing one of its
+pruners, ``registry.create_pruner`` (NNI's pruners included) and ``speedup.speedup_model``;
+``import nni_topo_pruner`` alone imports and patches nothing. Code that uses NNI directly
+(``ModelSpeedup``, ``auto_set_denpendency_group_ids``, a legacy config list) calls
+:func:`apply` first. To see what is in effect::
 
-    >>> import nni_topo_pruner
     >>> from nni_topo_pruner import compat
+    >>> compat.apply()                        # doctest: +SKIP
     >>> compat.applied_patches()              # doctest: +SKIP
     ['tensorbase-qualname', 'node-is-impure-signature', ...]
     >>> print(compat.describe())              # doctest: +SKIP
@@ -726,7 +730,8 @@ def apply() -> list[str]:
     Example::
 
         >>> from nni_topo_pruner import compat
-        >>> compat.apply()   # already applied on import
+        >>> _ = compat.apply()
+        >>> compat.apply()   # a second call has nothing left to do
         []
     """
     applied: list[str] = []
@@ -735,7 +740,7 @@ def apply() -> list[str]:
             if not patch.is_needed():
                 continue
             patch.install()
-        except Exception:  # never break `import nni_topo_pruner` over a compat patch
+        except Exception:  # never break the caller over a compat patch
             _logger.exception("nni_topo_pruner.compat: patch %r could not be applied", patch.name)
             continue
         _logger.debug("nni_topo_pruner.compat: applied %s", patch.name)

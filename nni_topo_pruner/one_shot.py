@@ -7,14 +7,20 @@ says so clearly instead of failing deep inside NNI.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from nni.compression.base.compressor import Pruner
 from nni.compression.utils.evaluator import Evaluator
 
+from . import compat
+
 
 class OneShotPruner(Pruner):
     """``compress()`` computes masks once and applies them; returns ``(model, masks)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        compat.apply()  # before NNI parses the config list and wraps the model
+        super().__init__(*args, **kwargs)
 
     def _single_compress(self, max_steps: Optional[int], max_epochs: Optional[int]) -> None:
         if max_steps is not None or max_epochs is not None:

@@ -20,6 +20,8 @@ import torch
 from nni.compression.pruning import L1NormPruner
 from nni.compression.pruning.tools import norm_metrics
 
+from . import compat
+
 _METRICS = Dict[str, Dict[str, torch.Tensor]]
 
 
@@ -33,6 +35,7 @@ class RandomPruner(L1NormPruner):
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.seed = seed
+        compat.apply()  # before NNI parses the config list and wraps the model
         super().__init__(model, config_list, **kwargs)
 
     def _calculate_metrics(self, data: _METRICS) -> _METRICS:

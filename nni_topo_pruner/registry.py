@@ -133,8 +133,10 @@ def create_pruner(name: str, model: torch.nn.Module, config_list: List[Dict[str,
     (the Topological Pruner's ``cloud='activations'`` uses it); for the others it is ignored
     with a debug message.
     """
+    from . import compat
     from .tied import check_no_tied_targets
 
+    compat.apply()  # NNI's own pruners are built here too
     pruner_class = get_pruner(name)
     check_no_tied_targets(model, config_list)  # NNI's wrapping would untie them silently
     if getattr(pruner_class, "requires_calibration_data", False) or (

@@ -11,6 +11,8 @@ Example
 -------
 >>> import torch
 >>> from nni.compression.speedup import ModelSpeedup
+>>> from nni_topo_pruner import compat
+>>> _ = compat.apply()  # NNI's ModelSpeedup used directly: mend it first
 >>> model = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3)).eval()
 >>> masks = {'0': {'weight': torch.tensor([1., 0., 1., 0.]).view(4, 1, 1, 1, 1).expand(4, 2, 3, 3, 3).clone()}}
 >>> speedup = ModelSpeedup(model, torch.rand(2, 2, 6, 6, 6), masks, customized_replacers=[extra_replacers()])

@@ -1,7 +1,7 @@
 """Speedup module (thesis 6.7): masks -> a physically smaller model, through NNI's ``ModelSpeedup``.
 
-Any NNI pruner's masks work here, ours included. The compat layer (applied on
-``import nni_topo_pruner``) is what lets NNI 3.0's tracer run on current PyTorch.
+Any NNI pruner's masks work here, ours included. The compat layer (applied by
+:func:`speedup_model`) is what lets NNI 3.0's tracer run on current PyTorch.
 
 :func:`speedup_model` adds to NNI's ``ModelSpeedup``:
 
@@ -68,7 +68,7 @@ def speedup_model(model: torch.nn.Module, dummy_input: Any, masks: Union[Masks, 
 
     from .replacers import extra_replacers
 
-    compat.apply()  # idempotent; in case NNI was imported and patched-out elsewhere
+    compat.apply()  # idempotent: ModelSpeedup's tracer needs the patches
     model = _unwrap_compiled(model)
     if any(type(m).__name__.endswith("ModuleWrapper") for m in model.modules()):
         raise ValueError("model is still wrapped by an NNI pruner: call pruner.unwrap_model() before speedup_model()")

@@ -39,6 +39,8 @@ def target_module_names(model: torch.nn.Module, config_list: Sequence[Mapping[st
     """Names of the modules an NNI config list selects (what an NNI pruner would wrap)."""
     from nni.compression.base.config import select_modules_by_config, trans_legacy_config_list
 
+    from . import compat
+    compat.apply()  # trans_legacy_config_list needs the legacy-total-sparsity-group-key patch
     names: Set[str] = set()
     for config in trans_legacy_config_list([dict(c) for c in config_list]):
         modules, _, _ = select_modules_by_config(model, config)

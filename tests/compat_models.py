@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import nni_topo_pruner  # noqa: F401  (applies nni_topo_pruner.compat)
+from nni_topo_pruner import compat
+
+compat.apply()  # these models go through NNI directly
 
 
 # ----------------------------------------------------------------------------------------

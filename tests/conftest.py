@@ -6,6 +6,12 @@ import os
 import pytest
 import torch
 
+from nni_topo_pruner import compat
+
+# Many tests drive NNI directly (auto_set_denpendency_group_ids, L1NormPruner with legacy config
+# lists, ModelSpeedup), as a user of raw NNI would: they need the patches first.
+# tests/test_compat_lazy.py checks, in fresh processes, where the package applies them itself.
+compat.apply()
 torch.set_num_threads(int(os.environ.get("TEST_TORCH_THREADS", "2")))
 
 

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import nni_topo_pruner  # noqa: F401  (applies the patches)
 from nni_topo_pruner import compat
 from nni.common.concrete_trace_utils import concrete_proxy, concrete_trace, concrete_tracer
+
+compat.apply()  # what a user of raw NNI does
 
 ALL_PATCHES = [patch.name for patch in compat.PATCHES]
 
@@ -25,7 +26,7 @@ ALL_PATCHES = [patch.name for patch in compat.PATCHES]
 # bookkeeping
 # ----------------------------------------------------------------------------------------
 
-def test_import_applies_every_patch_on_the_tested_stack():
+def test_apply_applies_every_patch_on_the_tested_stack():
     # torch 2.14 / Python 3.11 / NNI 3.0 (+ tensorboard): every symptom is present, so all apply
     assert compat.applied_patches() == ALL_PATCHES
     assert not any(patch.is_needed() for patch in compat.PATCHES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import nni_topo_pruner  # noqa: F401
 from nni_topo_pruner.metric_calculator import MetricCalculator
 from nni_topo_pruner.topology.persistence import check_homology_dims
 

@@ -10,7 +10,6 @@ import torch
 from nni.compression.pruning import L1NormPruner
 from torch import nn
 
-import nni_topo_pruner  # noqa: F401  (compat patches)
 from nni_topo_pruner.masks_io import save_masks
 from nni_topo_pruner.speedup import speedup_model
 
