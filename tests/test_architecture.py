@@ -1,0 +1,43 @@
+"""The import rules of docs/architecture.md: the topology code needs neither torch nor NNI,
+and topology/ uses nothing of the package outside itself (imports inside functions count)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nni_topo_pruner"
+NUMPY_ONLY = sorted([*(PACKAGE / "topology").glob("*.py"), PACKAGE / "metric_calculator.py",
+                     PACKAGE / "evolutionary.py", PACKAGE / "engine.py"])
+
+
+def imported(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved)."""
+    package = ["nni_topo_pruner", *path.parent.relative_to(PACKAGE).parts]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            names.add(".".join([*base, node.module] if node.module else base))
+    return names
+
+
+@pytest.mark.parametrize("path", NUMPY_ONLY, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_topology_rooms_import_neither_torch_nor_nni(path):
+    bad = sorted(n for n in imported(path) if n.split(".")[0] in ("torch", "nni", "torchvision", "torch_pruning"))
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "topology").glob("*.py")), ids=lambda p: p.name)
+def test_topology_imports_nothing_of_the_package_outside_itself(path):
+    outside = sorted(n for n in imported(path)
+                     if n.startswith("nni_topo_pruner") and not n.startswith("nni_topo_pruner.topology"))
+    assert not outside, f"topology/{path.name} imports {outside}"
+
+
+def test_the_resolver_sees_relative_imports():
+    assert "nni_topo_pruner.metric_calculator" in imported(PACKAGE / "engine.py")
+    assert "nni_topo_pruner.topology.mst" in imported(PACKAGE / "topology" / "persistence.py")
