@@ -19,7 +19,7 @@ pruners, ``registry.create_pruner`` (NNI's pruners included) and ``speedup.speed
     >>> print(compat.describe())              # doctest: +SKIP
 
 Each :class:`Patch` in :data:`PATCHES` says which symptom it fixes, why it happens and how
-it is fixed; ``docs/compat.md`` has the same table.
+it is fixed; the table in ``docs/compat.md`` is :func:`describe` ``(markdown=True)``.
 """
 from __future__ import annotations
 
@@ -753,8 +753,23 @@ def applied_patches() -> list[str]:
     return [patch.name for patch in PATCHES if patch.is_applied()]
 
 
-def describe() -> str:
-    """A human-readable table: each patch, whether it is in effect, and what it fixes."""
+def describe(markdown: bool = False) -> str:
+    """A human-readable table: each patch, whether it is in effect, and what it fixes.
+
+    With ``markdown=True``: the Markdown table of ``docs/compat.md`` (patch, symptom, cause,
+    fix; no state), generated here so that the page cannot drift from the code.
+
+    Example::
+
+        >>> describe(markdown=True).splitlines()[:2]
+        ['| patch | symptom | cause | fix |', '| --- | --- | --- | --- |']
+    """
+    if markdown:
+        def cell(text: str) -> str:  # plain text in a Markdown cell: __bool__ must not turn bold
+            return "".join("\\" + c if c in "\\|_*" else c for c in text)
+
+        rows = [f"| `{p.name}` | {cell(p.symptom)} | {cell(p.cause)} | {cell(p.fix)} |" for p in PATCHES]
+        return "\n".join(["| patch | symptom | cause | fix |", "| --- | --- | --- | --- |", *rows])
     lines = []
     for patch in PATCHES:
         state = "applied" if patch.is_applied() else "not needed / not applied"
