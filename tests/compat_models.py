@@ -17,6 +17,15 @@ from nni_topo_pruner import compat
 compat.apply()  # these models go through NNI directly
 
 
+def in_patch_modules(monkeypatch, name: str, value: Any) -> None:
+    """Replace ``name`` (a helper each patch module imported from compat.base) in every patch module."""
+    import sys
+
+    for module in {sys.modules[patch.install.__module__] for patch in compat.PATCHES}:
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
+
+
 # ----------------------------------------------------------------------------------------
 # small hand-written models
 # ----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from nni.common.concrete_trace_utils import concrete_trace
 
 from nni_topo_pruner import compat
 
-from .compat_models import LeNet, conv_config, ones_masks_speedup, prune_and_speedup
+from .compat_models import LeNet, conv_config, in_patch_modules, ones_masks_speedup, prune_and_speedup
 
 VARIANTS = [("relu", None), ("relu6", None), ("custom", None),
             ("relu", "functional_softmax"), ("relu6", "softmax_module")]
@@ -61,7 +61,7 @@ def test_size_leaf_patch_is_in_effect_and_idempotent():
     from nni.compression.speedup import mask_updater, model_speedup, utils
 
     assert "pytree-torch-size-leaf" in compat.applied_patches()
-    assert compat._pytree_flattens_size()  # the broken torch behaviour is still there upstream
+    assert compat.pytree_size_leaf._pytree_flattens_size()  # the broken torch behaviour is still there upstream
     assert mask_updater.tree_map_zip is model_speedup.tree_map_zip is utils.tree_map_zip
     assert compat.apply() == []
     size = torch.Size([2, 3])
@@ -72,11 +72,11 @@ def test_size_leaf_patch_is_in_effect_and_idempotent():
 
 def test_size_leaf_feature_check_skips_what_is_not_broken(monkeypatch):
     patch = next(p for p in compat.PATCHES if p.name == "pytree-torch-size-leaf")
-    monkeypatch.setattr(compat, "_is_marked", lambda obj, name: False)  # pretend unpatched
+    in_patch_modules(monkeypatch, "is_marked", lambda obj, name: False)  # pretend unpatched
     assert patch.is_needed()
-    monkeypatch.setattr(compat, "_pytree_flattens_size", lambda: False)  # a torch that keeps torch.Size
+    monkeypatch.setattr(compat.pytree_size_leaf, "_pytree_flattens_size", lambda: False)  # a torch that keeps torch.Size
     assert not patch.is_needed()
     monkeypatch.undo()
-    monkeypatch.setattr(compat, "_is_marked", lambda obj, name: False)
-    monkeypatch.setattr(compat, "_source", lambda obj: "def changed_upstream(): pass\n")  # another NNI
+    in_patch_modules(monkeypatch, "is_marked", lambda obj, name: False)
+    in_patch_modules(monkeypatch, "source_of", lambda obj: "def changed_upstream(): pass\n")  # another NNI
     assert not patch.is_needed()
