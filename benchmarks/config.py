@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 RECIPE_VERSION = 1
 
 DEFAULT_PRUNERS = ["l1", "l2", "fpgm", "topological", "random"]
+#: per-layer sparse ratios: all at the run's sparsity, or allocated by nni_topo_pruner.allocation
+ALLOCATIONS = ("uniform", "topological")
 
 # Who prunes: NNI (masks + ModelSpeedup) or Torch-Pruning (importance + DepGraph); see benchmarks.backends.
 BACKENDS = ("nni", "torch-pruning")
@@ -66,6 +68,10 @@ class BenchmarkConfig:
     backend: str = _option("nni", "who prunes: 'nni' (the registry pruner's masks, then NNI ModelSpeedup) or "
                                   "'torch-pruning' (Torch-Pruning's BasePruner with the matching importance, "
                                   "the same per-layer counts; see benchmarks/backends.py)")
+    allocation: str = _option("uniform", "per-layer sparse ratios: 'uniform' (every layer at the run's sparsity) or "
+                                         "'topological' (nni_topo_pruner.allocation: the uniform list's FLOPs budget "
+                                         "shared out by how far each layer's diagram moves; the same ratios for "
+                                         "every pruner, so random at those ratios is the matched control)")
     calibration_size: int = _option(256, "training images given to data-dependent pruners")
     bn_batches: int = _option(16, "batches (of batch_size training images, no augmentation) over which BatchNorm "
                                   "statistics are re-estimated after pruning, before any weight update "
@@ -291,6 +297,8 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
         raise ValueError("ray_num_cpus and ray_num_gpus are both 0: a Ray task must request some resource, "
                          "e.g. --set ray_num_cpus=1")
     _check_backend(config)
+    if config.allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got {config.allocation!r}")
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
     return config
@@ -349,4 +357,5 @@ def run_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: 
             "batch_size": config.batch_size, "momentum": config.momentum, "weight_decay": config.weight_decay,
             "latency": [config.latency_batch_size, config.latency_warmup, config.latency_repeats],
             # only when not NNI: records made before backends existed keep their keys (and are reused)
-            **({"backend": config.backend} if getattr(config, "backend", "nni") != "nni" else {})}
+            **({"backend": config.backend} if getattr(config, "backend", "nni") != "nni" else {}),
+            **({"allocation": config.allocation} if config.allocation != "uniform" else {})}

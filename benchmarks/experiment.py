@@ -85,13 +85,32 @@ def hits_text(hits) -> str:
     return "".join("1" if hit else "0" for hit in hits)
 
 
+_ALLOCATED: Dict[tuple, List[Dict[str, Any]]] = {}  # (baseline, sparsity) -> config list, per process
+
+
+def run_config_list(config: BenchmarkConfig, baseline: Baseline, sparsity: float) -> List[Dict[str, Any]]:
+    """The NNI config list every pruner gets at ``sparsity``: uniform, or with per-layer ratios
+    from :func:`nni_topo_pruner.allocation.topological_config_list` on the baseline (computed
+    once per process: it does not depend on the pruner or the seed)."""
+    uniform = config.config_list(sparsity)
+    if config.allocation == "uniform":
+        return uniform
+    key = (baseline.key_hash, float(sparsity), tuple(config.op_types))
+    if key not in _ALLOCATED:
+        from nni_topo_pruner.allocation import topological_config_list
+
+        model = baseline.fresh_model().eval()
+        _ALLOCATED[key], _ = topological_config_list(model, uniform, torch.zeros(1, 3, 32, 32), progress=False)
+    return [dict(entry) for entry in _ALLOCATED[key]]
+
+
 def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
                       sparsity: float, seed: int, device: torch.device, progress: bool = True) -> Dict[str, Any]:
     """Prune (through ``config.backend``), speed up and measure; returns ``{"model": the physically
     pruned model, "measurements": {...}, "kept_channels": {layer: kept output channel indices}}``."""
     seed_everything(seed)
     model = baseline.fresh_model().to(device)
-    config_list = config.config_list(sparsity)
+    config_list = _step("create", lambda: run_config_list(config, baseline, sparsity))
     dummy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
     pruned = prune_with_backend(
         config, model, pruner, config_list, seed, dummy, progress=progress,

@@ -1,0 +1,67 @@
+"""benchmarks.compare_runs (two output directories, image by image) and the benchmark's
+``allocation`` setting."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.compare_runs import CompareInputError, compare_runs, main, render_rows
+from benchmarks.config import apply_overrides, preset_config, run_key, validate
+
+
+def results(runs, key_hash="b1", images=100):
+    return {"baseline": {"key_hash": key_hash}, "data": {"test_images": images}, "runs": runs}
+
+
+def run(pruner, seed, correct, sparsity=0.5, flops=0.25, images=100):
+    return {"status": "ok", "pruner": pruner, "seed": seed, "sparsity": sparsity, "flops_ratio": flops,
+            "acc_after_bn": correct / images, "hits_after_bn": "1" * correct + "0" * (images - correct)}
+
+
+def test_same_pruner_is_paired_by_seed_and_the_verdict_follows_the_images():
+    candidate = results([run("l1", s, 70, flops=0.20) for s in (0, 1)] + [run("random", s, 50) for s in (0, 1)])
+    reference = results([run("l1", s, 40) for s in (0, 1)] + [run("random", s, 50) for s in (0, 1)]
+                        + [run("l2", s, 45) for s in (0, 1)])
+    rows = compare_runs(candidate, reference)
+    by = {(r["pruner"], r["reference"]): r for r in rows}
+    assert by[("l1", "l1")]["paired"]["verdict"] == "beats"
+    assert by[("l1", "l1")]["paired"]["difference"] == pytest.approx(0.30)
+    assert by[("l1", "l1")]["flops_ratio"] == pytest.approx(0.20)
+    assert by[("l1", "l1")]["reference_flops_ratio"] == pytest.approx(0.25)
+    assert by[("random", "random")]["paired"]["verdict"] == "within noise"
+    best = [r for r in compare_runs(candidate, reference, against="best-norm") if r["pruner"] == "l1"]
+    assert [r["reference"] for r in best] == ["l2"]  # the best of L1/L2/FPGM in the reference run
+    assert best[0]["paired"]["verdict"] == "beats"
+    assert "| 0.5 | l1 | 20.00% | 70.00 | l1 (same pruner) | 25.00% | 40.00 | +30.00" in render_rows(rows)
+
+
+def test_runs_of_different_baselines_or_image_sets_are_refused():
+    with pytest.raises(CompareInputError, match="different baselines"):
+        compare_runs(results([], key_hash="a"), results([], key_hash="b"))
+    with pytest.raises(CompareInputError, match="different numbers of test images"):
+        compare_runs(results([], images=10), results([], images=20))
+    with pytest.raises(CompareInputError, match="metric must be one of"):
+        compare_runs(results([]), results([]), metric="loss")
+
+
+def test_cli_writes_the_table_and_exits_2_on_missing_input(tmp_path, capsys):
+    for name, correct in (("a", 80), ("b", 60)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results([run("l1", 0, correct)])))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "t.md")]) == 0
+    assert "+20.00" in (tmp_path / "t.md").read_text()
+    assert main([str(tmp_path / "missing"), str(tmp_path / "b")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "b" / "results.json").write_text("{")
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+
+
+def test_allocation_is_validated_and_enters_the_run_key_only_when_not_uniform():
+    config = preset_config("smoke")
+    uniform_key = run_key(config, "h", "l1", 0.5, 0)
+    assert "allocation" not in uniform_key  # records made before the setting existed keep their keys
+    topological = apply_overrides(config, ["allocation=topological"])
+    assert run_key(topological, "h", "l1", 0.5, 0)["allocation"] == "topological"
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        validate(apply_overrides(config, ["allocation=greedy"]))
