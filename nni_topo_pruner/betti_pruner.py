@@ -75,13 +75,13 @@ from tqdm.auto import tqdm
 
 from .topology.betti import BettiScale, betti_at_scale, h0_intervals, persistence_intervals
 from .feature_collector import FeatureCollector, feed_calibration_loader
+from .masks_io import Masks
 from .one_shot import OneShotPruner
 
 _logger = logging.getLogger(__name__)
 
 _SUPPORTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _REDUCTIONS = ("random_projection", "avgpool", "none")
-_MASKS = Dict[str, Dict[str, torch.Tensor]]
 
 
 class BettiPruner(OneShotPruner):
@@ -240,8 +240,8 @@ class BettiPruner(OneShotPruner):
                      sum(b.numel() for b in buffers.values()) * 4 / 2**20)
         return buffers
 
-    def _calculate_metrics(self, data: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, torch.Tensor]]:
-        metrics: Dict[str, Dict[str, torch.Tensor]] = defaultdict(dict)
+    def _calculate_metrics(self, data: Dict[str, torch.Tensor]) -> Masks:
+        metrics: Masks = defaultdict(dict)
         total = sum(b.shape[1] for b in data.values())
         bar = tqdm(total=total, desc="BettiPruner persistence", unit="filter", disable=not self.progress, leave=False)
         for module_name, cloud in data.items():
@@ -269,7 +269,7 @@ class BettiPruner(OneShotPruner):
         bar.close()
         return metrics
 
-    def _generate_sparsity(self, metrics: Dict[str, Dict[str, torch.Tensor]]) -> _MASKS:
+    def _generate_sparsity(self, metrics: Masks) -> Masks:
         masks = generate_sparsity(metrics, self._target_spaces)
         for module_name, targets in masks.items():
             weight = targets.get("weight")

@@ -20,6 +20,8 @@ import torch
 
 from .fileio import atomic_write
 
+#: NNI's ``{module_name: {target_name: tensor}}``: masks, and the data and metrics of the same
+#: shape that NNI's pruner hooks pass on. The package's one alias for it.
 Masks = Dict[str, Dict[str, torch.Tensor]]
 
 

@@ -53,6 +53,7 @@ from .feature_collector import FeatureCollector, feed_calibration_loader
 from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DIMS, DEFAULT_WASSERSTEIN_ORDER,
                      DEFAULT_ZERO_ANCHOR, AnalysedUnit, check_zero_anchor, KeptNeurons, analyse_unit, build_criterion, choose_kept, unit_ga_config)
 from .evolutionary import GAConfig
+from .masks_io import Masks
 from .metric_calculator import MetricCalculator
 from .report import PruningReport, UnitReport, diagrams_to_lists
 from .tied import check_no_tied_targets
@@ -79,7 +80,7 @@ class UnitMetrics:
     units: List[PruningUnit]
     analysed: List[AnalysedUnit]
     seconds: List[float]
-    salience: allocator.TargetTensors
+    salience: Masks
 
 
 class TopologicalPruner(OneShotPruner):
@@ -212,7 +213,7 @@ class TopologicalPruner(OneShotPruner):
         salience = allocator.salience_metrics(units, [a.salience for a in analysed], self._target_spaces)
         return UnitMetrics(units, analysed, seconds, salience)
 
-    def _generate_sparsity(self, metrics: UnitMetrics) -> allocator.TargetTensors:
+    def _generate_sparsity(self, metrics: UnitMetrics) -> Masks:
         """Sparsity allocator and evolutionary module: budgets by NNI's rules, the GA's choice
         per unit, and the masks of the chosen channels."""
         started = time.perf_counter()

@@ -21,8 +21,7 @@ from nni.compression.pruning import L1NormPruner
 from nni.compression.pruning.tools import norm_metrics
 
 from . import compat
-
-_METRICS = Dict[str, Dict[str, torch.Tensor]]
+from .masks_io import Masks
 
 
 class RandomPruner(L1NormPruner):
@@ -38,11 +37,11 @@ class RandomPruner(L1NormPruner):
         compat.apply()  # before NNI parses the config list and wraps the model
         super().__init__(model, config_list, **kwargs)
 
-    def _calculate_metrics(self, data: _METRICS) -> _METRICS:
+    def _calculate_metrics(self, data: Masks) -> Masks:
         # Same metric shapes as L1 (one value per output channel after NNI's scaler), random values.
         shaped = norm_metrics(p=1, data=data, target_spaces=self._target_spaces)
         generator = torch.Generator().manual_seed(self.seed)
-        metrics: _METRICS = {}
+        metrics: Masks = {}
         for module_name in sorted(shaped):
             metrics[module_name] = {}
             for target_name in sorted(shaped[module_name]):

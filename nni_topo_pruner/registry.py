@@ -35,6 +35,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Tuple, Union
 
 import torch
 
+from .masks_io import Masks
+
 _logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "nni_topo_pruner.pruners"
@@ -179,7 +181,7 @@ def load_compression_config(config: Union[str, Path, Mapping[str, Any]]) -> Dict
 
 
 def compress_from_config(model: torch.nn.Module, config: Union[str, Path, Mapping[str, Any]], dummy_input: Any, *,
-                         calibration_loader: Iterable | None = None) -> Tuple[torch.nn.Module, Dict[str, Dict[str, torch.Tensor]]]:
+                         calibration_loader: Iterable | None = None) -> Tuple[torch.nn.Module, Masks]:
     """Prune ``model`` as ``config`` says, then shrink it with NNI's ``ModelSpeedup``.
 
     Returns the (same, now physically smaller) model and the masks NNI's pruner produced.

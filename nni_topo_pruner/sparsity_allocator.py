@@ -30,9 +30,7 @@ from nni.compression.base.target_space import TargetType
 from nni.compression.pruning.tools import generate_sparsity
 
 from .data_collector import PruningUnit
-
-#: NNI's ``{module_name: {target_name: tensor}}`` (metrics and masks alike).
-TargetTensors = Dict[str, Dict[str, torch.Tensor]]
+from .masks_io import Masks
 
 
 def channel_keep_mask(mask: torch.Tensor) -> np.ndarray:
@@ -50,11 +48,11 @@ def normalised_scores(values: np.ndarray) -> np.ndarray:
     return 0.999 * values / top
 
 
-def salience_metrics(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], target_spaces) -> TargetTensors:
+def salience_metrics(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], target_spaces) -> Masks:
     """NNI metrics of the units' salience: per weight target one value per output channel
     (shape ``(n, 1, ...)``, the weight's dtype), each unit's salience scaled into [0, 1) by
     :func:`normalised_scores` so that NNI's rules can rank channels of different units."""
-    metrics: TargetTensors = {}
+    metrics: Masks = {}
     for unit, values in zip(units, saliences):
         for module_name, target_name in unit.members:
             space = target_spaces[module_name][target_name]
@@ -68,7 +66,7 @@ def salience_metrics(units: Sequence[PruningUnit], saliences: Sequence[np.ndarra
     return metrics
 
 
-def neuron_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], metrics: TargetTensors,
+def neuron_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], metrics: Masks,
                    target_spaces, ranks: Optional[Sequence[np.ndarray]] = None) -> List[int]:
     """How many channels each unit keeps, from the units' :func:`salience_metrics`.
     ``ranks`` (per unit, the engine's canonical rank of each channel) breaks salience ties
@@ -141,14 +139,14 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
     return [unit.n - p for unit, p in zip(units, pruned)]
 
 
-def unit_masks(units: Sequence[PruningUnit], keep_masks: Sequence[np.ndarray], target_spaces) -> TargetTensors:
+def unit_masks(units: Sequence[PruningUnit], keep_masks: Sequence[np.ndarray], target_spaces) -> Masks:
     """NNI target masks of the chosen channels.
 
     Each member's weight mask is ones of the weight's shape and dtype with the unit's pruned
     channels (output rows) zeroed; a target with NNI's ``align`` (the bias, aligned to the
     weight on dim 0) takes its source mask reduced onto the aligned dims, as NNI does.
     """
-    masks: TargetTensors = {}
+    masks: Masks = {}
     for unit, keep in zip(units, keep_masks):
         pruned = torch.as_tensor(unit.channels[~np.asarray(keep, dtype=bool)], dtype=torch.long)
         for module_name, target_name in unit.members:

@@ -39,11 +39,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from . import compat
+from .masks_io import Masks
 from .tied import check_no_tied_targets
 
 _logger = logging.getLogger(__name__)
-
-Masks = Mapping[str, Mapping[str, torch.Tensor]]
 
 #: floating dtypes that NNI 3.0's ModelSpeedup cannot propagate; sped up in float32 and cast back
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
