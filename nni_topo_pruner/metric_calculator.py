@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .topology.diagram_distance import (
-    _desc,
+    sorted_descending,
     bottleneck_h0_sorted,
     check_distance_kind,
     check_order,
@@ -209,7 +209,7 @@ class SubsetFitness:
         if missing:
             raise ValueError(f"layer has no diagrams for homology dims {missing}; analyse it with those dims")
         self.reference = {d: layer.diagrams[d] for d in self.homology_dims}
-        self._full_desc = _desc(self.reference[0][:, 1]) if 0 in self.homology_dims else None
+        self._full_desc = sorted_descending(self.reference[0][:, 1]) if 0 in self.homology_dims else None
         higher = tuple(d for d in self.homology_dims if d > 0)
         self._skip_bound: tuple[float, float] | None = None
         if higher and 0 in self.homology_dims and self.distance == "bottleneck":
@@ -288,7 +288,7 @@ class SubsetFitness:
         if 0 in self.homology_dims:
             deaths = mst_edge_lengths_batch(self.layer.distances, subsets) if k >= 2 else np.zeros((b, 0))
             if self.distance == "bottleneck":
-                per_dim.append(bottleneck_h0_sorted(self._full_desc, _desc(deaths)))
+                per_dim.append(bottleneck_h0_sorted(self._full_desc, sorted_descending(deaths)))
             else:
                 per_dim.append(wasserstein_h0_sorted(self._full_desc[::-1], np.sort(deaths, axis=1), self.order))
         higher = tuple(d for d in self.homology_dims if d > 0)

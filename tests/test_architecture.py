@@ -41,3 +41,14 @@ def test_topology_imports_nothing_of_the_package_outside_itself(path):
 def test_the_resolver_sees_relative_imports():
     assert "nni_topo_pruner.metric_calculator" in imported(PACKAGE / "engine.py")
     assert "nni_topo_pruner.topology.mst" in imported(PACKAGE / "topology" / "persistence.py")
+
+
+def test_modules_import_only_public_names_of_each_other():
+    private = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        package = ["nni_topo_pruner", *path.parent.relative_to(PACKAGE).parts]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("nni_topo_pruner")):
+                private += [f"{path.relative_to(PACKAGE)}: {alias.name}" for alias in node.names
+                            if alias.name.startswith("_")]
+    assert not private, f"private names imported across modules: {private}"

@@ -66,7 +66,8 @@ def _is_h0_like(d: np.ndarray) -> bool:
     return bool(np.all(d[:, 0] == 0.0) and np.all(np.isfinite(d[:, 1])))
 
 
-def _desc(deaths: np.ndarray) -> np.ndarray:
+def sorted_descending(deaths: np.ndarray) -> np.ndarray:
+    """``deaths`` sorted in descending order along the last axis (the H0 routines' input)."""
     return -np.sort(-deaths, axis=-1)
 
 
@@ -86,8 +87,8 @@ def bottleneck_h0_sorted(a_desc: np.ndarray, b_desc: np.ndarray) -> np.ndarray:
     a_desc = np.asarray(a_desc, dtype=np.float64)
     b_desc = np.asarray(b_desc, dtype=np.float64)
     length = max(a_desc.shape[-1], b_desc.shape[-1])
-    a_pad = _pad_last(a_desc, length)
-    b_pad = _pad_last(b_desc, length)
+    a_pad = pad_last(a_desc, length)
+    b_pad = pad_last(b_desc, length)
     a_pad, b_pad = np.broadcast_arrays(a_pad, b_pad)
     shape = a_pad.shape[:-1]
     prefix = np.zeros(shape + (length + 1,))
@@ -98,7 +99,8 @@ def bottleneck_h0_sorted(a_desc: np.ndarray, b_desc: np.ndarray) -> np.ndarray:
     return np.min(np.maximum(prefix, tail), axis=-1)
 
 
-def _pad_last(x: np.ndarray, length: int) -> np.ndarray:
+def pad_last(x: np.ndarray, length: int) -> np.ndarray:
+    """``x`` padded with zeros (points on the diagonal) to ``length`` along the last axis."""
     missing = length - x.shape[-1]
     if missing == 0:
         return x
@@ -108,7 +110,7 @@ def _pad_last(x: np.ndarray, length: int) -> np.ndarray:
 
 def bottleneck_h0(a: np.ndarray, b: np.ndarray) -> float:
     """Exact bottleneck distance between two H0 Rips diagrams (all births 0)."""
-    return float(bottleneck_h0_sorted(_desc(_as_diagram(a)[:, 1]), _desc(_as_diagram(b)[:, 1])))
+    return float(bottleneck_h0_sorted(sorted_descending(_as_diagram(a)[:, 1]), sorted_descending(_as_diagram(b)[:, 1])))
 
 
 def _pow(x: np.ndarray, order: float) -> np.ndarray:

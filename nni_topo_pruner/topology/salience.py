@@ -36,8 +36,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .diagram_distance import (
-    _desc,
-    _pad_last,
+    sorted_descending,
+    pad_last,
     bottleneck_h0_sorted,
     check_distance_kind,
     check_order,
@@ -181,7 +181,7 @@ def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = fr
     changes = _leave_one_out_changes(dist, skip)
     full = next(changes)
     n = dist.shape[0]
-    full_desc = _desc(full[full > 0.0])
+    full_desc = sorted_descending(full[full > 0.0])
     out = np.zeros(n)
     # Row r of a block: the full weights with v's tree edges zeroed (zero = a point on the
     # diagonal, which changes no distance) and the reconnecting edges in the extra columns.
@@ -211,9 +211,9 @@ def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = fr
         if kind == "wasserstein":  # zeros cost nothing in the dynamic programme
             out[rows] = wasserstein_h0_sorted(full_desc[::-1], np.sort(block, axis=1), order)
         else:
-            block = _desc(block)  # zeros sink to the end (points on the diagonal)
+            block = sorted_descending(block)  # zeros sink to the end (points on the diagonal)
             length = max(block.shape[1], len(full_desc))
-            out[rows] = bottleneck_h0_sorted(_pad_last(full_desc, length), _pad_last(block, length))
+            out[rows] = bottleneck_h0_sorted(pad_last(full_desc, length), pad_last(block, length))
         pending.clear()
 
     for change in changes:
