@@ -28,6 +28,7 @@ RAY_MISSING = ("--executor ray needs the Ray library, which is an optional extra
                "`.venv/bin/python -m pip install -c requirements/tested.txt -e '.[ray]'` (or `pip install ray`)")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
 class ExecutorError(RuntimeError):
     """The executor cannot run this benchmark as asked (Ray missing, resources the cluster lacks)."""
 
@@ -53,12 +54,10 @@ class LocalExecutor:
 
 def _in_ray_worker(function: Callable[[Any, Task], Any], shared: Any, task: Task, threads: int) -> Any:
     """Run ``function`` in a Ray worker with a fixed torch thread count (results depend on it)."""
-    import logging as worker_logging
-
     import torch
 
     # INFO lines of the benchmark (per epoch, per record) reach the driver's console through Ray
-    worker_logging.basicConfig(level=worker_logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(threads)
     return function(shared, task)
 

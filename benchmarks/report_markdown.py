@@ -134,6 +134,8 @@ def flops_section(view: Dict[str, Any], budget: int) -> List[str]:
                      f"| {percent(row['acc_after_bn']) if 'acc_after_bn' in row else '-'} "
                      f"| {percent(row['recoverability']) if 'recoverability' in row else '-'} |")
     lines.append("")
+    if any(row["pruner"].startswith("scratch_e:") for row in view["rows"]):
+        lines += ["`scratch_e:` rows: final accuracy after their whole from-scratch budget, not after fine-tuning.", ""]
     interpolated = view["interpolated"]
     if not view["flops_differ"]:
         return lines + ["At each sparsity every pruner kept the same FLOPs (within 0.5 points), so the rows above "

@@ -291,7 +291,22 @@ def _record_task(shared: Dict[str, Any], entry: tuple) -> Dict[str, Any]:
         arrays = dataclasses.replace(arrays, **{name: np.array(getattr(arrays, name)) for name in
                                                 ("x_train", "y_train", "x_test", "y_test")})
     return run_one_record(config, shared["baseline"], arrays, pruner, sparsity, seed,
-                          resolve_device(config.device), shared["out_dir"], shared["progress"])
+                          resolve_device(task_device(config, bool(shared.get("remote")))), shared["out_dir"],
+                          shared["progress"])
+
+
+def task_device(config: BenchmarkConfig, remote: bool) -> str:
+    """The device name a record runs on: ``config.device``, except that ``auto`` means ``cpu`` in
+    a Ray task that reserved no GPU (Ray leaves every GPU visible to such a task, and using one
+    unreserved would share it with the tasks that did reserve it).
+
+    >>> from benchmarks.config import preset_config
+    >>> task_device(preset_config("smoke"), remote=True), task_device(preset_config("paper"), remote=True)
+    ('cpu', 'auto')
+    """
+    if remote and config.device == "auto" and config.ray_num_gpus == 0:
+        return "cpu"
+    return config.device
 
 
 def _quiet_worker() -> None:

@@ -132,3 +132,14 @@ def test_ray_executor_matches_local(tmp_path, keep_torch_threads):
             for key in SAME:
                 assert mine[key] == theirs[key], key
     assert resumed["paired"] == first["paired"] == local["paired"]  # paired verdicts from the per-image results
+
+
+def test_a_record_lost_by_the_executor_is_a_failed_record_redone_next_time():
+    from benchmarks.runner import _lost_record, record_problem
+
+    config = validate(apply_overrides(preset_config("smoke"), ["pruners=l1,random", "scratch_e=l1"]))
+    record = _lost_record(config, "b", (0.5, 1, "scratch_e:l1"), RuntimeError("worker died"))
+    assert record_problem(record) is None
+    assert (record["status"], record["pruner"], record["seed"]) == ("failed", "scratch_e:l1", 1)
+    assert record["error"]["step"] == "executor" and record["error"]["message"] == "worker died"
+    assert record["run_hash"] == stable_hash(record_key(config, "b", "scratch_e:l1", 0.5, 1))
