@@ -316,8 +316,7 @@ def _quiet_worker() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"nni\.")
     warnings.filterwarnings("ignore", message=r".*already registered as pytree node.*", category=UserWarning)
-    import nni_topo_pruner  # noqa: F401 - the NNI compat patches, before any pruner runs
-    from nni.runtime.log import silence_stdout
+    from nni.runtime.log import silence_stdout  # (the NNI compat patches come with registry.create_pruner)
 
     silence_stdout()
     for name in ("nni", "matplotlib", "PIL"):  # as benchmarks.run quietens them in the driver
