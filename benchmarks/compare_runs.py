@@ -8,7 +8,7 @@ Both runs must share the baseline and the test images (checked); pairing is by s
 Usage::
 
     python -m benchmarks.compare_runs CANDIDATE_DIR REFERENCE_DIR [--metric acc_after_bn]
-        [--against same|random|best-norm|all] [--out FILE.md]
+        [--against same|random|best-norm|all] [--same-as LABEL=REFERENCE_LABEL] [--out FILE.md]
 
 ``--against same`` (default) compares each candidate pruner with the reference pruner of the
 same label; ``random`` with the reference's random control; ``best-norm`` with the reference's
@@ -58,9 +58,12 @@ def _mean(records: Sequence[Dict[str, Any]], key: str) -> Optional[float]:
 
 
 def compare_runs(candidate: Dict[str, Any], reference: Dict[str, Any], metric: str = "acc_after_bn",
-                 against: str = "same") -> List[Dict[str, Any]]:
+                 against: str = "same", same_as: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
     """One row per (sparsity, candidate pruner, reference pruner) with both FLOPs ratios, both
-    mean accuracies and the paired difference (``None`` fields when nothing pairs)."""
+    mean accuracies and the paired difference (``None`` fields when nothing pairs).
+    ``same_as`` maps a candidate label to the reference label that counts as the same pruner
+    (e.g. ``{"topological": "topo_w1_zero"}`` when the reference ran it under a variant label)."""
+    same_as = same_as or {}
     if metric not in METRICS:
         raise CompareInputError(f"metric must be one of {METRICS}, got {metric!r}")
     if against not in ("same", "random", "best-norm", "all"):
@@ -77,7 +80,7 @@ def compare_runs(candidate: Dict[str, Any], reference: Dict[str, Any], metric: s
     for sparsity, pruner in sorted(mine, key=lambda k: (k[0], k[1])):
         references = []
         if against in ("same", "all"):
-            references.append((pruner, "same pruner"))
+            references.append((same_as.get(pruner, pruner), "same pruner"))
         if against in ("random", "all"):
             references.append((CONTROL, "random control"))
         if against in ("best-norm", "all"):
@@ -122,10 +125,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("reference", type=Path, help="benchmark output directory of the reference run")
     parser.add_argument("--metric", default="acc_after_bn", choices=METRICS)
     parser.add_argument("--against", default="same", choices=("same", "random", "best-norm", "all"))
+    parser.add_argument("--same-as", action="append", default=[], metavar="LABEL=REFERENCE_LABEL",
+                        help="the reference's label of the same pruner, when it differs (repeatable)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     try:
-        rows = compare_runs(load_results(args.candidate), load_results(args.reference), args.metric, args.against)
+        pairs = [item.split("=", 1) for item in args.same_as]
+        if any(len(pair) != 2 or not all(pair) for pair in pairs):
+            raise CompareInputError(f"--same-as takes LABEL=REFERENCE_LABEL, got {args.same_as}")
+        rows = compare_runs(load_results(args.candidate), load_results(args.reference), args.metric, args.against,
+                            dict(pairs))
     except CompareInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -210,6 +210,9 @@ def _uniform_ratios(model: torch.nn.Module, config_list: Sequence[Mapping[str, A
     (NNI's rule); modules are selected by NNI's own ``select_modules_by_config``."""
     from nni.compression.base.config import select_modules_by_config
 
+    from . import compat
+
+    compat.apply()  # NNI is about to be used (idempotent)
     ratios: Dict[str, float] = {}
     for index, entry in enumerate(config_list):
         unknown = set(entry) - {"op_names", "op_types", "op_names_re", "exclude_op_names", "exclude_op_types",

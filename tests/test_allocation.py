@@ -186,3 +186,16 @@ def test_untraceable_models_get_the_channels_budget_advice():
         topological_config_list(Dynamic(), UNIFORM, dummy(), progress=False)
     configs, _ = topological_config_list(Dynamic(), UNIFORM, None, budget="channels", progress=False)
     assert configs[0]["sparse_ratio"] == 0.5
+
+
+def test_allocation_curves_cli_prints_every_layer_and_refuses_a_missing_file(tmp_path, capsys):
+    from benchmarks.allocation_curves import main
+    from benchmarks.models import build_vgg16
+
+    torch.manual_seed(0)
+    torch.save(build_vgg16(width=0.125).state_dict(), tmp_path / "model.pt")
+    assert main(["--weights", str(tmp_path / "model.pt"), "--width", "0.125", "--sparsities", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| features.") == 2 * 13 and "allocated at 0.5" in out
+    assert main(["--weights", str(tmp_path / "missing.pt")]) == 2
+    assert "is not a file" in capsys.readouterr().err

@@ -65,3 +65,16 @@ def test_allocation_is_validated_and_enters_the_run_key_only_when_not_uniform():
     assert run_key(topological, "h", "l1", 0.5, 0)["allocation"] == "topological"
     with pytest.raises(ValueError, match="allocation must be one of"):
         validate(apply_overrides(config, ["allocation=greedy"]))
+
+
+def test_same_as_maps_a_label_to_the_references_variant_label(tmp_path, capsys):
+    candidate = results([run("topological", 0, 70)])
+    reference = results([run("topo_w1_zero", 0, 60)])
+    rows = compare_runs(candidate, reference, same_as={"topological": "topo_w1_zero"})
+    assert [(r["pruner"], r["reference"]) for r in rows] == [("topological", "topo_w1_zero")]
+    assert compare_runs(candidate, reference) == []  # no same-label pruner in the reference
+    for name, data in (("a", candidate), ("b", reference)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(data))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--same-as", "topological"]) == 2
+    assert "LABEL=REFERENCE_LABEL" in capsys.readouterr().err
