@@ -191,7 +191,12 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
          f"seeds {config['seeds']}" if config.get("backend", "nni") == "nni" else
          f"- Pruning (backend `{config['backend']}`): Torch-Pruning's `BasePruner` with each pruner's importance "
          f"(see benchmarks/backends.py), the layers and per-layer channel counts of the NNI config list "
-         f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`; seeds {config['seeds']}"),
+         f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`; seeds {config['seeds']}")
+        + ("" if config.get("allocation", "uniform") == "uniform" else
+           f". **Per-layer ratios: `allocation={config['allocation']}`**: the uniform list above is replaced, before "
+           f"any pruner runs, by one entry per layer from `nni_topo_pruner.allocation.topological_config_list` on the "
+           f"baseline (the uniform list's FLOPs, shared out by topology); every pruner gets that same list, which each "
+           f"record stores as `config_list`"),
         (f"- BatchNorm re-estimation (adaptive BN): after the speed-up, every BatchNorm's running statistics are "
          f"re-estimated on {config.get('bn_batches', 0)} batches of {config['batch_size']} training images "
          f"(no augmentation, the same images for every pruner at one seed), in train mode with no weight update; "
