@@ -74,6 +74,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .topology.betti import BettiScale, betti_at_scale, h0_intervals, persistence_intervals
+from .topology.distances import distance_matrix
 from .feature_collector import FeatureCollector, feed_calibration_loader
 from .masks_io import Masks
 from .one_shot import OneShotPruner
@@ -319,15 +320,10 @@ def layer_betti(cloud: torch.Tensor, scale: BettiScale, homology_dims: Sequence[
     dims = tuple(homology_dims)
     betti = np.zeros((channels, len(dims)), dtype=np.int64)
     tie = np.zeros(channels, dtype=np.float64)
+    points = cloud.numpy() if isinstance(cloud, torch.Tensor) else np.asarray(cloud)
     for start in range(0, channels, channel_chunk):
-        block = cloud[:, start:start + channel_chunk, :].to(torch.float64).transpose(0, 1)  # (c, N, D)
-        sq = (block * block).sum(-1)
-        d2 = sq[:, :, None] + sq[:, None, :] - 2.0 * block @ block.transpose(1, 2)
-        dist = d2.clamp_min_(0.0).sqrt_().numpy()
-        for i in range(dist.shape[0]):
-            dm = dist[i]
-            np.fill_diagonal(dm, 0.0)
-            dm = np.minimum(dm, dm.T)  # exact symmetry for GUDHI
+        for i in range(min(channel_chunk, channels - start)):
+            dm = distance_matrix(points[:, start + i, :])  # symmetric, zero diagonal, float64
             s = scale.resolve(*BettiScale.distance_stats(dm))
             if dims == (0,):
                 # H0 only: minimum-spanning-tree bars, equal to GUDHI's (tests/test_betti.py)

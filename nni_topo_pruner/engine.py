@@ -35,6 +35,7 @@ import numpy as np
 
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
 from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness, keep_indices, salience_ranked_subset
+from .topology.validation import check_homology_dims
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,7 @@ def build_criterion(
         >>> calculator.distance, ga.seed
         ('wasserstein', 3)
     """
-    if homology_dims is None or isinstance(homology_dims, (int, str)):
-        raise ValueError(f"homology_dims must be a sequence of ints such as (0,) or (0, 1), got {homology_dims!r}")
-    calculator = MetricCalculator(homology_dims=tuple(homology_dims), distance=distance, cloud_metric=cloud_metric,
+    calculator = MetricCalculator(homology_dims=check_homology_dims(homology_dims), distance=distance, cloud_metric=cloud_metric,
                                   wasserstein_order=wasserstein_order)
     ga_options = dict(crossover_probability=crossover_probability, mutation_probability=mutation_probability,
                       elitism=elitism, seed=seed)

@@ -48,6 +48,7 @@ import numpy as np
 from pyeasyga.pyeasyga import Chromosome, GeneticAlgorithm
 
 from .metric_calculator import SubsetFitness, keep_indices
+from .topology.validation import check_bool, check_int, check_probability
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +58,6 @@ BOUND_TOLERANCE = 1e-12
 
 # pyeasyga uses the process-wide `random` module: one GA at a time per process.
 _GLOBAL_RANDOM_LOCK = threading.Lock()
-
-
-def _check_int(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_probability(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -94,14 +85,12 @@ class GAConfig:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _check_int(self.population_size, "population_size", 2)
-        _check_int(self.generations, "generations", 0)
-        _check_probability(self.crossover_probability, "crossover_probability")
-        _check_probability(self.mutation_probability, "mutation_probability")
-        if not isinstance(self.elitism, (bool, np.bool_)):
-            raise ValueError(f"elitism must be True or False, got {self.elitism!r}")
-        if self.seed is not None:
-            _check_int(self.seed, "seed", 0)
+        check_int(self.population_size, "population_size", 2)
+        check_int(self.generations, "generations", 0)
+        check_probability(self.crossover_probability, "crossover_probability")
+        check_probability(self.mutation_probability, "mutation_probability")
+        check_bool(self.elitism, "elitism")
+        check_int(self.seed, "seed", 0, allow_none=True)
 
 
 @dataclass
@@ -232,10 +221,10 @@ def evolve_neuron_mask(
     Returns:
         :class:`GAResult` with an exact-cardinality mask.
     """
-    _check_int(n, "n", 1)
+    check_int(n, "n", 1)
     if n != fitness.n:
         raise ValueError(f"n={n} does not match the layer the fitness was built for ({fitness.n} neurons)")
-    _check_int(n_keep, "n_keep", 1)
+    check_int(n_keep, "n_keep", 1)
     if n_keep > n:
         raise ValueError(f"n_keep must be in [1, n={n}], got {n_keep}")
     if not isinstance(config, GAConfig):

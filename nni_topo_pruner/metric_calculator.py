@@ -32,8 +32,9 @@ from .topology.diagram_distance import (
 from .topology.bounds import enclosing_radius, higher_dim_bottleneck_bound, max_persistence, smallest_positive_distance
 from .topology.distances import check_metric, distance_matrix
 from .topology.mst import mst_edge_lengths_batch
-from .topology.persistence import SUPPORTED_PERSISTENCE_METHODS, check_homology_dims, persistence_diagrams
+from .topology.persistence import check_persistence_method, persistence_diagrams
 from .topology.salience import leave_one_out_salience
+from .topology.validation import check_homology_dims
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +127,7 @@ class MetricCalculator:
         self.distance = check_distance_kind(distance)
         self.cloud_metric = check_metric(cloud_metric)
         self.wasserstein_order = check_order(wasserstein_order, "wasserstein_order")
-        if not isinstance(persistence_method, str) or persistence_method.lower() not in SUPPORTED_PERSISTENCE_METHODS:
-            raise ValueError(
-                f"persistence_method must be one of {SUPPORTED_PERSISTENCE_METHODS}, got {persistence_method!r}"
-            )
-        self.persistence_method = persistence_method.lower()
+        self.persistence_method = check_persistence_method(persistence_method, "persistence_method")
 
     def __repr__(self) -> str:
         return (

@@ -58,6 +58,7 @@ from .metric_calculator import MetricCalculator
 from .report import PruningReport, UnitReport, diagrams_to_lists
 from .tied import check_no_tied_targets
 from .topology import persistence_diagrams
+from .topology.validation import check_choice, check_int
 
 _logger = logging.getLogger(__name__)
 
@@ -146,13 +147,9 @@ class TopologicalPruner(OneShotPruner):
             wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
             crossover_probability=crossover_probability, mutation_probability=mutation_probability, elitism=elitism,
             seed=seed)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-        self.workers = workers
-        if cloud not in SUPPORTED_CLOUDS:
-            raise ValueError(f"cloud must be one of {SUPPORTED_CLOUDS}, got {cloud!r}")
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 3:
-            raise ValueError(f"num_images must be an int >= 3, got {num_images!r}")
+        self.workers = check_int(workers, "workers", 1)
+        cloud = check_choice(cloud, "cloud", SUPPORTED_CLOUDS)
+        num_images = check_int(num_images, "num_images", 3)
         if cloud == "activations" and calibration_loader is None:
             raise ValueError("cloud='activations' needs calibration images: pass calibration_loader= (batches of "
                              "inputs or (inputs, targets)), or use cloud='weights'")

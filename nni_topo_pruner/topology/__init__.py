@@ -21,10 +21,11 @@ from .diagram_distance import (
     wasserstein_h0,
     wasserstein_h0_sorted,
 )
-from .distances import SUPPORTED_CLOUD_METRICS, check_points, distance_matrix
+from .distances import SUPPORTED_CLOUD_METRICS, diameter, distance_matrix
 from .mst import mst_edge_lengths, mst_edge_lengths_batch, mst_edges
 from .persistence import SUPPORTED_PERSISTENCE_METHODS, h0_diagram, persistence_diagrams
 from .salience import leave_one_out_salience
+from .validation import InvalidParameterError, check_distance_matrix, check_homology_dims, check_points
 
 __all__ = [
     "SUPPORTED_CLOUD_METRICS",
@@ -32,7 +33,11 @@ __all__ = [
     "SUPPORTED_PERSISTENCE_METHODS",
     "bottleneck_h0",
     "bottleneck_h0_sorted",
+    "InvalidParameterError",
+    "check_distance_matrix",
+    "check_homology_dims",
     "check_points",
+    "diameter",
     "diagram_distance",
     "distance_matrix",
     "h0_diagram",

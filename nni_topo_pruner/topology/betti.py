@@ -44,6 +44,10 @@ from typing import Dict, Literal, Optional, Sequence, Tuple
 import gudhi
 import numpy as np
 
+from .distances import diameter, distance_matrix  # the parameter distance_matrix= below shadows it in two functions
+from .persistence import h0_diagram
+from .validation import check_choice, check_distance_matrix, check_homology_dims, check_int, check_number, check_points
+
 ScaleReference = Literal["diameter", "median", "absolute"]
 Count = Literal["alive", "persistent"]
 ComplexKind = Literal["rips", "alpha"]
@@ -68,12 +72,10 @@ class BettiScale:
     count: Count = "alive"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value >= 0):
-            raise ValueError(f"scale must be a finite number >= 0, got {self.value!r}")
-        if self.reference not in _SCALE_REFERENCES:
-            raise ValueError(f"scale_reference must be one of {_SCALE_REFERENCES}, got {self.reference!r}")
-        if self.count not in _COUNTS:
-            raise ValueError(f"count must be one of {_COUNTS}, got {self.count!r}")
+        check_number(self.value, "scale", minimum=0)
+        # frozen: the canonical (lower-case) names are set through object.__setattr__
+        object.__setattr__(self, "reference", check_choice(self.reference, "scale_reference", _SCALE_REFERENCES))
+        object.__setattr__(self, "count", check_choice(self.count, "count", _COUNTS))
 
     def resolve(self, diameter: float, median: Optional[float] = None) -> float:
         """The scale in the cloud's own distance units (``median``: of the pairwise distances)."""
@@ -101,18 +103,13 @@ class BettiScale:
 
 
 def pairwise_distances(points: np.ndarray) -> np.ndarray:
-    """Euclidean distance matrix (float64) of an ``(n, d)`` array.
+    """Euclidean distance matrix (float64) of an ``(n, d)`` array: :func:`distance_matrix`.
 
     Example:
         >>> float(pairwise_distances(np.array([[0.0, 0.0], [3.0, 4.0]]))[0, 1])
         5.0
     """
-    x = _as_points(points)
-    sq = np.einsum("ij,ij->i", x, x)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    np.maximum(d2, 0.0, out=d2)
-    np.fill_diagonal(d2, 0.0)
-    return np.sqrt(d2)
+    return distance_matrix(points, "euclidean")
 
 
 def persistence_intervals(
@@ -134,17 +131,15 @@ def persistence_intervals(
         >>> sorted(bars[0][:, 1].tolist())
         [1.0, 4.0, inf]
     """
-    if not isinstance(max_dimension, (int, np.integer)) or max_dimension < 0:
-        raise ValueError(f"max_dimension must be an int >= 0, got {max_dimension!r}")
-    if complex not in _COMPLEXES:
-        raise ValueError(f"complex must be one of {_COMPLEXES}, got {complex!r}")
+    max_dimension = check_int(max_dimension, "max_dimension", 0)
+    complex = check_choice(complex, "complex", _COMPLEXES)
     if (points is None) == (distance_matrix is None):
         raise ValueError("give exactly one of points= or distance_matrix=")
 
     if complex == "alpha":
         if points is None:
             raise ValueError("complex='alpha' needs points=, not a distance matrix; use complex='rips'")
-        x = _as_points(points)
+        x = np.asarray(check_points(points), dtype=np.float64)
         max_alpha_square = math.inf if math.isinf(max_edge_length) else (max_edge_length / 2.0) ** 2
         st = gudhi.AlphaComplex(points=x).create_simplex_tree(max_alpha_square=max_alpha_square)
         _compute_persistence(st, max_dimension)
@@ -153,7 +148,7 @@ def persistence_intervals(
 
     if distance_matrix is None:
         distance_matrix = pairwise_distances(points)  # type: ignore[arg-type]
-    dm = _as_distance_matrix(distance_matrix)
+    dm = check_distance_matrix(distance_matrix, "distance_matrix", min_points=1)
     threshold = math.inf if math.isinf(max_edge_length) else float(max_edge_length)
     rips = gudhi.RipsComplex(distance_matrix=dm, max_edge_length=threshold)
     st = rips.create_simplex_tree(max_dimension=1)
@@ -167,22 +162,16 @@ def persistence_intervals(
 def h0_intervals(distance_matrix: np.ndarray) -> np.ndarray:
     """H0 bars of the Rips filtration, from a minimum spanning tree (no simplicial complex).
 
-    Kruskal's algorithm is the H0 persistence algorithm: the finite bars are ``(0, w)`` for
-    the MST's edge weights ``w``, plus one infinite bar. Equal to GUDHI's H0 (tested) up
-    to zero-length bars (duplicate points), which no count here sees.
+    The finite bars are :func:`~nni_topo_pruner.topology.persistence.h0_diagram`'s (the
+    minimum spanning tree's edge weights), plus GUDHI's one infinite bar. GUDHI also lists
+    zero-length bars (duplicate points); no count here sees them (tested against GUDHI).
 
     Example:
         >>> h0_intervals(np.array([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]]))[:, 1].tolist()
         [1.0, 2.0, inf]
     """
-    from .mst import mst_edge_lengths
-
-    dm = _as_distance_matrix(distance_matrix)
-    deaths = np.sort(mst_edge_lengths(dm))
-    bars = np.zeros((len(deaths) + 1, 2))
-    bars[:-1, 1] = deaths
-    bars[-1, 1] = np.inf
-    return bars
+    finite = h0_diagram(check_distance_matrix(distance_matrix, "distance_matrix", min_points=1))
+    return np.vstack([finite, [[0.0, np.inf]]])
 
 
 def betti_at_scale(intervals: Dict[int, np.ndarray], scale: float, count: Count = "alive") -> Dict[int, int]:
@@ -192,8 +181,7 @@ def betti_at_scale(intervals: Dict[int, np.ndarray], scale: float, count: Count 
         >>> betti_at_scale({0: np.array([[0.0, 1.0], [0.0, np.inf]])}, 0.5)
         {0: 2}
     """
-    if count not in _COUNTS:
-        raise ValueError(f"count must be one of {_COUNTS}, got {count!r}")
+    count = check_choice(count, "count", _COUNTS)
     out = {}
     for k, bars in intervals.items():
         bars = np.asarray(bars, dtype=np.float64).reshape(-1, 2)
@@ -225,28 +213,27 @@ def betti_numbers(
         >>> betti_numbers(two_points, scale=0.5), betti_numbers(two_points, scale=1.0)
         ((2,), (1,))
     """
-    dims = _check_dims(dims)
+    dims = check_homology_dims(dims, "dims", sort=False)
     spec = BettiScale(scale, scale_reference, count)
+    complex = check_choice(complex, "complex", _COMPLEXES)
     if complex == "alpha" and points is None:
         raise ValueError("complex='alpha' needs points=, not a distance matrix; use complex='rips'")
-    if complex not in _COMPLEXES:
-        raise ValueError(f"complex must be one of {_COMPLEXES}, got {complex!r}")
 
     if complex == "rips" and distance_matrix is None:
         distance_matrix = pairwise_distances(points)  # type: ignore[arg-type]
     if distance_matrix is not None:
-        dm = _as_distance_matrix(distance_matrix)
-        diameter, median = BettiScale.distance_stats(dm)
+        dm = check_distance_matrix(distance_matrix, "distance_matrix", min_points=1)
+        diam, median = BettiScale.distance_stats(dm)
     else:
-        x = _as_points(points)  # type: ignore[arg-type]
+        x = check_points(points)  # type: ignore[arg-type]
         if spec.reference == "median":
             if len(x) > _MAX_POINTS_FOR_MEDIAN:
                 raise ValueError(f"scale_reference='median' on {len(x)} points would need all pairwise distances; "
                                  f"use 'diameter' or 'absolute', or subsample to <= {_MAX_POINTS_FOR_MEDIAN} points")
-            diameter, median = BettiScale.distance_stats(pairwise_distances(x))
+            diam, median = BettiScale.distance_stats(pairwise_distances(x))
         else:
-            diameter, median = _diameter(x), None
-    s = spec.resolve(diameter, median)
+            diam, median = diameter(x), None
+    s = spec.resolve(diam, median)
 
     # "alive" and H0-only "persistent" need the filtration only up to s (bars alive at s
     # come back infinite); higher-dimensional "persistent" counts need all of it.
@@ -272,39 +259,3 @@ def _compute_persistence(st: "gudhi.SimplexTree", max_dimension: int) -> None:
 def _bars(st: "gudhi.SimplexTree", dim: int) -> np.ndarray:
     bars = np.asarray(st.persistence_intervals_in_dimension(dim), dtype=np.float64)
     return bars.reshape(-1, 2)
-
-
-def _as_points(points: np.ndarray) -> np.ndarray:
-    x = np.asarray(points, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"points must be a non-empty (n_points, dim) array, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("points contain NaN or inf")
-    return x
-
-
-def _as_distance_matrix(dm: np.ndarray) -> np.ndarray:
-    d = np.asarray(dm, dtype=np.float64)
-    if d.ndim != 2 or d.shape[0] != d.shape[1] or d.shape[0] == 0:
-        raise ValueError(f"distance_matrix must be a non-empty square array, got shape {d.shape}")
-    if not np.all(np.isfinite(d)) or np.any(d < 0):
-        raise ValueError("distance_matrix must hold finite, non-negative distances")
-    return d
-
-
-def _diameter(x: np.ndarray, chunk: int = 1024) -> float:
-    # exact, in row blocks so memory stays O(chunk * n)
-    sq = np.einsum("ij,ij->i", x, x)
-    best = 0.0
-    for start in range(0, len(x), chunk):
-        block = x[start:start + chunk]
-        d2 = sq[start:start + chunk, None] + sq[None, :] - 2.0 * (block @ x.T)
-        best = max(best, float(d2.max()))
-    return math.sqrt(max(best, 0.0))
-
-
-def _check_dims(dims: Sequence[int]) -> Tuple[int, ...]:
-    dims = tuple(dims)
-    if not dims or any(not isinstance(k, (int, np.integer)) or k < 0 for k in dims):
-        raise ValueError(f"dims must be a non-empty sequence of ints >= 0, got {dims!r}")
-    return tuple(int(k) for k in dims)

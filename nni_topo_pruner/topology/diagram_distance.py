@@ -32,23 +32,19 @@ import gudhi
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .validation import check_choice, check_number
+
 SUPPORTED_DIAGRAM_DISTANCES = ("bottleneck", "wasserstein")
 
 
 def check_distance_kind(kind: str) -> str:
     """Validate a diagram distance name (case-insensitive) and return it in lower case."""
-    if not isinstance(kind, str) or kind.lower() not in SUPPORTED_DIAGRAM_DISTANCES:
-        raise ValueError(f"distance must be one of {SUPPORTED_DIAGRAM_DISTANCES}, got {kind!r}")
-    return kind.lower()
+    return check_choice(kind, "distance", SUPPORTED_DIAGRAM_DISTANCES)
 
 
 def check_order(order: float, name: str = "order") -> float:
     """Validate a Wasserstein order (a finite number >= 1)."""
-    if isinstance(order, bool) or not isinstance(order, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number >= 1, got {order!r}")
-    if not np.isfinite(order) or order < 1:
-        raise ValueError(f"{name} must be a finite number >= 1, got {order!r}")
-    return float(order)
+    return check_number(order, name, minimum=1)
 
 
 def _as_diagram(d: np.ndarray | None) -> np.ndarray:

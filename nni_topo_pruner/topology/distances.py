@@ -20,6 +20,8 @@ import numpy as np
 from scipy.linalg.blas import dsyrk
 from scipy.spatial.distance import pdist, squareform
 
+from .validation import check_choice, check_points
+
 SUPPORTED_CLOUD_METRICS: tuple[str, ...] = ("euclidean", "cosine", "manhattan", "chebyshev")
 
 # Gram-matrix distances below this fraction of the points' norms are recomputed exactly.
@@ -30,46 +32,27 @@ _BLOCK = 256
 _COLUMNS_PER_BLOCK = 2048
 
 
-def check_points(points: np.ndarray, name: str = "points") -> np.ndarray:
-    """Return ``points`` as a numeric (n, d) array (no copy when it already is one), or
-    raise a ValueError that names the problem (wrong shape, empty, NaN/Inf with the rows).
-
-    Example:
-        >>> check_points([[0.0, 1.0]]).shape
-        (1, 2)
-    """
-    arr = np.asarray(points)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array (n points x d coordinates), got shape {arr.shape}; "
-            "reshape a weight tensor to (out_features, -1) first"
-        )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must hold at least one point with at least one coordinate, got shape {arr.shape}")
-    if np.issubdtype(arr.dtype, np.floating):
-        bad_rows = np.concatenate(
-            [start + np.flatnonzero(~np.isfinite(arr[start : start + _BLOCK]).all(axis=1)) for start in range(0, len(arr), _BLOCK)]
-        )
-        if len(bad_rows):
-            bad = arr[bad_rows]
-            kinds = [k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(bad).any()]
-            shown = ", ".join(str(i) for i in bad_rows[:10]) + (" ..." if len(bad_rows) > 10 else "")
-            raise ValueError(
-                f"{name} contain {' and '.join(kinds)} values in {len(bad_rows)} point(s) (rows {shown}); "
-                "persistent homology needs finite coordinates: fix or exclude this layer"
-            )
-    return arr
-
-
 def check_metric(metric: str) -> str:
     """Validate a cloud metric name (case-insensitive) and return it in lower case."""
-    if not isinstance(metric, str) or metric.lower() not in SUPPORTED_CLOUD_METRICS:
-        raise ValueError(f"cloud_metric must be one of {SUPPORTED_CLOUD_METRICS}, got {metric!r}")
-    return metric.lower()
+    return check_choice(metric, "cloud_metric", SUPPORTED_CLOUD_METRICS)
+
+
+def diameter(points: np.ndarray, chunk: int = 1024) -> float:
+    """Largest Euclidean distance between two rows of ``points``, exact, in row blocks so
+    memory stays O(chunk * n) (no n x n matrix: for clouds too large for one).
+
+    Example:
+        >>> diameter(np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0]]))
+        5.0
+    """
+    x = np.asarray(check_points(points), dtype=np.float64)
+    sq = np.einsum("ij,ij->i", x, x)
+    best = 0.0
+    for start in range(0, len(x), chunk):
+        block = x[start:start + chunk]
+        d2 = sq[start:start + chunk, None] + sq[None, :] - 2.0 * (block @ x.T)
+        best = max(best, float(d2.max()))
+    return float(np.sqrt(max(best, 0.0)))
 
 
 def _column_blocks(d: int) -> range:

@@ -33,45 +33,14 @@ import gudhi
 import numpy as np
 
 from .mst import mst_edge_lengths
+from .validation import check_choice, check_distance_matrix, check_homology_dims
 
 SUPPORTED_PERSISTENCE_METHODS = ("auto", "fast", "ripser", "gudhi")
 
 
-def check_homology_dims(homology_dims: Sequence[int], name: str = "homology_dims") -> tuple[int, ...]:
-    """Validate homology dimensions: a non-empty sequence of distinct non-negative ints (or one int).
-
-    Anything else (``None``, a string, a float, a negative or repeated dimension) raises a
-    ``ValueError`` naming ``name``.
-    """
-    if isinstance(homology_dims, (int, np.integer)) and not isinstance(homology_dims, bool):
-        homology_dims = (int(homology_dims),)
-    if homology_dims is None or isinstance(homology_dims, (str, bytes)):
-        raise ValueError(f"{name} must be a sequence of non-negative ints such as (0,) or (0, 1), got "
-                         f"{homology_dims!r}; use (0,) (the default) for connected components")
-    try:
-        dims = tuple(homology_dims)
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of non-negative ints such as (0,) or (0, 1), got {homology_dims!r}") from None
-    if not dims:
-        raise ValueError(f"{name} must not be empty; use (0,) for connected components")
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise ValueError(f"{name} must hold non-negative ints such as (0,) or (0, 1), got {homology_dims!r}")
-    if len(set(dims)) != len(dims):
-        raise ValueError(f"{name} has repeated dimensions: {homology_dims!r}")
-    return tuple(sorted(int(d) for d in dims))
-
-
-def check_distance_matrix(dist: np.ndarray, name: str = "dist") -> np.ndarray:
-    """Return ``dist`` as a float64 square array, or raise a ValueError naming the problem."""
-    arr = np.asarray(dist, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{name} must be a square (n, n) distance matrix, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf; compute it from finite points")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"{name} has negative entries (min {arr.min():g}); distances must be >= 0")
-    return arr
+def check_persistence_method(method: str, name: str = "method") -> str:
+    """Validate a persistence method name (case-insensitive) and return it in lower case."""
+    return check_choice(method, name, SUPPORTED_PERSISTENCE_METHODS)
 
 
 def _sorted_rows(d: np.ndarray, cap: float | None = None) -> np.ndarray:
@@ -139,9 +108,7 @@ def persistence_diagrams(
         array([1. , 1.5])
     """
     dims = check_homology_dims(homology_dims)
-    if not isinstance(method, str) or method.lower() not in SUPPORTED_PERSISTENCE_METHODS:
-        raise ValueError(f"method must be one of {SUPPORTED_PERSISTENCE_METHODS}, got {method!r}")
-    method = method.lower()
+    method = check_persistence_method(method)
     dist = check_distance_matrix(dist)
     n = dist.shape[0]
     if n < 2:

@@ -51,7 +51,8 @@ from .bounds import (
     smallest_positive_distance,
 )
 from .mst import mst_edges
-from .persistence import check_distance_matrix, check_homology_dims, persistence_diagrams
+from .persistence import persistence_diagrams
+from .validation import check_distance_matrix, check_homology_dims
 
 logger = logging.getLogger(__name__)
 
