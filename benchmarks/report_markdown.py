@@ -100,8 +100,10 @@ METRIC_LABELS = {"acc_after_pruning": "right after pruning", "acc_after_bn": "af
                  "recoverability": "after fine-tuning"}
 
 
-def _paired_table(rows: List[Dict[str, Any]], sparsity: float) -> List[str]:
-    rows = [row for row in rows if row["sparsity"] == sparsity and row["metric"] != "acc_after_pruning"]
+def _paired_table(rows: List[Dict[str, Any]], sparsity: float, finetuned: bool = True) -> List[str]:
+    # with no fine-tuning, "after fine-tuning" is the BN-stage accuracy again: one table row, not two
+    skipped = {"acc_after_pruning"} | (set() if finetuned else {"recoverability"})
+    rows = [row for row in rows if row["sparsity"] == sparsity and row["metric"] not in skipped]
     if not rows:
         return []
     lines = ["Paired, image by image on the same test images (runs paired by seed; 95% bootstrap interval of the "
@@ -229,11 +231,12 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
                   f"error of one accuracy on {test_images} test images):", "",
                   _verdict_line(sparsity, comparisons, "acc_after_pruning", "Accuracy right after pruning"),
                   _verdict_line(sparsity, comparisons, "acc_after_bn", "Accuracy after BN re-estimation"),
-                  _verdict_line(sparsity, comparisons, "recoverability", f"Recoverability after {budget} epochs"),
+                  *([_verdict_line(sparsity, comparisons, "recoverability", f"Recoverability after {budget} epochs")]
+                    if budget > 0 else []),
                   f"- For scale: one accuracy measured on {test_images} test images has a binomial standard error "
                   f"of about {100 * noise:.1f} points at the baseline's accuracy.",
                   ""]
-        lines += _paired_table(results.get("paired", []), sparsity)
+        lines += _paired_table(results.get("paired", []), sparsity, finetuned=budget > 0)
         lines += ["Test accuracy (%) per fine-tuning epoch, mean ± std over seeds (epoch 0: the model fine-tuning "
                   "starts from, after BN re-estimation when it is on):", ""]
         lines += _curve_table(groups)

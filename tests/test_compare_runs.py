@@ -78,3 +78,17 @@ def test_same_as_maps_a_label_to_the_references_variant_label(tmp_path, capsys):
         (tmp_path / name / "results.json").write_text(json.dumps(data))
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--same-as", "topological"]) == 2
     assert "LABEL=REFERENCE_LABEL" in capsys.readouterr().err
+
+
+def test_report_shows_fine_tuning_rows_only_when_there_was_fine_tuning():
+    from benchmarks.report_markdown import _paired_table
+
+    rows = [{"pruner": "l1", "reference": "random", "role": "control", "sparsity": 0.5, "metric": metric,
+             "difference": 0.1, "ci95": [0.05, 0.15], "verdict": "beats",
+             "per_seed": [{"seed": 0, "difference": 0.1, "mcnemar_p": 0.01}]}
+            for metric in ("acc_after_pruning", "acc_after_bn", "recoverability")]
+    with_ft = "\n".join(_paired_table(rows, 0.5))
+    without_ft = "\n".join(_paired_table(rows, 0.5, finetuned=False))
+    assert "after fine-tuning" in with_ft and "after BN re-estimation" in with_ft
+    assert "after fine-tuning" not in without_ft and "after BN re-estimation" in without_ft
+    assert "right after pruning" not in with_ft
