@@ -211,7 +211,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not 0 < args.sparsity < 1:
         parser.error(f"--sparsity must lie strictly between 0 and 1, got {args.sparsity}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import nni_topo_pruner  # noqa: F401 - applies the NNI compat patches before any pruner runs
     from nni.runtime.log import silence_stdout
 
     silence_stdout()

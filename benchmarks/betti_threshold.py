@@ -17,34 +17,31 @@ images, so whether "300" prunes anything depends on both.
     python -m benchmarks.betti_threshold --preset cpu --set width=0.25 --set baseline_epochs=20 \\
         --thresholds 300,400 --seeds 0,1,2 --finetune-epochs 2 --out-dir benchmarks/results/betti/threshold
 
-Outputs in ``--out-dir``: ``results.json`` (written after every record; rerunning resumes),
-``report.md``.
+Outputs in ``--out-dir``: ``results.json`` (written after every record; rerunning resumes:
+a record is redone only when what it depends on changed), ``report.md``. The command line,
+resuming and outputs come from :mod:`benchmarks.framework`.
 """
 from __future__ import annotations
 
 import argparse
-import logging
-import shlex
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .baseline import measure_size
-from .config import apply_overrides, preset_config, validate
-from .data import REPO_ROOT, calibration_loader, evaluation_loader, train_dataset
-from .environment import git_state, machine_info, package_versions
+from .config import PRESETS, BenchmarkConfig, preset_config, validate
+from .data import calibration_loader, evaluation_loader, train_dataset
 from .experiment import SPEEDUP_LOGGER
+from .framework import Experiment, PlannedRecord, main as run_main
 from .runner import prepare
-from .store import atomic_write_json, atomic_write_text, load_json_or_none
 from .training import evaluate, fit, seed_everything
 
-_logger = logging.getLogger("benchmarks.betti_threshold")
 METHODS = ("betti", "random", "l1")
+#: the flags a record depends on (the thresholds and seeds name records instead)
+RECORD_ARGS = ("num_images", "scale", "scale_reference", "max_sparse_ratio", "finetune_epochs")
 
 
 def _conv_names(model: torch.nn.Module) -> List[str]:
@@ -68,8 +65,11 @@ def _matched_config_list(kept: Dict[str, int], sizes: Dict[str, int]) -> List[Di
     return configs
 
 
-def run_record(method: str, threshold: float, seed: int, args, config, baseline, arrays, device,
+def run_record(method: str, threshold: float, seed: int, args: argparse.Namespace, config: BenchmarkConfig,
+               baseline: Any, arrays: Any, device: torch.device,
                betti_kept: Optional[Dict[str, int]]) -> Dict[str, Any]:
+    """One record: prune the baseline with ``method`` at ``threshold`` (the controls prune
+    ``betti_kept`` filters per layer), measure, and fine-tune if asked."""
     from nni_topo_pruner.betti_pruner import BettiPruner
     from nni_topo_pruner.random_pruner import RandomPruner
     from nni.compression.pruning import L1NormPruner
@@ -191,62 +191,64 @@ def _ms(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.betti_threshold", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", required=True, help="benchmark preset (smoke, cpu, paper)")
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                        help="benchmark config override, as for python -m benchmarks.run")
-    parser.add_argument("--thresholds", default="300", help="comma-separated Betti thresholds")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--num-images", type=int, default=512)
-    parser.add_argument("--scale", type=float, default=0.5)
-    parser.add_argument("--scale-reference", default="median")
-    parser.add_argument("--max-sparse-ratio", type=float, default=None, help="cap per layer (default: none)")
-    parser.add_argument("--finetune-epochs", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, required=True)
-    return parser
+class BettiThreshold(Experiment):
+    """The records: per threshold and seed, betti then its two controls (which need betti's counts)."""
+
+    module = "benchmarks.betti_threshold"
+    presets = {name: preset_config(name) for name in PRESETS}
+    preset_help = "benchmark preset (smoke, cpu, paper), as for python -m benchmarks.run"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--thresholds", default="300", help="comma-separated Betti thresholds")
+        parser.add_argument("--seeds", default="0,1,2")
+        parser.add_argument("--num-images", type=int, default=512)
+        parser.add_argument("--scale", type=float, default=0.5)
+        parser.add_argument("--scale-reference", default="median")
+        parser.add_argument("--max-sparse-ratio", type=float, default=None, help="cap per layer (default: none)")
+        parser.add_argument("--finetune-epochs", type=int, default=0)
+
+    def configure(self, config: BenchmarkConfig, args: argparse.Namespace) -> BenchmarkConfig:
+        self.thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+        self.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        if not self.thresholds or not self.seeds:
+            raise ValueError("--thresholds and --seeds must each name at least one value, e.g. --thresholds 300")
+        return validate(config)
+
+    def setup(self, progress: bool) -> Dict[str, Any]:
+        self.device, self.arrays, self.baseline = prepare(self.config, progress=False)
+        flags = {key: getattr(self.args, key) for key in RECORD_ARGS}
+        return {"args": {**flags, "thresholds": self.thresholds, "seeds": self.seeds,
+                         "preset": self.args.preset, "assignments": self.args.assignments},
+                "baseline": {"width": self.baseline.width, "test_acc": self.baseline.info["test_acc"],
+                             "params": self.baseline.info["params"], "key_hash": self.baseline.key_hash}}
+
+    def config_dict(self) -> Dict[str, Any]:
+        return self.config.to_dict()
+
+    def plan(self) -> List[PlannedRecord]:
+        # a control depends on everything betti's record does (it copies betti's counts)
+        inputs = {"baseline": self.baseline.key_hash, **{key: getattr(self.args, key) for key in RECORD_ARGS}}
+        return [(record_key(method, threshold, seed), {**inputs, "method": method, "threshold": threshold,
+                                                       "seed": seed})
+                for threshold in self.thresholds for seed in self.seeds for method in METHODS]
+
+    def run_record(self, key: str, inputs: Dict[str, Any], records: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        method, threshold, seed = inputs["method"], inputs["threshold"], inputs["seed"]
+        betti = records.get(record_key("betti", threshold, seed), {})
+        return run_record(method, threshold, seed, self.args, self.config, self.baseline, self.arrays, self.device,
+                          betti.get("kept"))
+
+    def render(self, results: Dict[str, Any]) -> str:
+        return render(results)
+
+    def describe(self, key: str, record: Dict[str, Any]) -> str:
+        return (f"{key}: {record['status']}, acc after pruning {record.get('acc_after_pruning', float('nan')):.4f} "
+                f"(masked {record.get('acc_masked', float('nan')):.4f})")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    config = validate(apply_overrides(preset_config(args.preset), args.assignments))
-    device, arrays, baseline = prepare(config, progress=False)
-    out = args.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    stored = load_json_or_none(out / "results.json") or {}
-    arg_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    arg_dict.pop("out_dir")
-    results = {"args": {**arg_dict, "seeds": seeds}, "config": config.to_dict(),
-               "command": "python -m benchmarks.betti_threshold " + " ".join(
-                   shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-               "versions": package_versions(), "git": git_state(REPO_ROOT), "machine": machine_info(device),
-               "baseline": {"width": baseline.width, "test_acc": baseline.info["test_acc"],
-                            "params": baseline.info["params"], "key_hash": baseline.key_hash},
-               "records": stored.get("records", {}) if stored.get("config") == config.to_dict() else {}}
-    for threshold in args.thresholds:
-        for seed in seeds:
-            betti_kept = None
-            for method in METHODS:
-                key = record_key(method, threshold, seed)
-                if key not in results["records"]:
-                    _logger.info("%s ...", key)
-                    results["records"][key] = run_record(method, threshold, seed, args, config, baseline, arrays,
-                                                         device, betti_kept)
-                    atomic_write_json(results, out / "results.json")
-                    atomic_write_text(render(results), out / "report.md")
-                rec = results["records"][key]
-                if method == "betti":
-                    betti_kept = rec["kept"]
-                _logger.info("%s: %s, acc after pruning %.4f (masked %.4f)", key, rec["status"],
-                             rec.get("acc_after_pruning", float("nan")), rec.get("acc_masked", float("nan")))
-    atomic_write_json(results, out / "results.json")
-    atomic_write_text(render(results), out / "report.md")
-    print(f"report: {out / 'report.md'}")
-    return 0
+    """The command line (see the module docstring)."""
+    return run_main(BettiThreshold, argv, description=__doc__)
 
 
 if __name__ == "__main__":

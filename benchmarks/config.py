@@ -19,7 +19,7 @@ import math
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple, TypeVar
 
 # Bump when the training/measurement recipe changes in a way that invalidates cached results.
 RECIPE_VERSION = 1
@@ -30,6 +30,8 @@ ALLOCATIONS = ("uniform", "topological")
 
 # Who prunes: NNI (masks + ModelSpeedup) or Torch-Pruning (importance + DepGraph); see benchmarks.backends.
 BACKENDS = ("nni", "torch-pruning")
+
+C = TypeVar("C")  # a config dataclass
 
 
 def _option(default: Any, help: str) -> Any:
@@ -152,14 +154,16 @@ def _parse_scalar(kind: type, text: str, key: str) -> Any:
         raise ValueError(f"--set {key}={text}: expected {kind.__name__}, got {text!r}") from None
 
 
-def parse_value(key: str, text: str) -> Any:
-    """Parse the text of ``--set key=text`` into the type of field ``key``.
+def parse_value(key: str, text: str, config_class: type = BenchmarkConfig) -> Any:
+    """Parse the text of ``--set key=text`` into the type of field ``key`` of ``config_class``
+    (any dataclass of ``int`` / ``float`` / ``bool`` / ``str`` / list / dict fields).
 
     Lists take comma-separated items or a JSON list; dicts take JSON.
     """
-    hints = typing.get_type_hints(BenchmarkConfig)
+    hints = typing.get_type_hints(config_class)
     if key not in hints:
-        raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(config_keys())}")
+        known = ", ".join(f.name for f in dataclasses.fields(config_class))
+        raise ValueError(f"unknown config key {key!r}; known keys: {known}")
     hint = hints[key]
     origin = typing.get_origin(hint)
     if origin is dict:
@@ -185,17 +189,19 @@ def parse_value(key: str, text: str) -> Any:
     return _parse_scalar(hint, text, key)
 
 
-def apply_overrides(config: BenchmarkConfig, assignments: Iterable[str]) -> BenchmarkConfig:
-    """Return a copy of ``config`` with each ``key=value`` applied (see :func:`parse_value`)."""
+def apply_overrides(config: C, assignments: Iterable[str]) -> C:
+    """Return a copy of ``config`` (a :class:`BenchmarkConfig` or any other dataclass of plain
+    fields, e.g. an experiment's) with each ``key=value`` applied (see :func:`parse_value`)."""
+    keys = [f.name for f in dataclasses.fields(config)]
     changes: Dict[str, Any] = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {assignment!r}")
-        if key not in config_keys():
-            raise ValueError(f"unknown config key {key!r} in --set {assignment}; known keys: {', '.join(config_keys())}")
-        changes[key] = parse_value(key, text)
+        if key not in keys:
+            raise ValueError(f"unknown config key {key!r} in --set {assignment}; known keys: {', '.join(keys)}")
+        changes[key] = parse_value(key, text, type(config))
     return dataclasses.replace(config, **changes)
 
 

@@ -20,35 +20,37 @@ Outputs (``--out-dir``, default ``benchmarks/results/convergence/<preset>``): ``
 (config, command, versions, machine, one record per run), ``report.md`` (tables),
 ``curves_<dataset>.png`` (training accuracy per epoch), ``betti_<dataset>.png`` (b0 and b1
 per layer). Records are written after every run; rerunning the same command resumes, and a
-different configuration in the same directory is refused unless ``--fresh``.
+different configuration in the same directory is refused unless ``--fresh`` (the command line,
+resuming and outputs come from :mod:`benchmarks.framework`; ``--set KEY=VALUE`` sets any field of
+:class:`StudyConfig`).
+
+Training is :func:`benchmarks.training.fit` with Adam at a constant learning rate, stopped after
+the first epoch whose training accuracy reaches the target. Results of schema 1 (before the
+framework) came from a loop of this module's own: the same optimiser, loss, batches, stopping
+rule and initial weights, but one shuffling generator for the whole run where ``fit`` draws each
+epoch's order from ``(seed, epoch)``; the batch orders differ, so numbers agree in distribution,
+not digit for digit, and such runs are redone (``record_version`` 2).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import math
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch.utils.data import TensorDataset
 
 from nni_topo_pruner.synthetic import BmvcMLP, make_dataset
 from nni_topo_pruner.topology.betti import betti_numbers
 
-from .environment import git_state, machine_info, package_versions
-from .store import atomic_write_json, atomic_write_text, load_json_or_none
-
-_logger = logging.getLogger("benchmarks.convergence_study")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_VERSION = 1
+from .data import REPO_ROOT
+from .framework import Experiment, ExperimentUsageError, PlannedRecord, main as run_main
+from .training import evaluate, fit
 
 #: activation variants: name -> (hidden activation, hidden layers given the many-to-one activation)
 VARIANTS: Dict[str, Tuple[str, Tuple[int, ...]]] = {
@@ -114,41 +116,35 @@ def run_key(dataset: str, activation: str, batch_size: int, seed: int) -> str:
 
 def train_one(data, activation: str, batch_size: int, seed: int, config: StudyConfig,
               with_betti: bool) -> RunResult:
-    """Train one MLP until ``target_acc`` (whole training set) or ``max_epochs``."""
+    """Train one MLP until ``target_acc`` (whole training set, after an epoch) or ``max_epochs``."""
     act, proposed = VARIANTS[activation]
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the initial weights
     net = BmvcMLP(act, proposed_layers=proposed)
-    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
-    x_train, y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
-    shuffle = torch.Generator().manual_seed(seed)
+    train_set = TensorDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train))
+    train_eval, test_loader = _whole_set(data.x_train, data.y_train), _whole_set(data.x_test, data.y_test)
+    cpu = torch.device("cpu")
     train_acc: List[float] = []
-    test_acc: List[float] = []
-    reached: Optional[int] = None
+
+    def reached_target(row: Dict[str, Any]) -> bool:
+        # fit's train_acc is the running accuracy during the epoch; the study's is after it
+        train_acc.append(evaluate(net, train_eval, cpu))
+        return train_acc[-1] >= config.target_acc
+
     start = time.perf_counter()
-    for epoch in range(1, config.max_epochs + 1):
-        net.train()
-        order = torch.randperm(len(x_train), generator=shuffle)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            loss = torch.nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-        train_acc.append(_accuracy(net, x_train, y_train))
-        test_acc.append(_accuracy(net, x_test, y_test))
-        if reached is None and train_acc[-1] >= config.target_acc:
-            reached = epoch
-            break
+    history = fit(net, train_set, test_loader, epochs=config.max_epochs, lr=config.lr, batch_size=batch_size,
+                  seed=seed, device=cpu, optimizer="adam", schedule="constant", progress=False,
+                  desc=f"{data.name} {activation} bs{batch_size} seed{seed}", on_epoch=reached_target)
     wall = time.perf_counter() - start
+    reached = len(train_acc) if train_acc and train_acc[-1] >= config.target_acc else None
     betti = class_betti_per_layer(net, data, config) if with_betti else None
-    return RunResult(data.name, activation, batch_size, seed, train_acc, test_acc, reached, wall, betti)
+    return RunResult(data.name, activation, batch_size, seed, train_acc, [row["test_acc"] for row in history],
+                     reached, wall, betti)
 
 
-@torch.no_grad()
-def _accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    net.eval()
-    return float((net(x).argmax(1) == y).float().mean())
+def _whole_set(x: np.ndarray, y: np.ndarray) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """The whole split as one batch, for :func:`benchmarks.training.evaluate` (a DataLoader would
+    fetch it item by item, which costs more than an epoch of training here)."""
+    return [(torch.from_numpy(x), torch.from_numpy(y))]
 
 
 @torch.no_grad()
@@ -167,59 +163,96 @@ def class_betti_per_layer(net: BmvcMLP, data, config: StudyConfig) -> Dict[str, 
 
 # ------------------------------------------------------------------------ the study
 
-def run_study(config: StudyConfig, out_dir: Path, *, command: str, fresh: bool = False,
-              progress: bool = True) -> dict:
-    """Run every (dataset, activation, batch size, seed) not yet in ``out_dir/results.json``."""
-    _validate(config)
-    torch.set_num_threads(config.threads)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "results.json"
-    results = None if fresh else load_json_or_none(path)
-    config_dict = dataclasses.asdict(config)
-    if results is not None and results.get("config") != config_dict:
-        raise SystemExit(f"{path} holds results of a different configuration; rerun with --fresh to replace them "
-                         f"or pick another --out-dir.\n stored: {results.get('config')}\n asked:  {config_dict}")
-    if results is None:
-        results = {"schema_version": SCHEMA_VERSION, "study": "bmvc-convergence", "config": config_dict,
-                   "runs": {}}
-    # every invocation (first run, resumes, report re-renders) is recorded; runs are never redone
-    invocation = dict(command=command, versions=package_versions(), git=git_state(REPO_ROOT),
-                      machine=machine_info(torch.device("cpu")), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      runs_before=len(results["runs"]))
-    if "command" in results and "invocations" not in results:   # files written before invocations existed
-        results["invocations"] = [{k: results.pop(k) for k in ("command", "versions", "git", "machine")}]
-    results.setdefault("invocations", []).append(invocation)
+class ConvergenceStudy(Experiment):
+    """One record per (dataset, activation, batch size, seed)."""
 
-    todo = [(d, a, b, s) for d in config.datasets for a in config.activations for b in config.batch_sizes
-            for s in config.seeds if run_key(d, a, b, s) not in results["runs"]]
-    _logger.info("%d runs to do, %d already in %s", len(todo), len(results["runs"]), path)
-    cache: Dict[str, object] = {}
-    for dataset, activation, batch_size, seed in tqdm(todo, desc="runs", disable=not progress):
-        if dataset not in cache:
-            cache[dataset] = make_dataset(dataset, config.n_train, config.n_test, seed=config.data_seed)
-        with_betti = seed in config.seeds[: config.betti_seeds]
-        result = train_one(cache[dataset], activation, batch_size, seed, config, with_betti)
-        results["runs"][result.key] = dataclasses.asdict(result)
-        atomic_write_json(results, path)
-        write_reports(results, out_dir)
-        _logger.info("%s: epochs to %.2f = %s (%.1f s)", result.key, config.target_acc,
-                     result.epochs_to_target, result.wall_s)
-    write_reports(results, out_dir)
-    atomic_write_json(results, path)
-    return results
+    module = "benchmarks.convergence_study"
+    presets = PRESETS
+    records_field = "runs"
+    record_version = 2  # 2: trained by benchmarks.training.fit (see the module docstring)
+    preset_help = "smoke: CI size, seconds; cpu: the paper's study, about 30 min on 2 cores"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--datasets", type=_str_list, help="comma-separated: nine_rings,nine_spheres")
+        parser.add_argument("--activations", type=_str_list, help=f"comma-separated, from {','.join(VARIANTS)}")
+        parser.add_argument("--batch-sizes", type=_int_list)
+        parser.add_argument("--seeds", type=_int_list)
+        parser.add_argument("--max-epochs", type=int)
+        parser.add_argument("--target-acc", type=float)
+        parser.add_argument("--lr", type=float)
+        parser.add_argument("--n-train", type=int)
+        parser.add_argument("--n-test", type=int)
+        parser.add_argument("--betti-points", type=int, help="points per class for the Betti numbers")
+        parser.add_argument("--betti-scale", type=float, help="Rips scale as a fraction of the cloud's diameter")
+        parser.add_argument("--betti-seeds", type=int, help="compute Betti numbers for the first N seeds")
+        parser.add_argument("--threads", type=int, help="torch threads (default 1)")
+
+    def default_out_dir(self, preset: str) -> Path:
+        return REPO_ROOT / "benchmarks" / "results" / "convergence" / preset
+
+    def configure(self, config: StudyConfig, args: argparse.Namespace) -> StudyConfig:
+        config = config_from_args(args, config)
+        _validate(config)
+        return config
+
+    def setup(self, progress: bool) -> Dict[str, Any]:
+        torch.set_num_threads(self.config.threads)
+        self.datasets: Dict[str, Any] = {}
+        return {"study": "bmvc-convergence"}
+
+    def plan(self) -> List[PlannedRecord]:
+        config = self.config
+        betti_seeds = config.seeds[: config.betti_seeds]
+        # the whole config: a run's numbers depend on n_train, lr, target ... and the threads
+        return [(run_key(d, a, b, s), {"config": dataclasses.asdict(config), "dataset": d, "activation": a,
+                                       "batch_size": b, "seed": s, "with_betti": s in betti_seeds})
+                for d in config.datasets for a in config.activations for b in config.batch_sizes
+                for s in config.seeds]
+
+    def run_record(self, key: str, inputs: Dict[str, Any], records: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        name = inputs["dataset"]
+        if name not in self.datasets:
+            self.datasets[name] = make_dataset(name, self.config.n_train, self.config.n_test,
+                                               seed=self.config.data_seed)
+        result = train_one(self.datasets[name], inputs["activation"], inputs["batch_size"], inputs["seed"],
+                           self.config, inputs["with_betti"])
+        return dataclasses.asdict(result)
+
+    def render(self, results: Dict[str, Any]) -> str:
+        return render_markdown(results)
+
+    def write_extras(self, results: Dict[str, Any], out_dir: Path) -> None:
+        _plot_curves(results, out_dir)
+        _plot_betti(results, out_dir)
+
+    def describe(self, key: str, record: Dict[str, Any]) -> str:
+        return (f"{key}: epochs to {self.config.target_acc:.2f} = {record['epochs_to_target']} "
+                f"({record['wall_s']:.1f} s)")
 
 
 def _validate(config: StudyConfig) -> None:
     unknown = [a for a in config.activations if a not in VARIANTS]
     if unknown:
-        raise SystemExit(f"unknown activations {unknown}; known: {list(VARIANTS)}")
+        raise ExperimentUsageError(f"unknown activations {unknown} (--activations); known: {list(VARIANTS)}")
     if not config.seeds or not config.batch_sizes or not config.datasets:
-        raise SystemExit("datasets, batch sizes and seeds must be non-empty")
+        raise ExperimentUsageError("--datasets, --batch-sizes and --seeds must each name at least one value")
     if not 0 < config.target_acc <= 1:
-        raise SystemExit(f"target_acc must be in (0, 1], got {config.target_acc}")
+        raise ExperimentUsageError(f"--target-acc must be in (0, 1], got {config.target_acc}")
 
 
 # ------------------------------------------------------------------------ reports
+
+def _betti_runs(results: dict) -> Iterator[Tuple[str, int, str, int, dict]]:
+    """``(dataset, batch size, activation, seed, run)`` of every run with Betti numbers, in table order."""
+    config = results["config"]
+    for dataset in config["datasets"]:
+        for bs in config["batch_sizes"]:
+            for act in config["activations"]:
+                for seed in config["seeds"]:
+                    run = results["runs"].get(run_key(dataset, act, bs, seed))
+                    if run and run.get("betti"):
+                        yield dataset, bs, act, seed, run
+
 
 def summarise(results: dict) -> List[dict]:
     """One row per (dataset, batch size, activation): epochs to target over seeds."""
@@ -261,23 +294,16 @@ def speedups(rows: List[dict], reference: str = "relu") -> List[dict]:
 
 def betti_summary(results: dict) -> List[dict]:
     """Per run with Betti numbers: total hidden-layer Betti, peak b0, first 'simple' layer."""
-    config = results["config"]
     rows = []
-    for dataset in config["datasets"]:
-        for bs in config["batch_sizes"]:
-            for act in config["activations"]:
-                for seed in config["seeds"]:
-                    run = results["runs"].get(run_key(dataset, act, bs, seed))
-                    if not run or not run.get("betti"):
-                        continue
-                    classes = list(run["betti"].values())
-                    n = len(classes[0])
-                    simple = [all(c[i][0] <= 2 and c[i][1] == 0 for c in classes) for i in range(n)]
-                    simple_from = next((i for i in range(1, n) if all(simple[i:])), None)
-                    rows.append(dict(dataset=dataset, batch_size=bs, activation=act, seed=seed,
-                                     total=sum(b0 + b1 for c in classes for b0, b1 in c[1:]),
-                                     peak_b0=max(c[i][0] for c in classes for i in range(1, n)),
-                                     simple_from=simple_from))
+    for dataset, bs, act, seed, run in _betti_runs(results):
+        classes = list(run["betti"].values())
+        n = len(classes[0])
+        simple = [all(c[i][0] <= 2 and c[i][1] == 0 for c in classes) for i in range(n)]
+        simple_from = next((i for i in range(1, n) if all(simple[i:])), None)
+        rows.append(dict(dataset=dataset, batch_size=bs, activation=act, seed=seed,
+                         total=sum(b0 + b1 for c in classes for b0, b1 in c[1:]),
+                         peak_b0=max(c[i][0] for c in classes for i in range(1, n)),
+                         simple_from=simple_from))
     return rows
 
 
@@ -338,16 +364,10 @@ def render_markdown(results: dict) -> str:
         head = " | ".join(f"L{i}" for i in range(n_layers))
         lines += [f"| dataset | batch | activation | seed | class | {head} |",
                   "| --- | ---: | --- | ---: | ---: |" + " ---: |" * n_layers]
-        for dataset in config["datasets"]:
-            for bs in config["batch_sizes"]:
-                for act in config["activations"]:
-                    for seed in config["seeds"]:
-                        run = results["runs"].get(run_key(dataset, act, bs, seed))
-                        if not run or not run.get("betti"):
-                            continue
-                        for label, per_layer in run["betti"].items():
-                            cells = " | ".join(f"{b0}/{b1}" for b0, b1 in per_layer)
-                            lines.append(f"| {dataset} | {bs} | {act} | {seed} | {label} | {cells} |")
+        for dataset, bs, act, seed, run in _betti_runs(results):
+            for label, per_layer in run["betti"].items():
+                cells = " | ".join(f"{b0}/{b1}" for b0, b1 in per_layer)
+                lines.append(f"| {dataset} | {bs} | {act} | {seed} | {label} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -355,12 +375,6 @@ def _machine_line(invocation: dict) -> str:
     m = invocation.get("machine", {})
     return (f"{m.get('platform')}, {m.get('cpu_count')} CPUs, torch threads {m.get('torch_threads')}, "
             f"device {m.get('device')}")
-
-
-def write_reports(results: dict, out_dir: Path) -> None:
-    atomic_write_text(render_markdown(results), out_dir / "report.md")
-    _plot_curves(results, out_dir)
-    _plot_betti(results, out_dir)
 
 
 def _plot_curves(results: dict, out_dir: Path) -> None:
@@ -440,32 +454,9 @@ def _str_list(text: str) -> List[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.convergence_study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default: benchmarks/results/convergence/<preset>")
-    parser.add_argument("--datasets", type=_str_list, help="comma-separated: nine_rings,nine_spheres")
-    parser.add_argument("--activations", type=_str_list, help=f"comma-separated, from {','.join(VARIANTS)}")
-    parser.add_argument("--batch-sizes", type=_int_list)
-    parser.add_argument("--seeds", type=_int_list)
-    parser.add_argument("--max-epochs", type=int)
-    parser.add_argument("--target-acc", type=float)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--n-train", type=int)
-    parser.add_argument("--n-test", type=int)
-    parser.add_argument("--betti-points", type=int, help="points per class for the Betti numbers")
-    parser.add_argument("--betti-scale", type=float, help="Rips scale as a fraction of the cloud's diameter")
-    parser.add_argument("--betti-seeds", type=int, help="compute Betti numbers for the first N seeds")
-    parser.add_argument("--threads", type=int, help="torch threads (default 1)")
-    parser.add_argument("--fresh", action="store_true", help="discard results already in --out-dir")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> StudyConfig:
-    config = dataclasses.replace(PRESETS[args.preset])
+def config_from_args(args: argparse.Namespace, config: StudyConfig) -> StudyConfig:
+    """``config`` (the preset with ``--set`` applied) with the dedicated flags given on the command line."""
+    config = dataclasses.replace(config)
     for name in ("datasets", "activations", "batch_sizes", "seeds", "max_epochs", "target_acc", "lr", "n_train",
                  "n_test", "betti_points", "betti_scale", "betti_seeds", "threads"):
         value = getattr(args, name)
@@ -475,15 +466,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = config_from_args(args)
-    out_dir = args.out_dir or REPO_ROOT / "benchmarks" / "results" / "convergence" / args.preset
-    command = "python -m benchmarks.convergence_study " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    results = run_study(config, out_dir, command=command, fresh=args.fresh, progress=not args.no_progress)
-    print(f"{len(results['runs'])} runs in {out_dir / 'results.json'}; report: {out_dir / 'report.md'}")
-    return 0
+    """The command line (see the module docstring)."""
+    return run_main(ConvergenceStudy, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-import nni_topo_pruner  # noqa: F401  (applies the NNI compat layer)
-from nni_topo_pruner.registry import create_pruner
+from nni_topo_pruner.registry import create_pruner  # applies the NNI compat patches, for NNI's pruners too
 
 from .models import build_vgg16
 

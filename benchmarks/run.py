@@ -142,7 +142,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = args.out_dir if args.out_dir is not None else DEFAULT_OUT_ROOT / args.preset
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    import nni_topo_pruner  # noqa: F401 - applies the NNI compat patches before any pruner runs
     from nni.runtime.log import silence_stdout
 
     silence_stdout()  # NNI's own stdout handler would repeat what our handlers already log

@@ -19,42 +19,22 @@ import logging
 import math
 import os
 import pickle
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
 
+from nni_topo_pruner.fileio import atomic_write
+
 _logger = logging.getLogger(__name__)
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _default_file_mode()
-
-
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, mode) as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, _FILE_MODE)  # mkstemp makes 0600; results and caches are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    # one writer for the repository: nni_topo_pruner.fileio (temporary file, fsync, rename; the
+    # new file gets open()'s mode, an existing one keeps its own)
+    with atomic_write(path, mode) as stream:
+        write(stream)
 
 
 def finite_or_none(payload: Any) -> Any:

@@ -26,12 +26,12 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from .store import atomic_torch_save, load_torch_or_none
@@ -52,8 +52,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def correct_per_image(model: nn.Module, loader: DataLoader, device: torch.device) -> np.ndarray:
-    """Whether ``model`` classifies each sample of ``loader`` correctly (bool, loader order)."""
+def correct_per_image(model: nn.Module, loader: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                      device: torch.device) -> np.ndarray:
+    """Whether ``model`` classifies each sample of ``loader`` (a DataLoader or any iterable of
+    (inputs, targets) batches) correctly (bool, loader order)."""
     was_training = model.training
     model.eval()
     hits = []
@@ -66,7 +68,7 @@ def correct_per_image(model: nn.Module, loader: DataLoader, device: torch.device
     return np.concatenate(hits)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+def evaluate(model: nn.Module, loader: Iterable[Tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
     """Top-1 accuracy of ``model`` on ``loader``, in [0, 1]."""
     return float(correct_per_image(model, loader, device).mean())
 
@@ -122,39 +124,75 @@ def _train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.opti
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
 
-def fit(model: nn.Module, train_set: Dataset, test_loader: DataLoader, *, epochs: int, lr: float,
-        momentum: float, weight_decay: float, batch_size: int, seed: int, device: torch.device,
-        checkpoint: Optional[Path] = None, num_workers: int = 0, desc: str = "train",
-        progress: bool = True, on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
-    """SGD with momentum and a cosine learning rate over ``epochs``; test accuracy after every epoch.
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+
+
+def _optimizer(name: str, model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"fit(): optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def _epoch_loader(train_set: Dataset, batch_size: int, generator: torch.Generator, num_workers: int) -> DataLoader:
+    """The shuffled loader of one epoch. A ``TensorDataset`` is indexed a batch at a time (one
+    tensor gather instead of ``batch_size`` item look-ups and a collate): the same batches in
+    the same order, from the same draws of ``generator``, many times faster for small models."""
+    if isinstance(train_set, TensorDataset):
+        batches = BatchSampler(RandomSampler(train_set, generator=generator), batch_size, drop_last=False)
+        return DataLoader(train_set, batch_size=None, sampler=batches, generator=generator, num_workers=num_workers)
+    return DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator,
+                      num_workers=num_workers, drop_last=False)
+
+
+def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.Tensor, torch.Tensor]], *, epochs: int, lr: float,
+        batch_size: int, seed: int, device: torch.device, momentum: float = 0.0, weight_decay: float = 0.0,
+        optimizer: str = "sgd", schedule: str = "cosine", checkpoint: Optional[Path] = None,
+        num_workers: int = 0, desc: str = "train", progress: bool = True,
+        on_epoch: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None) -> List[Dict[str, Any]]:
+    """Train ``model`` for at most ``epochs`` epochs; test accuracy after every epoch.
+
+    ``optimizer``: ``'sgd'`` (with ``momentum``) or ``'adam'``, both with ``weight_decay``;
+    ``schedule``: ``'cosine'`` (the learning rate falls from ``lr`` to 0 over ``epochs``) or
+    ``'constant'``. ``on_epoch`` is called with each epoch's row; when it returns ``True``
+    training stops after that epoch (an early stop).
 
     With ``checkpoint`` set, the state after each epoch is saved there atomically and a later
-    call with the same arguments resumes after the last finished epoch. The model is trained
-    in place; returns one dict per epoch (``epoch``, ``test_acc``, ``train_loss``,
-    ``train_acc``, ``lr``, ``seconds``).
+    call with the same arguments resumes after the last finished epoch (or returns at once
+    after an early stop). The model is trained in place; returns one dict per epoch
+    (``epoch``, ``test_acc``, ``train_loss``, ``train_acc`` -- the running accuracy over the
+    epoch's batches, in train mode --, ``lr``, ``seconds``).
     """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"fit(): optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"fit(): schedule must be one of {SCHEDULES}, got {schedule!r}")
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    optimiser = _optimizer(optimizer, model, lr, momentum, weight_decay)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs)) if schedule == "cosine"
+                 else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0))
     history: List[Dict[str, Any]] = []
+    stopped = False  # an early stop already saved in the checkpoint
     if checkpoint is not None:
         state = load_torch_or_none(checkpoint)
         if state is not None and state.get("epochs") == epochs and state.get("seed") == seed:
             model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            optimiser.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             history = list(state["history"])
+            stopped = bool(state.get("stopped", False))
             _logger.info("%s: resuming from %s after epoch %d/%d", desc, checkpoint, len(history), epochs)
         elif state is not None:
             _logger.warning("%s: checkpoint %s belongs to another schedule; starting over", desc, checkpoint)
-    for epoch in range(len(history) + 1, epochs + 1):
+    for epoch in range(len(history) + 1, 0 if stopped else epochs + 1):
         started = time.perf_counter()
         torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # shuffling
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator,
-                            num_workers=num_workers, drop_last=False)
-        current_lr = optimizer.param_groups[0]["lr"]
-        stats = _train_one_epoch(model, loader, optimizer, device, f"{desc} {epoch}/{epochs}", progress)
+        loader = _epoch_loader(train_set, batch_size, generator, num_workers)
+        current_lr = optimiser.param_groups[0]["lr"]
+        stats = _train_one_epoch(model, loader, optimiser, device, f"{desc} {epoch}/{epochs}", progress)
         scheduler.step()
         row = {"epoch": epoch, "test_acc": evaluate(model, test_loader, device), "lr": current_lr,
                **stats, "seconds": time.perf_counter() - started}
@@ -162,9 +200,16 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: DataLoader, *, epochs
         _logger.info("%s epoch %d/%d: test acc %.4f, train loss %.4f (%.1f s)", desc, epoch, epochs,
                      row["test_acc"], row["train_loss"], row["seconds"])
         if checkpoint is not None:
-            atomic_torch_save({"epochs": epochs, "seed": seed, "model": model.state_dict(),
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "history": history}, checkpoint)
-        if on_epoch is not None:
-            on_epoch(row)
+            _save_checkpoint(checkpoint, epochs, seed, model, optimiser, scheduler, history, stopped=False)
+        if on_epoch is not None and on_epoch(row):
+            if checkpoint is not None:  # a resumed call then returns at once
+                _save_checkpoint(checkpoint, epochs, seed, model, optimiser, scheduler, history, stopped=True)
+            break
     return history
+
+
+def _save_checkpoint(path: Path, epochs: int, seed: int, model: nn.Module, optimiser: torch.optim.Optimizer,
+                     scheduler: Any, history: List[Dict[str, Any]], stopped: bool) -> None:
+    atomic_torch_save({"epochs": epochs, "seed": seed, "model": model.state_dict(),
+                       "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                       "history": history, "stopped": stopped}, path)

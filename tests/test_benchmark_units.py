@@ -25,7 +25,8 @@ from benchmarks.summary import compare_with_control, stat, summarize, verdict, w
 
 DOCTESTED = ["benchmarks.models", "benchmarks.data", "benchmarks.config", "benchmarks.measure", "benchmarks.store",
              "benchmarks.summary", "benchmarks.report_markdown", "benchmarks.experiment", "benchmarks.environment",
-             "benchmarks.training", "benchmarks.baseline", "benchmarks.plots", "benchmarks.runner", "benchmarks.run"]
+             "benchmarks.training", "benchmarks.baseline", "benchmarks.plots", "benchmarks.runner", "benchmarks.run",
+             "benchmarks.framework"]
 #: modules of DOCTESTED whose docstrings hold no examples yet (the test fails when one gains some)
 WITHOUT_EXAMPLES = {"benchmarks.baseline", "benchmarks.plots", "benchmarks.run"}
 
