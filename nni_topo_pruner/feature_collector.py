@@ -28,6 +28,9 @@ from torch import nn
 
 _logger = logging.getLogger(__name__)
 
+#: how a feature map larger than max_feature_dim is reduced (FeatureCollector(reduction=...))
+SUPPORTED_REDUCTIONS = ("random_projection", "avgpool", "none")
+
 
 def feed_calibration_loader(model: nn.Module, loader: Iterable, collector: "FeatureCollector") -> None:
     """Run ``loader``'s batches through ``model`` in eval mode without gradients until the

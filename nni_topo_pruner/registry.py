@@ -44,7 +44,7 @@ ENTRY_POINT_GROUP = "nni_topo_pruner.pruners"
 # name -> "module:attribute"; imported on first use so that listing names stays cheap.
 _BUILTIN: Dict[str, str] = {
     "topological": "nni_topo_pruner.pruner:TopologicalPruner",
-    "betti": "nni_topo_pruner.betti_pruner:BettiPruner",
+    "betti": "nni_topo_pruner.bmvc.pruner:BettiPruner",
     "random": "nni_topo_pruner.random_pruner:RandomPruner",
     "level": "nni.compression.pruning:LevelPruner",
     "l1": "nni.compression.pruning:L1NormPruner",

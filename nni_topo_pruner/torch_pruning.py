@@ -236,12 +236,11 @@ class TopologicalImportance:
 
 
 _CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-_REDUCTIONS = ("random_projection", "avgpool", "none")
 
 
 class BettiImportance:
     """Torch-Pruning importance for the BMVC paper's Betti criterion: the same scores as
-    :class:`nni_topo_pruner.betti_pruner.BettiPruner`, so the filters whose feature-map clouds have the
+    :class:`nni_topo_pruner.bmvc.pruner.BettiPruner`, so the filters whose feature-map clouds have the
     largest Betti numbers are removed.
 
     A group is scored by its root convolution (the layer whose output channels Torch-Pruning
@@ -280,24 +279,20 @@ class BettiImportance:
                  scale_reference: str = "median", count: str = "alive", homology_dims: Sequence[int] = (0,),
                  max_feature_dim: Optional[int] = 1024, feature_reduction: str = "random_projection",
                  seed: int = 0) -> None:
-        from .topology.betti import BettiScale
+        from .bmvc.scoring import BettiScale
+        from .feature_collector import SUPPORTED_REDUCTIONS
+        from .topology.validation import check_choice, check_homology_dims, check_int
 
         if calibration_loader is None or isinstance(calibration_loader, (torch.Tensor, str, bytes)) \
                 or not hasattr(calibration_loader, "__iter__"):
             raise TypeError("calibration_loader must be an iterable of batches (e.g. a DataLoader or a list of "
                             f"tensors), got {type(calibration_loader).__name__}; wrap a single tensor as [tensor]")
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 3:
-            raise ValueError(f"num_images must be an int >= 3, got {num_images!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an int (the random projection's seed, e.g. seed=0), got {seed!r}")
-        dims = tuple(homology_dims)
-        if not dims or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in dims):
-            raise ValueError(f"homology_dims must be a non-empty sequence of ints >= 0, got {homology_dims!r}")
-        if feature_reduction not in _REDUCTIONS:
-            raise ValueError(f"feature_reduction must be one of {_REDUCTIONS}, got {feature_reduction!r}")
-        if max_feature_dim is not None and (isinstance(max_feature_dim, bool) or not isinstance(max_feature_dim, int)
-                                            or max_feature_dim < 1):
-            raise ValueError(f"max_feature_dim must be an int >= 1 or None, got {max_feature_dim!r}")
+        # the same checks as BettiPruner's (nni_topo_pruner.bmvc.pruner)
+        num_images = check_int(num_images, "num_images", 3)
+        seed = check_int(seed, "seed")  # the random projection's seed
+        dims = check_homology_dims(homology_dims, "homology_dims", sort=False)
+        feature_reduction = check_choice(feature_reduction, "feature_reduction", SUPPORTED_REDUCTIONS)
+        max_feature_dim = check_int(max_feature_dim, "max_feature_dim", 1, allow_none=True)
         self.betti_scale = BettiScale(scale, scale_reference, count)  # validates
         self.calibration_loader = calibration_loader
         self.num_images, self.homology_dims, self.seed = num_images, dims, int(seed)
@@ -355,18 +350,18 @@ class BettiImportance:
         return buffers
 
     def _score(self, name: str, cloud: torch.Tensor) -> np.ndarray:
-        from .betti_pruner import layer_betti
+        from .bmvc.scoring import betti_importance, layer_betti
 
         if not bool(torch.isfinite(cloud).all()):
             raise ValueError(f"BettiImportance: the feature maps of layer {name!r} on the calibration images hold NaN "
                              f"or Inf values, so its filters cannot be scored; check the calibration images and the "
                              f"weights of the layers up to {name!r}")
-        betti, tie = layer_betti(cloud, self.betti_scale, self.homology_dims)
+        betti, tie = layer_betti(cloud.numpy(), self.betti_scale, self.homology_dims)
         score = betti.sum(axis=1)
         self.betti[name], self.scores[name], self.images_used[name] = betti, score, int(cloud.shape[0])
-        # BettiPruner hands NNI the metric -(score + tie / 2) in float32 and NNI prunes the smallest:
-        # the same numbers here, and Torch-Pruning prunes the smallest importance.
-        return (-torch.as_tensor(score + 0.5 * tie, dtype=torch.float32)).numpy()
+        # BettiPruner hands NNI the same numbers and NNI prunes the smallest metric; Torch-Pruning
+        # prunes the smallest importance.
+        return betti_importance(betti, tie)
 
 
 def _widths(model: torch.nn.Module) -> Tuple[Tuple[str, int], ...]:

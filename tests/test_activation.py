@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_topo_pruner.activation import DEFAULT_CUTOFF, ManyToOne, many_to_one
+from nni_topo_pruner.bmvc.activation import DEFAULT_CUTOFF, ManyToOne, many_to_one
 
 C = DEFAULT_CUTOFF
 S = math.sin(C)

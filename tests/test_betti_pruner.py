@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from nni_topo_pruner.betti_pruner import BettiPruner, layer_betti
+from nni_topo_pruner.bmvc.pruner import BettiPruner
+from nni_topo_pruner.bmvc.scoring import layer_betti
 from nni_topo_pruner.feature_collector import FeatureCollector
 from nni_topo_pruner.speedup import speedup_model
 from nni_topo_pruner.topology.betti import BettiScale, betti_numbers
@@ -147,7 +148,7 @@ def test_threshold_mode_prunes_scores_above_threshold():
 
 
 def test_threshold_mode_warns_when_a_layer_loses_every_filter(caplog):
-    with caplog.at_level(logging.WARNING, logger="nni_topo_pruner.betti_pruner"):
+    with caplog.at_level(logging.WARNING, logger="nni_topo_pruner.bmvc.pruner"):
         _, masks = _prune(IdentityOrConstant(), [{"op_names": ["conv"]}], betti_threshold=0,
                           calibration_loader=_noise_loader(), num_images=40)
     assert not _kept(masks, "conv").any()
@@ -200,7 +201,7 @@ def test_dependency_group_shares_one_mask():
 def test_num_images_caps_and_short_data_warns(caplog):
     pruner, _ = _prune(_model(), [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], num_images=20)
     assert pruner.images_used["conv1"] == 20
-    with caplog.at_level(logging.WARNING, logger="nni_topo_pruner.betti_pruner"):
+    with caplog.at_level(logging.WARNING, logger="nni_topo_pruner.bmvc.pruner"):
         pruner, _ = _prune(_model(), [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], num_images=100)
     assert pruner.images_used["conv1"] == N_IMAGES and "ran out after 48 images" in caplog.text
 

@@ -62,7 +62,7 @@ def _images(n: int = 12, nan: bool = False) -> list:
 
 @pytest.mark.parametrize("seed", ["x", 1.5, None, True, [0]])
 def test_betti_pruner_bad_seed_names_the_option(seed):
-    from nni_topo_pruner.betti_pruner import BettiPruner
+    from nni_topo_pruner.bmvc.pruner import BettiPruner
 
     model = _betti_model()
     with pytest.raises(ValueError, match=r"seed must be an int.*got"):
@@ -72,7 +72,7 @@ def test_betti_pruner_bad_seed_names_the_option(seed):
 
 
 def test_betti_pruner_nan_calibration_images_name_the_layer():
-    from nni_topo_pruner.betti_pruner import BettiPruner
+    from nni_topo_pruner.bmvc.pruner import BettiPruner
 
     pruner = BettiPruner(_betti_model(), [{"op_names": ["2"], "sparse_ratio": 0.5}],
                          calibration_loader=_images(nan=True), num_images=12, progress=False)

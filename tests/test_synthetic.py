@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nni_topo_pruner.activation import ManyToOne
-from nni_topo_pruner.synthetic import (
+from nni_topo_pruner.bmvc.activation import ManyToOne
+from nni_topo_pruner.bmvc.synthetic import (
     BETTI_CHECK_SCALE,
     DESIGNED_BETTI,
     RING_RADIUS,

@@ -303,7 +303,7 @@ def tp_kept(model: nn.Module, example: torch.Tensor, importance, **settings) -> 
 def test_betti_importance_keeps_betti_pruners_channels():
     from benchmarks.backends import torch_pruning_ratio
     from benchmarks.models import build_vgg16
-    from nni_topo_pruner.betti_pruner import BettiPruner
+    from nni_topo_pruner.bmvc.pruner import BettiPruner
     from nni_topo_pruner.torch_pruning import BettiImportance
 
     torch.manual_seed(0)
