@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from .config import apply_overrides, stable_hash
 from .data import REPO_ROOT
 from .environment import git_state, machine_info, package_versions
-from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine
+from .store import LockedError, atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine
 
 SCHEMA_VERSION = 1
 #: a record as the plan names it: (key in results.json, the inputs it depends on)
@@ -265,8 +265,6 @@ def main(experiment_class: Type[Experiment], argv: Optional[Sequence[str]] = Non
     A usage error (a bad flag value, another configuration in ``--out-dir``, a directory in use)
     exits with its message; rerunning the same command resumes.
     """
-    from .store import LockedError
-
     experiment = experiment_class()
     parser = build_parser(experiment, description)
     args = parser.parse_args(argv)
