@@ -160,6 +160,14 @@ def test_threshold_mode_honours_max_sparse_ratio():
     assert _kept(masks, "conv1").sum() == 6 and _kept(masks, "conv2").sum() == 5
 
 
+def test_threshold_mode_leaves_nnis_target_spaces_as_configured():
+    # the threshold reaches NNI's generate_sparsity through a view of the target spaces
+    pruner, masks = _prune(_model(), [{"op_types": ["Conv2d"], "max_sparse_ratio": 0.25}], betti_threshold=0)
+    assert all(space.sparse_threshold is None and space.sparse_ratio is None
+               for spaces in pruner._target_spaces.values() for space in spaces.values())
+    assert _kept(masks, "conv1").sum() == 6
+
+
 def test_paper_threshold_300_on_clouds_of_fewer_points_prunes_nothing():
     _, masks = _prune(_model(), [{"op_types": ["Conv2d"]}], betti_threshold=300)
     assert _kept(masks, "conv1").all() and _kept(masks, "conv2").all()

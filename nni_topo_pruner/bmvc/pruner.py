@@ -169,6 +169,9 @@ class BettiPruner(OneShotPruner):
 
     # ----------------------------------------------------------------- validation
     def _prepare_target_spaces(self) -> None:
+        #: betti_threshold mode: NNI sparse_threshold per pruned module (its weight target); NNI's
+        #: target spaces are left as configured, the threshold goes in through _sparsity_spaces
+        self._thresholds: Dict[str, float] = {}
         found = 0
         for module_name, spaces in self._target_spaces.items():
             module = self._module_wrappers[module_name].module
@@ -189,7 +192,7 @@ class BettiPruner(OneShotPruner):
                         raise ValueError(f"{module_name}: betti_threshold cannot be combined with NNI's "
                                          f"dependency_group_id / global_group_id, whose rules need a 'sparse_ratio'")
                     # keep iff score + tie <= floor(T) + 0.75  <=>  integer score <= T (tie < 0.5)
-                    space.sparse_threshold = -(math.floor(self.betti_threshold) + 0.75)
+                    self._thresholds[module_name] = -(math.floor(self.betti_threshold) + 0.75)
                 elif space.sparse_ratio is None:
                     continue
                 if target_name != "weight":
@@ -210,8 +213,18 @@ class BettiPruner(OneShotPruner):
 
     def _active_modules(self) -> List[str]:
         return sorted({name for name, spaces in self._target_spaces.items()
-                       for space in spaces.values() if space.sparse_ratio is not None
-                       or space.sparse_threshold is not None})
+                       for space in spaces.values() if space.sparse_ratio is not None} | set(self._thresholds))
+
+    def _is_pruned(self, module_name: str, target_name: str) -> bool:
+        return (self._target_spaces[module_name][target_name].sparse_ratio is not None
+                or (target_name == "weight" and module_name in self._thresholds))
+
+    def _sparsity_spaces(self) -> Dict[str, Dict[str, object]]:
+        """The target spaces as NNI's ``generate_sparsity`` sees them: with our thresholds."""
+        return {module_name: {target_name: (_WithThreshold(space, self._thresholds[module_name])
+                                            if target_name == "weight" and module_name in self._thresholds else space)
+                              for target_name, space in spaces.items()}
+                for module_name, spaces in self._target_spaces.items()}
 
     # ----------------------------------------------------------------- NNI hooks
     def _collect_data(self) -> Dict[str, torch.Tensor]:
@@ -251,7 +264,7 @@ class BettiPruner(OneShotPruner):
             self.images_used[module_name] = int(cloud.shape[0])
             metric = torch.from_numpy(betti_importance(betti, tie))
             for target_name, space in self._target_spaces[module_name].items():
-                if space.sparse_ratio is None and space.sparse_threshold is None:
+                if not self._is_pruned(module_name, target_name):
                     continue
                 # one value per output channel ('out_channel' granularity, checked at construction)
                 shape = [space.shape[0]] + [1] * (len(space.shape) - 1)
@@ -262,7 +275,7 @@ class BettiPruner(OneShotPruner):
         return metrics
 
     def _generate_sparsity(self, metrics: Masks) -> Masks:
-        masks = generate_sparsity(metrics, self._target_spaces)
+        masks = generate_sparsity(metrics, self._sparsity_spaces())
         for module_name, targets in masks.items():
             weight = targets.get("weight")
             if weight is not None and not weight.flatten(1).any():
@@ -289,3 +302,17 @@ class BettiPruner(OneShotPruner):
             evaluator.unbind_model()
         if collector.images_seen == 0:
             raise ValueError("evaluator.evaluate() ran no images through the pruned layers")
+
+
+class _WithThreshold:
+    """A target space with ``sparse_threshold`` set, for NNI's ``generate_sparsity`` (which
+    reads it there); every other attribute is the wrapped space's, which stays untouched."""
+
+    def __init__(self, space: object, sparse_threshold: float) -> None:
+        self._space = space
+        self.sparse_threshold = sparse_threshold
+
+    def __getattr__(self, name: str) -> object:
+        if name == "_space":  # not set yet (copy/pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self._space, name)
