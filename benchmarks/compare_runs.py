@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .store import atomic_write_text
 from .summary import CONTROL, NORM_PRUNERS, paired_difference
 
 METRICS = ("acc_after_bn", "acc_after_pruning", "recoverability")
@@ -141,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table = render_rows(rows)
     sys.stdout.write(table)
     if args.out:
-        args.out.write_text(table)
+        atomic_write_text(table, args.out)
     return 0
 
 
