@@ -89,7 +89,8 @@ def build_criterion(
         >>> calculator.distance, ga.seed
         ('wasserstein', 3)
     """
-    calculator = MetricCalculator(homology_dims=check_homology_dims(homology_dims), distance=distance, cloud_metric=cloud_metric,
+    # the front doors (TopologicalPruner, TopologicalImportance) take a sequence, not one int
+    calculator = MetricCalculator(homology_dims=check_homology_dims(homology_dims, allow_int=False), distance=distance, cloud_metric=cloud_metric,
                                   wasserstein_order=wasserstein_order)
     ga_options = dict(crossover_probability=crossover_probability, mutation_probability=mutation_probability,
                       elitism=elitism, seed=seed)

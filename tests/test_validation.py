@@ -29,6 +29,7 @@ from nni_topo_pruner.topology.validation import (
     (lambda: check_probability(1.5, "mutation_probability"), "mutation_probability must be a probability in [0, 1], got 1.5"),
     (lambda: check_choice(3, "count", ("alive", "persistent")), "count must be one of ('alive', 'persistent'), got 3"),
     (lambda: check_homology_dims((0, 0), "dims"), "dims must be a non-empty sequence of distinct non-negative ints"),
+    (lambda: check_homology_dims(0, allow_int=False), "homology_dims must be a non-empty sequence"),
 ])
 def test_messages_name_the_parameter_in_one_form(call, message):
     with pytest.raises(InvalidParameterError) as error:

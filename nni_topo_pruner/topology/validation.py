@@ -103,8 +103,9 @@ def check_choice(value: object, name: str, options: Sequence[str]) -> str:
 
 
 def check_homology_dims(homology_dims: Sequence[int] | int, name: str = "homology_dims", *,
-                        sort: bool = True) -> tuple[int, ...]:
-    """Homology dimensions: a non-empty sequence of distinct non-negative ints (or one int).
+                        sort: bool = True, allow_int: bool = True) -> tuple[int, ...]:
+    """Homology dimensions: a non-empty sequence of distinct non-negative ints (or one int,
+    unless ``allow_int=False``).
 
     ``sort=False`` keeps the caller's order (where it orders an output, e.g. Betti numbers
     per dimension).
@@ -115,7 +116,7 @@ def check_homology_dims(homology_dims: Sequence[int] | int, name: str = "homolog
     """
     constraint = "a non-empty sequence of distinct non-negative ints such as (0,) or (0, 1)"
     hint = "use (0,) (the default) for connected components"
-    if isinstance(homology_dims, (int, np.integer)) and not isinstance(homology_dims, (bool, np.bool_)):
+    if allow_int and isinstance(homology_dims, (int, np.integer)) and not isinstance(homology_dims, (bool, np.bool_)):
         homology_dims = (homology_dims,)
     if homology_dims is None or isinstance(homology_dims, (str, bytes)):
         raise _fail(name, constraint, homology_dims, hint)
