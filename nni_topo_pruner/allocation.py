@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data_collector import weight_point_cloud
+from .data_collector import check_finite_weights, weight_point_cloud
 from .engine import AnchoredFitness, analyse_unit, build_criterion, check_zero_anchor, salience_seed
 from .metric_calculator import MetricCalculator
 from .topology.diagram_distance import diagram_distance
@@ -319,8 +319,7 @@ def topological_config_list(model: torch.nn.Module, config_list: Sequence[Mappin
     layers = []
     for name in tqdm(names, desc="topological allocation", unit="layer", disable=not progress):
         weight = modules[name].weight
-        if not torch.isfinite(weight).all():
-            raise ValueError(f"layer {name!r} has NaN or infinite weights; fix or exclude it before allocating")
+        check_finite_weights(name, weight)
         points = weight_point_cloud(weight)
         damage = layer_damage_curve(calculator, points, grid, zero_anchor=anchored)
         layers.append(LayerAllocation(name, points.shape[0], grid, damage, uniform[name]))

@@ -71,7 +71,8 @@ def check_module_supported(module_name: str, module: torch.nn.Module, target_spa
             f"(which sets 'internal_metric_block'), or exclude the layer.")
 
 
-def _check_finite(name: str, weight: torch.Tensor) -> None:
+def check_finite_weights(name: str, weight: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming layer ``name`` if its weight holds NaN or Inf values."""
     finite = torch.isfinite(weight)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -90,7 +91,7 @@ def collect_pruning_units(data: Mapping[str, Mapping[str, torch.Tensor]], target
     for module_name in sorted(data):
         for target_name in sorted(data[module_name]):
             space = target_spaces[module_name][target_name]
-            _check_finite(module_name, data[module_name][target_name])
+            check_finite_weights(module_name, data[module_name][target_name])
             if space.dependency_group_id is not None:
                 groups.setdefault(space.dependency_group_id, []).append((module_name, target_name))
             else:

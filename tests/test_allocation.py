@@ -165,7 +165,7 @@ def test_bad_config_lists_and_layers_are_refused_with_the_fix():
     broken = chain()
     with torch.no_grad():
         broken[4].weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN or infinite weights"):
+    with pytest.raises(ValueError, match="NaN/Inf weight"):
         topological_config_list(broken, UNIFORM, dummy(), progress=False)
     with pytest.raises(ValueError, match="sparse_ratio"):
         topological_config_list(chain(), [{"op_types": ["Conv2d"], "sparse_ratio": 1.5}], dummy(), progress=False)
