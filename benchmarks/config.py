@@ -114,8 +114,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   batch_size=64, finetune_epochs=2, seeds=[0, 1], sparsities=[0.5], calibration_size=64, bn_batches=4,
                   latency_warmup=2, latency_repeats=5, eval_batch_size=256),
     # Full-width VGG-16 on the offline subset (5170 train / 1017 test images). Measured on the
-    # 2-core dev machine: baseline ~1 h once (cached); a fine-tuning epoch takes ~16 s at 0.5
-    # on a free machine (more at 0.3, less at 0.7) -> 45 records (5 pruners x 3 ratios x 3 seeds).
+    # 2-core dev machine: baseline ~1 h once (cached); a fine-tuning epoch takes ~72 s at 0.3,
+    # ~34 s at 0.5 and ~17 s at 0.7 on a free machine -> 45 records (5 pruners x 3 ratios x
+    # 3 seeds) in about 4 h.
     "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.02,
                 batch_size=64, finetune_epochs=6, seeds=[0, 1, 2], sparsities=[0.3, 0.5, 0.7], calibration_size=256,
                 latency_warmup=5, latency_repeats=30),

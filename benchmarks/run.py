@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS),
                         help="smoke: tiny model and data, every step in minutes (CI); cpu: full-width VGG-16 on the "
-                             "offline CIFAR-10 subset, about an hour on 2 CPU cores; paper: full CIFAR-10, "
-                             "thesis-scale epochs, for a GPU")
+                             "offline CIFAR-10 subset, about 4 h on 2 CPU cores (+1 h for the baseline, once); "
+                             "paper: full CIFAR-10, thesis-scale epochs, for a GPU")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output directory (default: benchmarks/runs/<preset> in the repository)")
     parser.add_argument("--data", default=None,
