@@ -50,6 +50,7 @@ from .data_collector import check_finite_weights, weight_point_cloud
 from .engine import AnchoredFitness, analyse_unit, build_criterion, check_zero_anchor, salience_seed
 from .metric_calculator import MetricCalculator
 from .topology.diagram_distance import diagram_distance
+from .topology.validation import InvalidParameterError, check_choice, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +83,15 @@ class LayerAllocation:
         return int(self.n * ratio)
 
 
-def _check_options(budget: str, max_layer_ratio: float, grid_step: float) -> None:
-    if budget not in SUPPORTED_BUDGETS:
-        raise ValueError(f"budget must be one of {SUPPORTED_BUDGETS}, got {budget!r}")
-    if isinstance(max_layer_ratio, bool) or not isinstance(max_layer_ratio, (int, float)) \
-            or not 0 < max_layer_ratio < 1:
-        raise ValueError(f"max_layer_ratio must lie strictly between 0 and 1, got {max_layer_ratio!r}")
-    if isinstance(grid_step, bool) or not isinstance(grid_step, (int, float)) or not 0 < grid_step <= max_layer_ratio:
-        raise ValueError(f"grid_step must lie in (0, max_layer_ratio={max_layer_ratio}], got {grid_step!r}")
+def _check_options(budget: str, max_layer_ratio: float, grid_step: float) -> Tuple[str, float, float]:
+    budget = check_choice(budget, "budget", SUPPORTED_BUDGETS)
+    max_layer_ratio = check_number(max_layer_ratio, "max_layer_ratio", minimum=0, maximum=1)
+    if not 0 < max_layer_ratio < 1:  # 0 prunes nothing; 1 would allow removing a whole layer
+        raise InvalidParameterError(f"max_layer_ratio must lie strictly between 0 and 1, got {max_layer_ratio!r}")
+    grid_step = check_number(grid_step, "grid_step", minimum=0, maximum=max_layer_ratio)
+    if grid_step == 0:
+        raise InvalidParameterError(f"grid_step must lie in (0, max_layer_ratio={max_layer_ratio}], got {grid_step!r}")
+    return budget, max_layer_ratio, grid_step
 
 
 def layer_damage_curve(calculator: MetricCalculator, points: np.ndarray, ratios: Sequence[float], *,
@@ -304,12 +306,13 @@ def topological_config_list(model: torch.nn.Module, config_list: Sequence[Mappin
         ``(config list, layers)``: one ``{'op_names': [name], 'sparse_ratio': r}`` per layer,
         and the per-layer :class:`LayerAllocation` (damage curves) for reporting.
     """
-    _check_options(budget, max_layer_ratio, grid_step)
+    budget, max_layer_ratio, grid_step = _check_options(budget, max_layer_ratio, grid_step)
     zero_anchor = criterion_options.pop("zero_anchor", None)
     allowed = {"homology_dims", "distance", "cloud_metric", "wasserstein_order"}
     unknown = set(criterion_options) - allowed
     if unknown:
-        raise ValueError(f"unknown criterion option(s) {sorted(unknown)}; allowed: {sorted(allowed | {'zero_anchor'})}")
+        raise InvalidParameterError(f"unknown criterion option(s) {sorted(unknown)}; "
+                                    f"allowed: {sorted(allowed | {'zero_anchor'})}")
     calculator, _ = build_criterion(**criterion_options)
     anchored = check_zero_anchor(zero_anchor, calculator.cloud_metric)
     uniform = _uniform_ratios(model, config_list)

@@ -142,6 +142,10 @@ def test_the_config_list_drives_every_pruner_to_the_same_widths():
     ({"budget": "params"}, "budget must be one of"),
     ({"max_layer_ratio": 1.0}, "max_layer_ratio must lie strictly between 0 and 1"),
     ({"grid_step": 0.0}, "grid_step must lie in"),
+    ({"max_layer_ratio": "0.5"}, "max_layer_ratio must be a finite number"),
+    ({"grid_step": True}, "grid_step must be a finite number"),
+    ({"grid_step": 0.95}, r"grid_step must be a finite number >= 0 and <= 0.9, got 0.95"),
+    ({"budget": "FLOPS", "grid_step": float("nan")}, "grid_step must be a finite number"),
     ({"distnce": "wasserstein"}, "unknown criterion option"),
     ({"distance": "earth"}, "distance"),
 ])
