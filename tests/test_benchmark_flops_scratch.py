@@ -1,8 +1,6 @@
 """The matched-FLOPs view of the report and the Scratch-E rows (issue 12)."""
 from __future__ import annotations
 
-import doctest
-import importlib
 import json
 
 import pytest
@@ -16,12 +14,6 @@ from benchmarks.run import main
 from benchmarks.runner import benchmark_plan, record_key, record_label, record_name
 from benchmarks.scratch import reinitialise
 from benchmarks.summary import flops_differ, flops_rows, interpolate_at_flops, matched_flops, stat
-
-
-@pytest.mark.parametrize("module_name", ["benchmarks.scratch", "benchmarks.executors"])
-def test_docstring_examples_run(module_name):
-    result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def group(pruner, sparsity, flops, bn, final, n=3):

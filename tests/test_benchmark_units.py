@@ -1,9 +1,7 @@
 """Unit tests of the benchmark's pieces: model, data, measurements, statistics, files, config."""
 from __future__ import annotations
 
-import doctest
 import hashlib
-import importlib
 import json
 
 from pathlib import Path
@@ -22,24 +20,6 @@ from benchmarks.measure import count_flops, count_parameters, layer_widths, meas
 from benchmarks.models import build_vgg16
 from benchmarks.store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none
 from benchmarks.summary import compare_with_control, stat, summarize, verdict, welch_p_value
-
-DOCTESTED = ["benchmarks.models", "benchmarks.data", "benchmarks.config", "benchmarks.measure", "benchmarks.store",
-             "benchmarks.summary", "benchmarks.report_markdown", "benchmarks.experiment", "benchmarks.environment",
-             "benchmarks.training", "benchmarks.baseline", "benchmarks.plots", "benchmarks.runner", "benchmarks.run",
-             "benchmarks.framework"]
-#: modules of DOCTESTED whose docstrings hold no examples yet (the test fails when one gains some)
-WITHOUT_EXAMPLES = {"benchmarks.baseline", "benchmarks.plots", "benchmarks.run"}
-
-
-@pytest.mark.parametrize("module_name", DOCTESTED)
-def test_docstring_examples_run(module_name):
-    result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
-    if module_name in WITHOUT_EXAMPLES:
-        assert result.attempted == 0, f"{module_name} now has examples: remove it from WITHOUT_EXAMPLES"
-    else:
-        assert result.attempted > 0, f"{module_name} has no examples"
-
 
 # --- model ---------------------------------------------------------------------------------
 
