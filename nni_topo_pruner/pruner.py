@@ -43,7 +43,6 @@ import numpy as np
 import torch
 from nni.compression.pruning.tools import active_sparse_targets_filter
 from nni.compression.utils.evaluator import Evaluator
-from schema import SchemaError
 from tqdm.auto import tqdm
 
 from . import sparsity_allocator as allocator
@@ -159,15 +158,7 @@ class TopologicalPruner(OneShotPruner):
         self.report: Optional[PruningReport] = None
         config_list = normalised_config_list(config_list)
         check_no_tied_targets(model, config_list)  # NNI's wrapping would untie them silently
-        try:
-            super().__init__(model, config_list, evaluator, existed_wrappers)
-        except SchemaError as error:
-            raise ValueError(f"invalid config_list for TopologicalPruner: {error}") from error
-        try:
-            self._check_target_spaces()
-        except Exception:
-            self.unwrap_model()  # leave the user's model as it was
-            raise
+        super().__init__(model, config_list, evaluator, existed_wrappers)
 
     # ----------------------------------------------------------------- validation
     def _check_target_spaces(self) -> None:

@@ -69,7 +69,6 @@ import numpy as np
 import torch
 from nni.compression.pruning.tools import generate_sparsity
 from nni.compression.utils.evaluator import Evaluator
-from schema import SchemaError
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -157,18 +156,10 @@ class BettiPruner(OneShotPruner):
         self.betti: Dict[str, np.ndarray] = {}
         #: per layer: number of images the clouds were built from
         self.images_used: Dict[str, int] = {}
-        try:
-            super().__init__(model, config_list, evaluator, existed_wrappers)
-        except SchemaError as error:
-            raise ValueError(f"invalid config_list for BettiPruner: {error}") from error
-        try:
-            self._prepare_target_spaces()
-        except Exception:
-            self.unwrap_model()
-            raise
+        super().__init__(model, config_list, evaluator, existed_wrappers)
 
     # ----------------------------------------------------------------- validation
-    def _prepare_target_spaces(self) -> None:
+    def _check_target_spaces(self) -> None:
         #: betti_threshold mode: NNI sparse_threshold per pruned module (its weight target); NNI's
         #: target spaces are left as configured, the threshold goes in through _sparsity_spaces
         self._thresholds: Dict[str, float] = {}
