@@ -225,7 +225,8 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
                       f"sparsity and seed, re-initialised and trained from scratch for {scratch_epochs} epochs "
                       f"(baseline + fine-tuning epochs; SGD lr {config['baseline_lr']}, cosine). Their accuracy "
                       f"\"after pruning\" is the random initialisation's, their recoverability is after "
-                      f"{scratch_epochs} epochs."]
+                      f"{scratch_epochs} epochs. Every pruner whose pruned models have the same layer widths at "
+                      f"each seed (at uniform per-layer ratios: all of them) is compared with that row below."]
         lines += ["", "Compared with the random control. \"Beyond the spread\" = the intervals mean ± spread of the "
                   "pruner and of the control do not overlap, where spread = max(std over seeds, binomial standard "
                   f"error of one accuracy on {test_images} test images):", "",

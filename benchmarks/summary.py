@@ -201,10 +201,41 @@ def paired_difference(candidate: List[Dict[str, Any]], reference: List[Dict[str,
             "per_seed": per_seed, "verdict": label, "images": int(len(per_image))}
 
 
+def same_architecture(candidate: List[Dict[str, Any]], scratch: List[Dict[str, Any]]) -> bool:
+    """Whether a Scratch-E group trained the architecture of ``candidate``'s pruned models: the
+    same ``layer_widths`` at every seed the two share (and at least one shared seed). Scratch-E
+    is a property of the architecture, not of the pruner that found it: at uniform per-layer
+    ratios every pruner keeps the same widths, so one Scratch-E row serves them all.
+
+    >>> widths = {"conv": 4}
+    >>> same_architecture([{"seed": 0, "layer_widths": widths}], [{"seed": 0, "layer_widths": {"conv": 4}}])
+    True
+    >>> same_architecture([{"seed": 0, "layer_widths": widths}], [{"seed": 0, "layer_widths": {"conv": 5}}])
+    False
+    >>> same_architecture([{"seed": 0, "layer_widths": widths}], [{"seed": 1, "layer_widths": widths}])
+    False
+    """
+    by_seed = {record["seed"]: record.get("layer_widths") for record in scratch}
+    shared = [record for record in candidate if record["seed"] in by_seed]
+    return bool(shared) and all(record.get("layer_widths") is not None
+                                and record["layer_widths"] == by_seed[record["seed"]] for record in shared)
+
+
+def scratch_references(groups: Dict[tuple, List[Dict[str, Any]]], sparsity: float, pruner: str) -> List[str]:
+    """The Scratch-E rows at ``sparsity`` that ``pruner``'s fine-tuned models are compared with:
+    its own (``scratch_e:PRUNER``) and every other one that trained the same architecture
+    (:func:`same_architecture`)."""
+    own = SCRATCH_LABEL + pruner
+    rows = [label for s, label in groups if s == sparsity and label.startswith(SCRATCH_LABEL)]
+    return [label for label in rows
+            if label == own or same_architecture(groups[(sparsity, pruner)], groups[(sparsity, label)])]
+
+
 def paired_comparisons(records: List[Dict[str, Any]], control: str = CONTROL) -> List[Dict[str, Any]]:
     """Every pruner vs the random ``control``, every pruner that is not a norm pruner
     (:data:`NORM_PRUNERS`) vs the best norm pruner at that sparsity and metric, and every pruner
-    with a Scratch-E row vs that row, image by image (:func:`paired_difference`)."""
+    vs each Scratch-E row of its architecture (:func:`scratch_references`), image by image
+    (:func:`paired_difference`)."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for record in records:
         if record.get("status") == "ok":
@@ -224,9 +255,9 @@ def paired_comparisons(records: List[Dict[str, Any]], control: str = CONTROL) ->
                 references = [(control, "control")] if pruner != control else []
                 if pruner not in NORM_PRUNERS and pruner != control and best_norm is not None and not scratch:
                     references.append((best_norm, "best norm pruner"))
-                if metric == "recoverability" and (sparsity, SCRATCH_LABEL + pruner) in groups:
+                if metric == "recoverability" and not scratch:
                     # pruned + fine-tuned vs the same architecture trained from scratch
-                    references.append((SCRATCH_LABEL + pruner, "Scratch-E"))
+                    references += [(label, "Scratch-E") for label in scratch_references(groups, sparsity, pruner)]
                 for reference, role in references:
                     if (sparsity, reference) not in groups:
                         continue

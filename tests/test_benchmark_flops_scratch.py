@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from benchmarks.report_markdown import flops_section
 from benchmarks.run import main
 from benchmarks.runner import benchmark_plan, record_key, record_label, record_name
 from benchmarks.scratch import reinitialise
-from benchmarks.summary import flops_differ, flops_rows, interpolate_at_flops, matched_flops, stat
+from benchmarks.summary import flops_differ, flops_rows, interpolate_at_flops, matched_flops, paired_comparisons, stat
 
 
 def group(pruner, sparsity, flops, bn, final, n=3):
@@ -130,10 +131,45 @@ def test_scratch_e_rows_end_to_end(tmp_path):
     assert "acc_after_bn" not in scratch
     assert (out / "runs" / "scratch_e-l1_sparsity0.5_seed0.json").is_file()
     paired = [row for row in results["paired"] if row["reference"] == "scratch_e:l1"]
-    assert [(row["pruner"], row["role"], row["metric"]) for row in paired] == [("l1", "Scratch-E", "recoverability")]
+    # random's pruned models have l1's widths (uniform per-layer ratios), so l1's Scratch-E row serves both
+    assert runs["random"]["layer_widths"] == pruned["layer_widths"]
+    assert [(row["pruner"], row["role"], row["metric"]) for row in paired] == [
+        ("l1", "Scratch-E", "recoverability"), ("random", "Scratch-E", "recoverability")]
     report = (out / "report.md").read_text()
     assert report.index("| l1 |") < report.index("| scratch_e:l1 |") < report.index("| random |")
     assert "trained from scratch for 3 epochs" in report and "## Accuracy vs FLOPs left" in report
     # resumes without redoing anything
     assert main(args) == 0
     assert "done: 3 records (3 reused from earlier runs), 0 failed" in (out / "benchmark.log").read_text()
+
+
+# --- which Scratch-E rows a pruner is compared with --------------------------------------------
+
+def _records(pruner, widths_by_seed, accuracy=0.5, images=40):
+    hits = "1" * int(accuracy * images) + "0" * (images - int(accuracy * images))
+    return [{"status": "ok", "pruner": pruner, "sparsity": 0.5, "seed": seed, "layer_widths": widths,
+             "recoverability": accuracy, "hits_final": hits} for seed, widths in widths_by_seed.items()]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scratch_e_reference_is_the_architecture_not_the_name(seed):
+    # property: a pruner is compared with exactly the Scratch-E rows that trained its widths at every
+    # shared seed, whatever the labels are called and in whatever order the records come
+    rng = np.random.default_rng(seed)
+    base = {f"features.{i}": int(rng.integers(4, 64)) for i in range(4)}
+    other = {**base, "features.0": base["features.0"] + 1}
+    records = (_records("alpha", {0: base, 1: base}) + _records("beta", {0: base, 1: other})
+               + _records("random", {0: base, 1: base}, accuracy=0.4)
+               + _records("scratch_e:gamma", {0: base, 1: base}, accuracy=0.6))
+    records = [records[i] for i in rng.permutation(len(records))]
+    rows = [row for row in paired_comparisons(records) if row["role"] == "Scratch-E"]
+    assert sorted(row["pruner"] for row in rows) == ["alpha", "random"]  # beta differs at seed 1
+    assert all(row["reference"] == "scratch_e:gamma" and row["metric"] == "recoverability" for row in rows)
+    assert all(row["difference"] == pytest.approx(-0.1 if row["pruner"] == "alpha" else -0.2) for row in rows)
+
+
+def test_own_scratch_e_row_counts_even_without_widths():
+    # records written before layer_widths existed still pair with their own Scratch-E row by name
+    records = _records("l1", {0: None}) + _records("scratch_e:l1", {0: None}) + _records("random", {0: None})
+    rows = [(row["pruner"], row["reference"]) for row in paired_comparisons(records) if row["role"] == "Scratch-E"]
+    assert rows == [("l1", "scratch_e:l1")]
