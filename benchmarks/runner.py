@@ -360,7 +360,7 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
         last_plot = time.monotonic()
         bar = tqdm(total=len(plan), desc="benchmark", unit="run", disable=not progress)
 
-        def accept(entry: tuple, record: Dict[str, Any]) -> None:
+        def accept(entry: tuple, record: Dict[str, Any], write: bool = True) -> None:
             nonlocal reused, last_plot
             sparsity, seed, pruner = entry
             name = record_name(pruner, sparsity, seed)
@@ -371,9 +371,10 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
                              record["acc_after_pruning"],
                              "-" if "acc_after_bn" not in record else f"{record['acc_after_bn']:.4f}",
                              record["recoverability"])
-            redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
-            write_outputs(state, out_dir, plots=redraw)
-            last_plot = time.monotonic() if redraw else last_plot
+            if write:
+                redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
+                write_outputs(state, out_dir, plots=redraw)
+                last_plot = time.monotonic() if redraw else last_plot
             bar.update(1)
             bar.set_postfix_str(name)
 
@@ -385,7 +386,11 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
                 if record is None:
                     pending.append(entry)
                 else:
-                    accept(entry, record)
+                    # rendered once below, not per record: the paired statistics cost grows with the records
+                    accept(entry, record, write=False)
+            if reused:
+                write_outputs(state, out_dir)
+                last_plot = time.monotonic()
             local = isinstance(executor, LocalExecutor)
             shared = {"config": config, "baseline": baseline, "arrays": arrays, "out_dir": out_dir,
                       "progress": progress and local, "remote": not local}

@@ -72,11 +72,17 @@ def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monk
     assert final["status"] == "complete" and final["finished_runs"] == 4
     assert final["baseline"]["cached"] is True
 
-    # a third run finds everything done: no pruning, no training
+    # a third run finds everything done: no pruning, no training, and the report is rendered once for
+    # the reused records (then once as complete), not once per record: rendering grows with the records
     calls = _count_experiments(monkeypatch)
     monkeypatch.setattr(benchmarks.baseline, "fit", lambda *a, **k: pytest.fail("baseline retrained"))
+    renders = []
+    real_write = benchmarks.runner.write_outputs
+    monkeypatch.setattr(benchmarks.runner, "write_outputs",
+                        lambda state, *a, **k: renders.append(len(state.records)) or real_write(state, *a, **k))
     assert main(argv(seeds="0,1")) == 0
     assert calls == []
+    assert renders == [4, 4]
     again = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in final["runs"]]
 
