@@ -32,8 +32,13 @@ def package_versions(names: Iterable[str] = REPORTED_PACKAGES) -> Dict[str, Opti
     return versions
 
 
-def git_state(repo: Path) -> Dict[str, Optional[object]]:
-    """Commit hash and whether the working tree has uncommitted changes (``None`` without git)."""
+def git_state(repo: Path, ignore: Iterable[Path] = ()) -> Dict[str, Optional[object]]:
+    """Commit hash and whether tracked files differ from it (``None`` without git).
+
+    Changes under ``ignore`` (a benchmark's own output directory, when it sits in the repository)
+    do not count: the outputs change while the run goes, and the flag is meant to say whether the
+    *code* that ran differs from the commit. ``changed`` lists the differing paths (at most 20).
+    """
     def git(*args: str) -> Optional[str]:
         try:
             result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=20)
@@ -42,12 +47,21 @@ def git_state(repo: Path) -> Dict[str, Optional[object]]:
         return result.stdout.strip() if result.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
     if commit is None:
         # no .git (e.g. inside the Docker image): the image records the commit it was built from
         built_from = os.environ.get("NNI_TOPO_PRUNER_SOURCE_COMMIT") or None
         return {"commit": built_from, "dirty": None, "source": "NNI_TOPO_PRUNER_SOURCE_COMMIT" if built_from else None}
-    return {"commit": commit, "dirty": None if status is None else bool(status), "source": "git"}
+    root = Path(repo).resolve()
+    excluded = []
+    for path in ignore:
+        try:
+            excluded.append(f":(exclude){Path(path).resolve().relative_to(root).as_posix()}")
+        except ValueError:  # outside the repository: git does not see it anyway
+            continue
+    status = git("diff", "--name-only", "HEAD", "--", ".", *excluded)  # staged or not, tracked files only
+    changed = None if status is None else [line for line in status.splitlines() if line.strip()]
+    return {"commit": commit, "dirty": None if changed is None else bool(changed),
+            "changed": None if changed is None else changed[:20], "source": "git"}
 
 
 def machine_info(device: torch.device) -> Dict[str, object]:

@@ -217,7 +217,7 @@ def run(experiment: Experiment, out_dir: Path, *, command: str, fresh: bool = Fa
         stored = load_results(experiment, out_dir, fresh)
         context = experiment.setup(progress)
         records: Dict[str, Dict[str, Any]] = dict(stored[field]) if stored else {}
-        invocation = dict(command=command, versions=package_versions(), git=git_state(REPO_ROOT),
+        invocation = dict(command=command, versions=package_versions(), git=git_state(REPO_ROOT, ignore=[out_dir]),
                           machine=machine_info(experiment.device), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           **{f"{field}_before": len(records)})
         invocations = list(stored.get("invocations", [])) if stored else []

@@ -350,7 +350,7 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
     out_dir.mkdir(parents=True, exist_ok=True)
     with process_lock(out_dir, "benchmark outputs"):
         device, arrays, baseline = prepare(config, progress)
-        context = {"packages": package_versions(), "git": git_state(REPO_ROOT), "machine": machine_info(device),
+        context = {"packages": package_versions(), "git": git_state(REPO_ROOT, ignore=[out_dir]), "machine": machine_info(device),
                    "data": arrays.describe()}
         latency = measure_speed(baseline.fresh_model().to(device), config, device)
         plan = benchmark_plan(config)

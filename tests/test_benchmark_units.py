@@ -314,6 +314,30 @@ def test_git_state_outside_a_checkout_uses_the_image_commit(tmp_path, monkeypatc
     assert repo["source"] == "git" and len(repo["commit"]) == 40
 
 
+def test_git_state_dirty_means_code_not_the_run_outputs(tmp_path):
+    import subprocess
+
+    from benchmarks.environment import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.md").write_text("running\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "out" / "report.md").write_text("complete\n")  # the run rewrites its own outputs
+    assert git_state(tmp_path)["dirty"] is True
+    clean = git_state(tmp_path, ignore=[tmp_path / "out"])
+    assert clean["dirty"] is False and clean["changed"] == []
+    (tmp_path / "code.py").write_text("x = 2\n")  # the code itself changed: that must show
+    state = git_state(tmp_path, ignore=[tmp_path / "out", tmp_path.parent / "elsewhere"])
+    assert state["dirty"] is True and state["changed"] == ["code.py"]
+
+
 def test_adapt_batchnorm_sets_the_mean_of_the_batches_and_leaves_weights():
     from torch.utils.data import DataLoader, TensorDataset
 
