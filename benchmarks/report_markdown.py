@@ -182,6 +182,11 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         f"- Machine: {machine['platform']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
         f"device `{machine['device']}`" + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + f"; git commit `{results['git']['commit']}`" + (" (uncommitted changes)" if results['git']['dirty'] else ""),
+        *([f"- Report re-rendered from the stored records (`--report-only`) by git commit "
+           f"`{results['rendered_by']['git']['commit']}`"
+           + (" (uncommitted changes)" if results['rendered_by']['git']['dirty'] else "")
+           + f" at {results['rendered_by']['at']}; the line above describes the runs"]
+          if results.get("rendered_by") else []),
         "- Packages: " + ", ".join(f"{name} {version}" for name, version in results["packages"].items() if version),
         f"- Data: {data['source']} `{data['location']}` (SHA-256 {data['file_sha256']}), "
         f"{data['train_images']} training / {data['test_images']} test images",

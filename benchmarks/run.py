@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks.run --preset cpu --seeds 0,1,2 --sparsities 0.3,0.5,0.7
     python -m benchmarks.run --preset paper --data cifar10:data/cifar10 --set finetune_epochs=20
     RAY_ADDRESS=head:6379 python -m benchmarks.run --preset paper --executor ray   # records as Ray tasks
+    python -m benchmarks.run --preset cpu --out-dir OUT --report-only   # re-render OUT's report, run nothing
 
 Exit status: 0 when every run succeeded, 1 when some pruner failed (recorded in the report),
 2 on a usage error, 130 when interrupted (rerun the same command to resume).
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--show-config", action="store_true", help="print the resolved configuration as JSON and exit")
     parser.add_argument("--baseline-only", action="store_true",
                         help="train (or resume) and cache the baseline, print where it is cached, and exit")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite results.json, report.md and the plots in --out-dir from the records already "
+                             "there, with this version's report code (same command otherwise); prunes, trains and "
+                             "measures nothing, and leaves unfinished records out (status 'incomplete')")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars (log lines only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -128,6 +133,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = resolve_config(args)
     except (ValueError, TypeError) as error:
         parser.error(str(error))
+    if args.report_only and (args.baseline_only or args.executor != "local"):
+        parser.error("--report-only runs nothing: it cannot be combined with --baseline-only or --executor ray")
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -147,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     silence_stdout()  # NNI's own stdout handler would repeat what our handlers already log
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .runner import BenchmarkInputError, prepare, run_benchmark
+    from .runner import BenchmarkInputError, prepare, render_stored, run_benchmark
     from .store import LockedError
 
     command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
@@ -159,6 +166,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"baseline {baseline.key_hash}: test accuracy {baseline.info['test_acc']:.4f}, "
                       f"{baseline.info['train_seconds_total']:.0f} s of training, cached in {baseline.info['cache_path']}")
                 return 0
+            if args.report_only:
+                # the report's "Command:" is the one that reproduces (and resumes) the records
+                return render_stored(config, preset=args.preset, out_dir=out_dir,
+                                     command_line=[arg for arg in command_line if arg != "--report-only"])
             return run_benchmark(config, preset=args.preset, out_dir=out_dir, command_line=command_line,
                                  progress=not args.no_progress, executor=executor)
     except (BenchmarkInputError, LockedError, ExecutorError) as error:

@@ -107,6 +107,8 @@ class BenchmarkState:
     plan: List[tuple]
     records: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     status: str = "running"
+    #: set by --report-only: the code that re-rendered stored records (``context`` describes the runs)
+    rendered_by: Optional[Dict[str, Any]] = None
 
     def results(self) -> Dict[str, Any]:
         ordered = [self.records[record_name(p, s, seed)] for s, seed, p in self.plan
@@ -130,6 +132,7 @@ class BenchmarkState:
             "comparisons": compare_with_control(summary, self.context["data"]["test_images"]),
             "paired": paired_comparisons(ordered),
             "matched_flops": matched_flops(summary),
+            **({"rendered_by": self.rendered_by} if self.rendered_by else {}),
         }
 
 
@@ -332,6 +335,48 @@ def _lost_record(config: BenchmarkConfig, baseline_hash: str, entry: tuple, erro
             "pruner": record_label(pruner), "pruner_name": pruner_spec(split_scratch(pruner)[1])[1],
             "sparsity": float(sparsity), "seed": int(seed), "status": "failed",
             "error": {**_failure(error), "step": "executor"}, "reused": False}
+
+
+def render_stored(config: BenchmarkConfig, *, preset: str, out_dir: Path, command_line: Sequence[str]) -> int:
+    """Rewrite ``out_dir``'s results.json, report.md and plots from the records already there, with
+    this version's summary and report code; prunes, trains and measures nothing (``--report-only``).
+
+    The plan comes from ``config`` (so pass the command that made the records); the baseline and
+    the measurement context (packages, git, machine, data) come from the stored results.json, so
+    the report keeps describing the runs that made the numbers. A plan entry with no finished
+    record stays missing: status ``incomplete``, and the log names the missing records. Returns 0.
+    Raises :class:`BenchmarkInputError` without a readable results.json.
+    """
+    out_dir = Path(out_dir).resolve()
+    with process_lock(out_dir, "benchmark outputs"):
+        stored = load_json_or_none(out_dir / "results.json")
+        missing_keys = None if not isinstance(stored, dict) else [
+            key for key in ("baseline", "packages", "git", "machine", "data") if not isinstance(stored.get(key), dict)]
+        if stored is None or missing_keys or "key_hash" not in stored["baseline"]:
+            problem = "is missing" if stored is None else f"lacks {missing_keys or ['baseline.key_hash']}"
+            raise BenchmarkInputError(f"--report-only: {out_dir / 'results.json'} {problem}; run the benchmark "
+                                      f"into this --out-dir first (without --report-only)")
+        context = {key: stored[key] for key in ("packages", "git", "machine", "data")}
+        plan = benchmark_plan(config)
+        state = BenchmarkState(config, preset, list(command_line), context, stored["baseline"], plan,
+                               rendered_by={"git": git_state(REPO_ROOT, ignore=[out_dir]),
+                                            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        missing = []
+        for sparsity, seed, pruner in plan:
+            record = reusable_record(config, stored["baseline"]["key_hash"], pruner, sparsity, seed, out_dir)
+            if record is None:
+                missing.append(record_name(pruner, sparsity, seed))
+            else:
+                record.pop("reused")
+                state.records[record_name(pruner, sparsity, seed)] = record
+        failed = [name for name, record in state.records.items() if record["status"] != "ok"]
+        state.status = ("incomplete" if missing else "complete with failures" if failed else "complete")
+        write_outputs(state, out_dir)
+        if missing:
+            _logger.warning("report only: %d of %d records not finished, left out: %s (rerun without "
+                            "--report-only to run them)", len(missing), len(plan), ", ".join(missing))
+        _logger.info("report only: %d records rendered into %s", len(state.records), out_dir / "report.md")
+        return 0
 
 
 def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, command_line: Sequence[str],

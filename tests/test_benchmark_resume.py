@@ -88,6 +88,39 @@ def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monk
 
 
 @needs_data
+def test_report_only_rerenders_the_stored_records_and_runs_nothing(tmp_path, monkeypatch, argv, capsys):
+    out = tmp_path / "out"
+    assert main([*argv(), "--report-only"]) == 2  # nothing stored yet: a usage error that says what to do
+    assert "run the benchmark into this --out-dir first" in capsys.readouterr().err
+    assert main(argv()) == 0
+    first = json.loads((out / "results.json").read_text())
+    (out / "report.md").write_text("stale\n")
+
+    calls = _count_experiments(monkeypatch)
+    monkeypatch.setattr(benchmarks.runner, "prepare", lambda *a, **k: pytest.fail("loaded data or the baseline"))
+    monkeypatch.setattr(benchmarks.runner, "measure_speed", lambda *a, **k: pytest.fail("measured latency"))
+    assert main([*argv(), "--report-only"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert calls == []
+    for key in ("runs", "summary", "comparisons", "paired", "matched_flops", "baseline", "git", "machine", "data"):
+        assert again[key] == first[key], key  # the same numbers, and the context of the runs that made them
+    assert again["status"] == "complete" and "--report-only" not in again["command_line"]
+    assert len(again["rendered_by"]["git"]["commit"]) == 40
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Pruning benchmark") and "re-rendered from the stored records" in report
+
+    # a plan entry with no record yet is left out, visibly, and still nothing runs
+    assert main([*argv(seeds="0,1"), "--report-only"]) == 0
+    partial = json.loads((out / "results.json").read_text())
+    assert calls == []
+    assert partial["status"] == "incomplete" and (partial["finished_runs"], partial["expected_runs"]) == (2, 4)
+    assert "Status: **incomplete** (2 of 4 runs finished" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit) as exit_info:  # it runs nothing, so it takes no baseline or executor flags
+        main([*argv(), "--report-only", "--baseline-only"])
+    assert exit_info.value.code == 2 and "cannot be combined" in capsys.readouterr().err
+
+
+@needs_data
 def test_valid_json_but_malformed_records_are_set_aside_and_redone(tmp_path, monkeypatch, argv):
     assert main(argv(pruners="l1")) == 0
     record = tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json"
