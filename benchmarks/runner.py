@@ -110,6 +110,30 @@ class BenchmarkState:
     #: set by --report-only: the code that re-rendered stored records (``context`` describes the runs)
     rendered_by: Optional[Dict[str, Any]] = None
 
+    def load_finished(self, out_dir: Path, baseline_hash: str) -> List[tuple]:
+        """Take every reusable record of the plan from ``out_dir/runs`` into ``records``; returns the
+        plan entries still to run, in plan order."""
+        pending = []
+        for entry in self.plan:
+            sparsity, seed, pruner = entry
+            record = reusable_record(self.config, baseline_hash, pruner, sparsity, seed, out_dir)
+            if record is None:
+                pending.append(entry)
+            else:
+                record.pop("reused")
+                self.records[record_name(pruner, sparsity, seed)] = record
+        return pending
+
+    def failed(self) -> List[str]:
+        """Names of the records held that did not finish ``ok``."""
+        return [name for name, record in self.records.items() if record["status"] != "ok"]
+
+    def final_status(self) -> str:
+        """``incomplete`` while a plan entry has no record, else ``complete`` (``with failures`` if any)."""
+        if len(self.records) < len(self.plan):
+            return "incomplete"
+        return "complete with failures" if self.failed() else "complete"
+
     def results(self) -> Dict[str, Any]:
         ordered = [self.records[record_name(p, s, seed)] for s, seed, p in self.plan
                    if record_name(p, s, seed) in self.records]
@@ -361,16 +385,9 @@ def render_stored(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
         state = BenchmarkState(config, preset, list(command_line), context, stored["baseline"], plan,
                                rendered_by={"git": git_state(REPO_ROOT, ignore=[out_dir]),
                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        missing = []
-        for sparsity, seed, pruner in plan:
-            record = reusable_record(config, stored["baseline"]["key_hash"], pruner, sparsity, seed, out_dir)
-            if record is None:
-                missing.append(record_name(pruner, sparsity, seed))
-            else:
-                record.pop("reused")
-                state.records[record_name(pruner, sparsity, seed)] = record
-        failed = [name for name, record in state.records.items() if record["status"] != "ok"]
-        state.status = ("incomplete" if missing else "complete with failures" if failed else "complete")
+        pending = state.load_finished(out_dir, stored["baseline"]["key_hash"])
+        missing = [record_name(pruner, sparsity, seed) for sparsity, seed, pruner in pending]
+        state.status = state.final_status()
         write_outputs(state, out_dir)
         if missing:
             _logger.warning("report only: %d of %d records not finished, left out: %s (rerun without "
@@ -401,41 +418,34 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
         plan = benchmark_plan(config)
         state = BenchmarkState(config, preset, list(command_line), context, _baseline_summary(baseline, latency),
                                plan)
-        reused = 0
+        # finished records are reused here, whatever the executor, and rendered once (not per record:
+        # the paired statistics cost grows with the records)
+        pending = state.load_finished(out_dir, baseline.key_hash)
+        reused = len(state.records)
+        if reused:
+            _logger.info("%d of %d records already finished in %s, reused", reused, len(plan), out_dir / "runs")
+            write_outputs(state, out_dir)
         last_plot = time.monotonic()
-        bar = tqdm(total=len(plan), desc="benchmark", unit="run", disable=not progress)
+        bar = tqdm(total=len(plan), initial=reused, desc="benchmark", unit="run", disable=not progress)
 
-        def accept(entry: tuple, record: Dict[str, Any], write: bool = True) -> None:
+        def accept(entry: tuple, record: Dict[str, Any]) -> None:
             nonlocal reused, last_plot
             sparsity, seed, pruner = entry
             name = record_name(pruner, sparsity, seed)
-            reused += record.pop("reused")
+            reused += record.pop("reused")  # finished meanwhile by another process sharing the out-dir
             state.records[name] = record
             if record["status"] == "ok":
                 _logger.info("%s: acc after pruning %.4f, after BN re-estimation %s, final %.4f", name,
                              record["acc_after_pruning"],
                              "-" if "acc_after_bn" not in record else f"{record['acc_after_bn']:.4f}",
                              record["recoverability"])
-            if write:
-                redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
-                write_outputs(state, out_dir, plots=redraw)
-                last_plot = time.monotonic() if redraw else last_plot
+            redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
+            write_outputs(state, out_dir, plots=redraw)
+            last_plot = time.monotonic() if redraw else last_plot
             bar.update(1)
             bar.set_postfix_str(name)
 
         try:
-            pending = []
-            for entry in plan:  # finished records are reused here, whatever the executor
-                sparsity, seed, pruner = entry
-                record = reusable_record(config, baseline.key_hash, pruner, sparsity, seed, out_dir)
-                if record is None:
-                    pending.append(entry)
-                else:
-                    # rendered once below, not per record: the paired statistics cost grows with the records
-                    accept(entry, record, write=False)
-            if reused:
-                write_outputs(state, out_dir)
-                last_plot = time.monotonic()
             local = isinstance(executor, LocalExecutor)
             shared = {"config": config, "baseline": baseline, "arrays": arrays, "out_dir": out_dir,
                       "progress": progress and local, "remote": not local}
@@ -451,8 +461,8 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
             raise
         finally:
             bar.close()
-        failed = [name for name, record in state.records.items() if record["status"] != "ok"]
-        state.status = "complete" if not failed else "complete with failures"
+        failed = state.failed()
+        state.status = state.final_status()
         write_outputs(state, out_dir)
         _logger.info("done: %d records (%d reused from earlier runs), %d failed; report in %s",
                      len(plan), reused, len(failed), out_dir / "report.md")

@@ -210,21 +210,34 @@ def test_process_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
 
 
 def test_process_lock_admits_exactly_one_of_processes_started_together(tmp_path):
+    """Three processes try the lock at the same moment (a start barrier, so a slow import on a busy
+    machine cannot serialise them); the winner holds it until both others have answered."""
     import subprocess
     import sys
+    import time
 
-    code = ("import sys, time; sys.path.insert(0, %r)\n"
+    code = ("import sys, time; from pathlib import Path; sys.path.insert(0, %r)\n"
             "from benchmarks.store import LockedError, process_lock\n"
+            "sync, me = Path(%r), sys.argv[1]\n"
+            "(sync / f'ready{me}').touch()\n"
+            "while len(list(sync.glob('ready*'))) < 3: time.sleep(0.01)\n"
             "try:\n"
-            "    with process_lock(__import__('pathlib').Path(%r)):\n"
-            "        time.sleep(1.5); print('got')\n"
+            "    with process_lock(sync / 'out'):\n"
+            "        (sync / f'got{me}').touch()\n"
+            "        while not (sync / 'release').exists(): time.sleep(0.01)\n"
             "except LockedError:\n"
-            "    print('refused')") % (str(Path(__file__).resolve().parents[1]), str(tmp_path))
-    for _ in range(3):
-        processes = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-                     for _ in range(3)]
-        outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
-        assert outcomes == ["got", "refused", "refused"]
+            "    (sync / f'refused{me}').touch()\n")
+    for trial in range(3):
+        sync = tmp_path / f"trial{trial}"
+        (sync / "out").mkdir(parents=True)
+        processes = [subprocess.Popen([sys.executable, "-c", code % (str(Path(__file__).resolve().parents[1]),
+                                                                     str(sync)), str(i)]) for i in range(3)]
+        deadline = time.monotonic() + 120
+        while len(list(sync.glob("got*")) + list(sync.glob("refused*"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (sync / "release").touch()
+        assert all(p.wait(timeout=60) == 0 for p in processes)
+        assert (len(list(sync.glob("got*"))), len(list(sync.glob("refused*")))) == (1, 2)
 
 
 def test_unreadable_files_are_moved_aside(tmp_path):
