@@ -62,8 +62,6 @@ def compare(pruner: str, nni: Dict[str, Any], tp: Dict[str, Any]) -> Dict[str, A
 
 def run(out_dir: Path, pruners: Sequence[str], sparsity: float, seed: int, command_line: List[str]) -> int:
     """Prune with each pruner through both backends, write the outputs; 0 if the backends agree."""
-    import torch
-
     from .baseline import measure_size
     from .environment import git_state, machine_info, package_versions
     from .experiment import prune_and_measure

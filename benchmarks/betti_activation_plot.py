@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import matplotlib

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .store import atomic_write_text
-from .summary import CONTROL, NORM_PRUNERS, paired_difference
+from .summary import CONTROL, NORM_PRUNERS, finished_groups, paired_difference
 
 METRICS = ("acc_after_bn", "acc_after_pruning", "recoverability")
 
@@ -46,11 +46,7 @@ def load_results(directory: Path) -> Dict[str, Any]:
 
 
 def _groups(results: Dict[str, Any]) -> Dict[tuple, List[Dict[str, Any]]]:
-    groups: Dict[tuple, List[Dict[str, Any]]] = {}
-    for record in results.get("runs", []):
-        if record.get("status") == "ok":
-            groups.setdefault((float(record["sparsity"]), record["pruner"]), []).append(record)
-    return groups
+    return finished_groups(results.get("runs", []))
 
 
 def _mean(records: Sequence[Dict[str, Any]], key: str) -> Optional[float]:
@@ -93,12 +89,14 @@ def compare_runs(candidate: Dict[str, Any], reference: Dict[str, Any], metric: s
             if (sparsity, other) not in theirs:
                 continue
             result = paired_difference(mine[(sparsity, pruner)], theirs[(sparsity, other)], metric)
+            # the accuracies shown are over the seeds the difference pairs (all seeds when nothing pairs)
+            seeds = set(result["seeds"]) if result is not None else None
+            ours, others = ([r for r in group if seeds is None or r["seed"] in seeds]
+                            for group in (mine[(sparsity, pruner)], theirs[(sparsity, other)]))
             rows.append({"sparsity": sparsity, "pruner": pruner, "reference": other, "role": role, "metric": metric,
-                         "flops_ratio": _mean(mine[(sparsity, pruner)], "flops_ratio"),
-                         "reference_flops_ratio": _mean(theirs[(sparsity, other)], "flops_ratio"),
-                         "accuracy": _mean(mine[(sparsity, pruner)], metric),
-                         "reference_accuracy": _mean(theirs[(sparsity, other)], metric),
-                         "paired": result})
+                         "flops_ratio": _mean(ours, "flops_ratio"), "reference_flops_ratio": _mean(others, "flops_ratio"),
+                         "accuracy": _mean(ours, metric), "reference_accuracy": _mean(others, metric),
+                         "seeds": sorted(seeds) if seeds is not None else None, "paired": result})
     return rows
 
 
@@ -108,13 +106,15 @@ def _pct(value: Optional[float]) -> str:
 
 def render_rows(rows: Sequence[Dict[str, Any]]) -> str:
     """The rows as a Markdown table (accuracies and differences in points)."""
-    lines = ["| sparsity | candidate | FLOPs left | acc. (%) | reference | FLOPs left | acc. (%) | difference "
-             "(points, 95% CI) | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["Accuracies are means over the seeds paired (runs paired by seed, images by index).", "",
+             "| sparsity | seeds | candidate | FLOPs left | acc. (%) | reference | FLOPs left | acc. (%) | difference "
+             "(points, 95% CI) | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         paired = row["paired"]
         diff = "-" if paired is None else (f"{100 * paired['difference']:+.2f} [{100 * paired['ci95'][0]:+.1f}, "
                                            f"{100 * paired['ci95'][1]:+.1f}]")
-        lines.append(f"| {row['sparsity']:g} | {row['pruner']} | {_pct(row['flops_ratio'])}% | {_pct(row['accuracy'])} "
+        seeds = "-" if row.get("seeds") is None else ",".join(str(seed) for seed in row["seeds"])
+        lines.append(f"| {row['sparsity']:g} | {seeds} | {row['pruner']} | {_pct(row['flops_ratio'])}% | {_pct(row['accuracy'])} "
                      f"| {row['reference']} ({row['role']}) | {_pct(row['reference_flops_ratio'])}% | "
                      f"{_pct(row['reference_accuracy'])} | {diff} | {'-' if paired is None else paired['verdict']} |")
     return "\n".join(lines) + "\n"

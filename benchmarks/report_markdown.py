@@ -121,6 +121,31 @@ def _paired_table(rows: List[Dict[str, Any]], sparsity: float, finetuned: bool =
     return lines + [""]
 
 
+def _pairwise_matrix(rows: List[Dict[str, Any]], sparsity: float, metric: str) -> List[str]:
+    """Every pruner against every other (:func:`benchmarks.summary.pairwise_comparisons`) as a
+    matrix: the cell in row A, column B is A minus B with its 95% interval, bold when the verdict
+    is decided (the interval excludes 0 and every seed agrees)."""
+    rows = [row for row in rows if row["sparsity"] == sparsity and row["metric"] == metric]
+    if not rows:
+        return []
+    pruners = list(dict.fromkeys(name for row in rows for name in (row["pruner"], row["reference"])))
+    cells = {}
+    for row in rows:
+        low, high = row["ci95"]
+        for a, b, sign in ((row["pruner"], row["reference"], 1), (row["reference"], row["pruner"], -1)):
+            # "+ 0.0" turns a negated zero into 0.0, so equal pruners read +0.00 both ways, not -0.00
+            interval = sorted((sign * low + 0.0, sign * high + 0.0))
+            value = f"{100 * sign * row['difference'] + 0.0:+.2f}"
+            value = f"**{value}**" if row["verdict"] != "within noise" else value
+            cells[(a, b)] = f"{value} [{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
+    lines = [f"Every pruner against every other, {METRIC_LABELS[metric]}: row minus column in points, image by "
+             "image (95% bootstrap interval; **bold** = the interval excludes 0 and every seed agrees):", "",
+             "| | " + " | ".join(pruners) + " |", "| --- |" + " --- |" * len(pruners)]
+    for a in pruners:
+        lines.append(f"| {a} | " + " | ".join(cells.get((a, b), "") for b in pruners) + " |")
+    return lines + [""]
+
+
 def flops_section(view: Dict[str, Any], budget: int) -> List[str]:
     """The matched-FLOPs view (see :func:`benchmarks.summary.matched_flops`) as Markdown."""
     if not view["rows"]:
@@ -243,6 +268,8 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
                   f"of about {100 * noise:.1f} points at the baseline's accuracy.",
                   ""]
         lines += _paired_table(results.get("paired", []), sparsity, finetuned=budget > 0)
+        for metric in ("acc_after_bn", "recoverability")[:2 if budget > 0 else 1]:
+            lines += _pairwise_matrix(results.get("pairwise", []), sparsity, metric)
         lines += ["Test accuracy (%) per fine-tuning epoch, mean ± std over seeds (epoch 0: the model fine-tuning "
                   "starts from, after BN re-estimation when it is on):", ""]
         lines += _curve_table(groups)

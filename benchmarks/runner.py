@@ -45,7 +45,7 @@ from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
 from .scratch import SCRATCH_PREFIX, run_scratch_e, scratch_e_key, split_scratch
 from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine
-from .summary import compare_with_control, matched_flops, paired_comparisons, summarize
+from .summary import compare_with_control, matched_flops, paired_comparisons, pairwise_comparisons, summarize
 
 _logger = logging.getLogger(__name__)
 
@@ -155,6 +155,7 @@ class BenchmarkState:
             "summary": summary,
             "comparisons": compare_with_control(summary, self.context["data"]["test_images"]),
             "paired": paired_comparisons(ordered),
+            "pairwise": pairwise_comparisons(ordered),
             "matched_flops": matched_flops(summary),
             **({"rendered_by": self.rendered_by} if self.rendered_by else {}),
         }

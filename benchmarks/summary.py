@@ -21,6 +21,7 @@ Example
 """
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import warnings
@@ -142,6 +143,20 @@ def _hits(record: Dict[str, Any], metric: str):
     return None if text is None else np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
 
 
+@functools.lru_cache(maxsize=2048)
+def _bootstrap_interval(per_image: bytes, resamples: int) -> tuple:
+    """95% percentile-bootstrap interval of the mean of ``per_image`` (float64 bytes; fixed RNG).
+    Cached on the data: the runner re-renders the report after every record, and most pairs
+    have not changed since the last render."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    values = np.frombuffer(per_image, dtype=np.float64)
+    interval = bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95,
+                         method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+    return float(interval.low), float(interval.high)
+
+
 def paired_difference(candidate: List[Dict[str, Any]], reference: List[Dict[str, Any]], metric: str,
                       resamples: int = 4000) -> Optional[Dict[str, Any]]:
     """Compare two pruners image by image on the same test images, pairing runs by seed.
@@ -162,7 +177,7 @@ def paired_difference(candidate: List[Dict[str, Any]], reference: List[Dict[str,
     (0.1, 'beats')
     """
     import numpy as np
-    from scipy.stats import binomtest, bootstrap
+    from scipy.stats import binomtest
 
     by_seed = {record["seed"]: record for record in reference}
     pairs = []
@@ -187,9 +202,7 @@ def paired_difference(candidate: List[Dict[str, Any]], reference: List[Dict[str,
     if np.all(per_image == per_image[0]):
         low = high = difference
     else:
-        interval = bootstrap((per_image,), np.mean, n_resamples=resamples, confidence_level=0.95,
-                             method="percentile", random_state=np.random.default_rng(0)).confidence_interval
-        low, high = float(interval.low), float(interval.high)
+        low, high = _bootstrap_interval(per_image.astype(np.float64).tobytes(), resamples)
     signs = [row["difference"] for row in per_seed]
     if low > 0 and all(d > 0 for d in signs):
         label = "beats"
@@ -231,15 +244,50 @@ def scratch_references(groups: Dict[tuple, List[Dict[str, Any]]], sparsity: floa
             if label == own or same_architecture(groups[(sparsity, pruner)], groups[(sparsity, label)])]
 
 
+def finished_groups(records: List[Dict[str, Any]]) -> Dict[tuple, List[Dict[str, Any]]]:
+    """The ``ok`` records by (sparsity, pruner), in the order they first appear."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for record in records:
+        if record.get("status") == "ok":
+            groups.setdefault((record["sparsity"], record["pruner"]), []).append(record)
+    return groups
+
+
+#: accuracies the every-pair comparison covers (right after pruning, before BN re-estimation, is noise)
+PAIRWISE_METRICS = ("acc_after_bn", "recoverability")
+
+
+def pairwise_comparisons(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Every pruner against every other at each sparsity, image by image (:func:`paired_difference`),
+    after BN re-estimation and after fine-tuning; one row per unordered pair (``pruner`` minus
+    ``reference``, in the order the pruners first appear). Scratch-E rows are left out (they are
+    compared with the pruners in :func:`paired_comparisons`).
+
+    >>> rows = pairwise_comparisons([{"status": "ok", "sparsity": 0.5, "pruner": p, "seed": 0,
+    ...                               "hits_after_bn": h} for p, h in (("a", "1100"), ("b", "1000"), ("c", "0000"))])
+    >>> [(r["pruner"], r["reference"], r["difference"]) for r in rows]
+    [('a', 'b', 0.25), ('a', 'c', 0.5), ('b', 'c', 0.25)]
+    """
+    groups = finished_groups(records)
+    rows = []
+    for sparsity in sorted({key[0] for key in groups}):
+        pruners = [p for s, p in groups if s == sparsity and not p.startswith(SCRATCH_LABEL)]
+        for metric in PAIRWISE_METRICS:
+            for i, pruner in enumerate(pruners):
+                for reference in pruners[i + 1:]:
+                    result = paired_difference(groups[(sparsity, pruner)], groups[(sparsity, reference)], metric)
+                    if result is not None:
+                        rows.append({"pruner": pruner, "reference": reference, "sparsity": sparsity,
+                                     "metric": metric, **result})
+    return rows
+
+
 def paired_comparisons(records: List[Dict[str, Any]], control: str = CONTROL) -> List[Dict[str, Any]]:
     """Every pruner vs the random ``control``, every pruner that is not a norm pruner
     (:data:`NORM_PRUNERS`) vs the best norm pruner at that sparsity and metric, and every pruner
     vs each Scratch-E row of its architecture (:func:`scratch_references`), image by image
     (:func:`paired_difference`)."""
-    groups: Dict[tuple, List[Dict[str, Any]]] = {}
-    for record in records:
-        if record.get("status") == "ok":
-            groups.setdefault((record["sparsity"], record["pruner"]), []).append(record)
+    groups = finished_groups(records)
     rows = []
     for sparsity in sorted({key[0] for key in groups}):
         pruners = [p for s, p in groups if s == sparsity]

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.config import BenchmarkConfig, PRESETS
 from benchmarks.run import build_parser, main
+from tests.offline_data import needs_offline_data
 
 
 def _error(capsys, argv):
@@ -96,11 +97,10 @@ def test_every_preset_is_valid():
         assert validate(config) is config  # validate raises ValueError naming any invalid field
 
 
+@needs_offline_data
 def test_truncated_npz_and_unreachable_dataset_are_usage_errors(tmp_path, capsys, monkeypatch):
     from benchmarks.data import DEFAULT_NPZ
 
-    if not DEFAULT_NPZ.is_file():
-        pytest.skip(f"offline CIFAR-10 subset missing at {DEFAULT_NPZ}")
     truncated = tmp_path / "half.npz"
     truncated.write_bytes(DEFAULT_NPZ.read_bytes()[:100_000])
     base = ["--preset", "smoke", "--out-dir", str(tmp_path / "out"), "--pruners", "l1", "--no-progress"]

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from benchmarks.config import apply_overrides, preset_config, run_key, stable_hash, validate
-from benchmarks.data import DEFAULT_NPZ
 from benchmarks.models import build_vgg16
 from benchmarks.report_markdown import flops_section
 from benchmarks.run import main
 from benchmarks.runner import benchmark_plan, record_key, record_label, record_name
 from benchmarks.scratch import reinitialise
 from benchmarks.summary import flops_differ, flops_rows, interpolate_at_flops, matched_flops, paired_comparisons, stat
+from tests.offline_data import needs_offline_data
 
 
 def group(pruner, sparsity, flops, bn, final, n=3):
@@ -108,7 +108,7 @@ def test_scratch_e_plan_names_and_keys():
         validate(apply_overrides(config, ["scratch_e=fpgm"]))
 
 
-@pytest.mark.skipif(not DEFAULT_NPZ.is_file(), reason=f"offline CIFAR-10 subset missing at {DEFAULT_NPZ}")
+@needs_offline_data
 def test_scratch_e_rows_end_to_end(tmp_path):
     out = tmp_path / "out"
     args = ["--preset", "smoke", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),

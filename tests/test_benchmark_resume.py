@@ -12,12 +12,12 @@ import benchmarks.baseline
 import benchmarks.runner
 import benchmarks.training
 from benchmarks.config import apply_overrides, preset_config
-from benchmarks.data import DEFAULT_NPZ, load_data, subsample
+from benchmarks.data import load_data, subsample
 from benchmarks.run import main
 from benchmarks.store import process_lock
 from benchmarks.training import fit
+from tests.offline_data import needs_offline_data
 
-needs_data = pytest.mark.skipif(not DEFAULT_NPZ.is_file(), reason=f"offline CIFAR-10 subset missing at {DEFAULT_NPZ}")
 
 TINY = ["--set", "train_size=128", "--set", "test_size=64", "--set", "baseline_epochs=1",
         "--set", "finetune_epochs=1", "--set", "latency_repeats=2", "--no-progress"]
@@ -53,7 +53,7 @@ def _count_experiments(monkeypatch, fail_on_call=None, error=KeyboardInterrupt):
     return calls
 
 
-@needs_data
+@needs_offline_data
 def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monkeypatch, argv):
     calls = _count_experiments(monkeypatch, fail_on_call=3)
     assert main(argv(seeds="0,1")) == 130  # Ctrl-C during the third record
@@ -87,7 +87,7 @@ def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monk
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in final["runs"]]
 
 
-@needs_data
+@needs_offline_data
 def test_report_only_rerenders_the_stored_records_and_runs_nothing(tmp_path, monkeypatch, argv, capsys):
     out = tmp_path / "out"
     assert main([*argv(), "--report-only"]) == 2  # nothing stored yet: a usage error that says what to do
@@ -120,7 +120,7 @@ def test_report_only_rerenders_the_stored_records_and_runs_nothing(tmp_path, mon
     assert exit_info.value.code == 2 and "cannot be combined" in capsys.readouterr().err
 
 
-@needs_data
+@needs_offline_data
 def test_valid_json_but_malformed_records_are_set_aside_and_redone(tmp_path, monkeypatch, argv):
     assert main(argv(pruners="l1")) == 0
     record = tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json"
@@ -139,7 +139,7 @@ def test_valid_json_but_malformed_records_are_set_aside_and_redone(tmp_path, mon
 
 
 @pytest.mark.slow
-@needs_data
+@needs_offline_data
 def test_corrupt_record_is_set_aside_and_redone(tmp_path, monkeypatch, argv):
     assert main(argv(pruners="l1")) == 0
     record = tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json"
@@ -155,7 +155,7 @@ def test_corrupt_record_is_set_aside_and_redone(tmp_path, monkeypatch, argv):
 
 
 @pytest.mark.slow
-@needs_data
+@needs_offline_data
 def test_changed_configuration_redoes_stale_records(tmp_path, monkeypatch, argv):
     assert main(argv()) == 0
     calls = _count_experiments(monkeypatch)
@@ -165,7 +165,7 @@ def test_changed_configuration_redoes_stale_records(tmp_path, monkeypatch, argv)
     assert all(len(run["curve"]) == 3 for run in results["runs"])
 
 
-@needs_data
+@needs_offline_data
 def test_failing_pruner_is_recorded_and_the_rest_carries_on(tmp_path, monkeypatch, argv):
     from nni.compression.pruning import L1NormPruner
 
@@ -225,7 +225,7 @@ def test_fit_resumes_from_checkpoint_bit_for_bit(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@needs_data
+@needs_offline_data
 def test_interrupted_baseline_resumes_at_its_last_epoch(tmp_path, monkeypatch):
     config = apply_overrides(preset_config("smoke"), ["train_size=128", "test_size=64", "baseline_epochs=2",
                                                       f"cache_dir={tmp_path / 'a'}"])
@@ -259,7 +259,7 @@ def test_interrupted_baseline_resumes_at_its_last_epoch(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@needs_data
+@needs_offline_data
 def test_run_interrupted_in_fine_tuning_resumes_without_pruning_again(tmp_path, monkeypatch, argv, cache_dir):
     import nni_topo_pruner.registry as registry
 

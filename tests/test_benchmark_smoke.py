@@ -16,8 +16,9 @@ import pytest
 from benchmarks.config import DEFAULT_PRUNERS, preset_config
 from benchmarks.data import DEFAULT_NPZ
 from benchmarks.run import main
+from tests.offline_data import needs_offline_data
 
-pytestmark = pytest.mark.skipif(not DEFAULT_NPZ.is_file(), reason=f"offline CIFAR-10 subset missing at {DEFAULT_NPZ}")
+pytestmark = needs_offline_data
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,13 +13,14 @@ from torch import nn
 
 from benchmarks import config as config_module
 from benchmarks.config import apply_overrides, baseline_key, preset_config, run_key, stable_hash, validate
-from benchmarks.data import (CIFAR10_MEAN, CIFAR10_STD, DEFAULT_NPZ, CifarArrays, calibration_loader,
+from benchmarks.data import (CIFAR10_MEAN, CIFAR10_STD, CifarArrays, calibration_loader,
                              evaluation_tensors, load_data, load_npz, subsample, train_dataset)
 from benchmarks.experiment import convergence_epoch, pruner_options
 from benchmarks.measure import count_flops, count_parameters, layer_widths, measure_latency
 from benchmarks.models import build_vgg16
 from benchmarks.store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none
 from benchmarks.summary import compare_with_control, stat, summarize, verdict, welch_p_value
+from tests.offline_data import needs_offline_data
 
 # --- model ---------------------------------------------------------------------------------
 
@@ -69,7 +70,7 @@ def test_npz_layout_is_checked_with_a_clear_error(tmp_path):
         load_data("cifar10:")
 
 
-@pytest.mark.skipif(not DEFAULT_NPZ.is_file(), reason="offline CIFAR-10 subset missing")
+@needs_offline_data
 def test_offline_subset_loads_with_checksum():
     arrays = load_data("auto")
     assert arrays.x_train.shape == (5170, 32, 32, 3) and arrays.x_test.shape == (1017, 32, 32, 3)
@@ -386,6 +387,39 @@ def test_paired_difference_is_antisymmetric_and_sees_no_difference_between_equal
     same = paired_difference(a, a, "acc_after_bn")
     assert same["difference"] == 0 and same["verdict"] == "within noise"
     assert paired_difference(a, [{"seed": 9, "hits_after_bn": "1"}], "acc_after_bn") is None  # no common seed
+
+
+def test_pairwise_comparisons_cover_every_pair_once_and_the_matrix_reads_both_ways():
+    """Every unordered pair of pruners at each sparsity and metric is compared exactly once, with
+    the same numbers paired_difference gives; Scratch-E rows stay out; the report's matrix shows
+    A-B in row A and its negation (interval mirrored) in row B."""
+    from benchmarks.report_markdown import _pairwise_matrix
+    from benchmarks.summary import PAIRWISE_METRICS, paired_difference, pairwise_comparisons
+
+    rng = np.random.default_rng(1)
+    pruners = ["l1", "topological", "random", "scratch_e:topological"]
+    records = [{"status": "ok", "sparsity": s, "pruner": p, "seed": seed,
+                **{f"hits_{m}": "".join("1" if h else "0" for h in rng.random(300) < 0.4 + 0.1 * i)
+                   for m in ("after_bn", "final")}}
+               for s in (0.3, 0.7) for seed in (0, 1) for i, p in enumerate(pruners)]
+    rows = pairwise_comparisons(records)
+    keys = [(r["sparsity"], r["metric"], frozenset((r["pruner"], r["reference"]))) for r in rows]
+    assert len(keys) == len(set(keys)) == 2 * len(PAIRWISE_METRICS) * 3  # 3 pairs of 3 pruners
+    assert all(not name.startswith("scratch_e:") for r in rows for name in (r["pruner"], r["reference"]))
+    for row in rows:
+        group = lambda p: [r for r in records if r["pruner"] == p and r["sparsity"] == row["sparsity"]]
+        direct = paired_difference(group(row["pruner"]), group(row["reference"]), row["metric"])
+        assert row["difference"] == pytest.approx(direct["difference"]) and row["verdict"] == direct["verdict"]
+    table = _pairwise_matrix(rows, 0.7, "recoverability")
+    row = next(r for r in rows if r["sparsity"] == 0.7 and r["metric"] == "recoverability"
+               and r["pruner"] == "l1" and r["reference"] == "random")
+    grid = [[cell.strip().replace("*", "") for cell in line.strip("|").split("|")] for line in table[2:]
+            if line.startswith("|") and not line.startswith("| ---")]
+    header, body = grid[0][1:], {line[0]: line[1:] for line in grid[1:]}
+    forward, backward = body["l1"][header.index("random")], body["random"][header.index("l1")]
+    low, high = (100 * v for v in row["ci95"])
+    assert forward == f"{100 * row['difference']:+.2f} [{low:+.2f}, {high:+.2f}]"
+    assert backward == f"{-100 * row['difference']:+.2f} [{-high:+.2f}, {-low:+.2f}]"
 
 
 def test_pruner_labels_give_variants_their_own_records_and_options():

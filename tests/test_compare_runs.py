@@ -33,7 +33,19 @@ def test_same_pruner_is_paired_by_seed_and_the_verdict_follows_the_images():
     best = [r for r in compare_runs(candidate, reference, against="best-norm") if r["pruner"] == "l1"]
     assert [r["reference"] for r in best] == ["l2"]  # the best of L1/L2/FPGM in the reference run
     assert best[0]["paired"]["verdict"] == "beats"
-    assert "| 0.5 | l1 | 20.00% | 70.00 | l1 (same pruner) | 25.00% | 40.00 | +30.00" in render_rows(rows)
+    assert "| 0.5 | 0,1 | l1 | 20.00% | 70.00 | l1 (same pruner) | 25.00% | 40.00 | +30.00" in render_rows(rows)
+
+
+def test_accuracies_are_over_the_seeds_the_difference_pairs():
+    """A reference with more seeds than the candidate: the accuracy beside the difference is the
+    mean over the shared seed only, so the columns and the difference tell the same story."""
+    candidate = results([run("l1", 0, 70)])
+    reference = results([run("l1", 0, 60), run("l1", 1, 20), run("l1", 2, 20)])
+    [row] = compare_runs(candidate, reference)
+    assert row["seeds"] == [0]
+    assert row["reference_accuracy"] == pytest.approx(0.60)
+    assert row["accuracy"] - row["reference_accuracy"] == pytest.approx(row["paired"]["difference"])
+    assert "| 0.5 | 0 | l1 | 25.00% | 70.00 | l1 (same pruner) | 25.00% | 60.00 | +10.00" in render_rows([row])
 
 
 def test_runs_of_different_baselines_or_image_sets_are_refused():
