@@ -45,10 +45,6 @@ def load_results(directory: Path) -> Dict[str, Any]:
             from error
 
 
-def _groups(results: Dict[str, Any]) -> Dict[tuple, List[Dict[str, Any]]]:
-    return finished_groups(results.get("runs", []))
-
-
 def _mean(records: Sequence[Dict[str, Any]], key: str) -> Optional[float]:
     values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
     return statistics.fmean(values) if values else None
@@ -72,7 +68,7 @@ def compare_runs(candidate: Dict[str, Any], reference: Dict[str, Any], metric: s
                                     f"need the same model and test images")
     if candidate.get("data", {}).get("test_images") != reference.get("data", {}).get("test_images"):
         raise CompareInputError("the runs were measured on different numbers of test images")
-    mine, theirs = _groups(candidate), _groups(reference)
+    mine, theirs = finished_groups(candidate.get("runs", [])), finished_groups(reference.get("runs", []))
     rows = []
     for sparsity, pruner in sorted(mine, key=lambda k: (k[0], k[1])):
         references = []
