@@ -120,11 +120,17 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     def measure() -> Dict[str, Any]:
         test_loader = evaluation_loader(arrays, config.eval_batch_size)
         raw = correct_per_image(model, test_loader, device)
+        # the unpruned model timed in this process, just before the pruned one: their ratio is
+        # a same-process measurement even when the run's records come from several processes
+        unpruned = measure_speed(baseline.fresh_model().to(device).eval(), config, device)
+        latency = measure_speed(model, config, device)
         values = {
             **measure_size(model),
             "acc_after_pruning": float(raw.mean()),
             "hits_after_pruning": hits_text(raw),
-            "latency": measure_speed(model, config, device),
+            "latency": latency,
+            "unpruned_latency": unpruned,
+            "latency_ratio": latency["median_ms"] / unpruned["median_ms"],
             "layer_widths": layer_widths(model),
         }
         if config.bn_batches:

@@ -46,7 +46,8 @@ def _sparsity_table(groups: List[Dict[str, Any]], baseline: Dict[str, Any], budg
     lines = [
         f"| pruner | seeds | params left | FLOPs left | acc. after pruning (%) | after BN re-estimation (%) "
         f"| recoverability after {budget} ep. (%) "
-        f"| convergence (epochs; converged/runs) | pruning time (s) | speed-up time (s) | latency (ms, batch {batch}) |",
+        f"| convergence (epochs; converged/runs) | pruning time (s) | speed-up time (s) | latency (ms, batch {batch}; "
+        f"x unpruned, same process) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| unpruned | - | {baseline['params'] / 1e6:.3f} M (100%) | {baseline['flops'] / 1e6:.1f} M (100%) | "
         f"{100 * baseline['test_acc']:.2f} | - | - | - | - | - | {baseline['latency']['median_ms']:.2f} |",
@@ -60,7 +61,8 @@ def _sparsity_table(groups: List[Dict[str, Any]], baseline: Dict[str, Any], budg
             f"| {percent(group['acc_after_bn']) if 'acc_after_bn' in group else '-'} "
             f"| {percent(group['recoverability'])} "
             f"| {convergence_text(group['convergence'], budget)} | {number(group['pruning_seconds'], 2)} "
-            f"| {number(group['speedup_seconds'], 2)} | {number(group['latency_ms'], 2)} |")
+            f"| {number(group['speedup_seconds'], 2)} | {number(group['latency_ms'], 2)}"
+            f"{' (x ' + number(group['latency_ratio'], 2) + ')' if 'latency_ratio' in group else ''} |")
     return lines
 
 

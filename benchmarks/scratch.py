@@ -96,8 +96,8 @@ def run_scratch_e(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArra
         desc=f"scratch_e:{pruner} s={sparsity:g} seed={seed}", progress=progress))
     curve = [float(initial.mean()), *[row["test_acc"] for row in history]]
     final_hits = _step("measure", lambda: hits_text(correct_per_image(model, test_loader, device)))
-    kept = ("params", "flops", "latency", "layer_widths", "pruning_seconds", "speedup_seconds", "pruner_options",
-            "config_list")
+    kept = ("params", "flops", "latency", "unpruned_latency", "latency_ratio", "layer_widths", "pruning_seconds",
+            "speedup_seconds", "pruner_options", "config_list")
     return {
         **{key: measurements[key] for key in kept if key in measurements},
         # "after pruning" of a Scratch-E row = its random initialisation

@@ -103,7 +103,8 @@ def summarize(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "n": len(members),
             **{key: stat([member[key] for member in members])
                for key in ("params", "params_ratio", "flops", "flops_ratio", "acc_after_pruning", "acc_after_bn",
-                           "recoverability", "pruning_seconds", "speedup_seconds", "finetune_seconds")
+                           "recoverability", "pruning_seconds", "speedup_seconds", "finetune_seconds",
+                           "latency_ratio")
                if all(key in member for member in members)},
             "latency_ms": stat([member["latency"]["median_ms"] for member in members]),
             "convergence": {**stat(converged), "converged": len(converged), "runs": len(members)},

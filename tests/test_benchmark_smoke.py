@@ -71,6 +71,9 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
         reached = [epoch for epoch, acc in enumerate(run["curve"]) if acc >= threshold]
         assert run["convergence_epoch"] == (reached[0] if reached else None)
         assert run["latency"]["median_ms"] > 0 and run["pruning_seconds"] >= 0
+        # the speed-up is a ratio measured in the record's own process
+        assert run["unpruned_latency"]["median_ms"] > 0
+        assert run["latency_ratio"] == run["latency"]["median_ms"] / run["unpruned_latency"]["median_ms"]
         assert (out_dir / "runs" / f"{run['pruner']}_sparsity{run['sparsity']:g}_seed{run['seed']}.json").is_file()
 
     paired = [row for row in results["paired"] if row["reference"] == "random" and row["metric"] == "acc_after_bn"]
@@ -94,6 +97,8 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
     for sparsity in sparsities:
         assert f"## Sparse ratio {sparsity:g}" in report
     assert "random control" in report
+    assert "x unpruned, same process" in report and "(x " in report  # the latency column's same-process ratio
+    assert "Every pruner against every other" in report or len(pruners) < 2
     assert " ± " in report
     for name in ("recovery.png", "accuracy_vs_flops.png"):
         data = (out_dir / name).read_bytes()
