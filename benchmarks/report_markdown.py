@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Dict, List, Optional
 
-from .summary import CONTROL, binomial_noise
+from .summary import CONTROL, PAIRWISE_METRICS, binomial_noise
 
 
 def percent(value: Dict[str, Any]) -> str:
@@ -270,8 +270,9 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
                   f"of about {100 * noise:.1f} points at the baseline's accuracy.",
                   ""]
         lines += _paired_table(results.get("paired", []), sparsity, finetuned=budget > 0)
-        for metric in ("acc_after_bn", "recoverability")[:2 if budget > 0 else 1]:
-            lines += _pairwise_matrix(results.get("pairwise", []), sparsity, metric)
+        for metric in PAIRWISE_METRICS:
+            if metric != "recoverability" or budget > 0:  # with no fine-tuning it repeats the BN matrix
+                lines += _pairwise_matrix(results.get("pairwise", []), sparsity, metric)
         lines += ["Test accuracy (%) per fine-tuning epoch, mean ± std over seeds (epoch 0: the model fine-tuning "
                   "starts from, after BN re-estimation when it is on):", ""]
         lines += _curve_table(groups)
