@@ -7,6 +7,8 @@ Example
 '77.12 ± 0.45'
 >>> percent({"mean": 0.5, "std": None, "n": 1})
 '50.00'
+>>> signed_points({"mean": -0.0056, "std": 0.0108, "n": 3})
+'-0.56 ± 1.08'
 """
 from __future__ import annotations
 
@@ -21,6 +23,14 @@ def percent(value: Dict[str, Any]) -> str:
     if value["mean"] is None:
         return "-"
     text = f"{100 * value['mean']:.2f}"
+    return text if value["std"] is None else f"{text} ± {100 * value['std']:.2f}"
+
+
+def signed_points(value: Dict[str, Any]) -> str:
+    """A difference of fractions as signed points, mean ± std."""
+    if value["mean"] is None:
+        return "-"
+    text = f"{100 * value['mean']:+.2f}"
     return text if value["std"] is None else f"{text} ± {100 * value['std']:.2f}"
 
 
@@ -46,8 +56,9 @@ def _sparsity_table(groups: List[Dict[str, Any]], baseline: Dict[str, Any], budg
     lines = [
         f"| pruner | seeds | params left | FLOPs left | acc. after pruning (%) | after BN re-estimation (%) "
         f"| recoverability after {budget} ep. (%) "
-        f"| convergence (epochs; converged/runs) | pruning time (s) | speed-up time (s) | latency (ms, batch {batch}; "
-        f"x unpruned, same process) |",
+        f"| convergence (epochs; converged/runs) | pruning time (s) | speed-up time (s) | latency (ms, batch {batch}"
+        # records made before latency_ratio existed have no ratio to show
+        f"{'; x unpruned, same process' if any('latency_ratio' in group for group in groups) else ''}) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| unpruned | - | {baseline['params'] / 1e6:.3f} M (100%) | {baseline['flops'] / 1e6:.1f} M (100%) | "
         f"{100 * baseline['test_acc']:.2f} | - | - | - | - | - | {baseline['latency']['median_ms']:.2f} |",
@@ -74,6 +85,9 @@ def _curve_table(groups: List[Dict[str, Any]]) -> List[str]:
         cells = [percent(group["curve"][epoch]) if epoch < len(group["curve"]) else "-" for group in groups]
         label = "0 (start)" if epoch == 0 else str(epoch)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if all("last_epoch_gain" in group for group in groups):
+        lines.append("| last epoch added (points) | "
+                     + " | ".join(signed_points(group["last_epoch_gain"]) for group in groups) + " |")
     return lines
 
 
@@ -274,7 +288,8 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
             if metric != "recoverability" or budget > 0:  # with no fine-tuning it repeats the BN matrix
                 lines += _pairwise_matrix(results.get("pairwise", []), sparsity, metric)
         lines += ["Test accuracy (%) per fine-tuning epoch, mean ± std over seeds (epoch 0: the model fine-tuning "
-                  "starts from, after BN re-estimation when it is on):", ""]
+                  "starts from, after BN re-estimation when it is on); the last row is what the last epoch added, in "
+                  "points (near 0: the curve ends flat):", ""]
         lines += _curve_table(groups)
         lines.append("")
     if not summary:

@@ -109,6 +109,8 @@ def summarize(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "latency_ms": stat([member["latency"]["median_ms"] for member in members]),
             "convergence": {**stat(converged), "converged": len(converged), "runs": len(members)},
             "curve": [stat([curve[epoch] for curve in curves]) for epoch in range(length)],
+            # how flat each curve ends: what its last epoch added (no entry without fine-tuning)
+            **({"last_epoch_gain": stat([curve[-1] - curve[-2] for curve in curves])} if length > 1 else {}),
         })
     return summary
 

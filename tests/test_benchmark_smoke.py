@@ -86,6 +86,10 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
     for group in groups.values():
         assert group["n"] == len(seeds)
         assert len(group["curve"]) == finetune_epochs + 1
+        if finetune_epochs:
+            assert group["last_epoch_gain"]["values"] == pytest.approx(
+                [r["curve"][-1] - r["curve"][-2] for r in results["runs"]
+                 if r["status"] == "ok" and (r["pruner"], r["sparsity"]) == (group["pruner"], group["sparsity"])])
         if len(seeds) > 1:
             assert group["recoverability"]["std"] is not None
     if "random" in pruners:
@@ -100,6 +104,7 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
     assert "x unpruned, same process" in report and "(x " in report  # the latency column's same-process ratio
     assert "Every pruner against every other" in report or len(pruners) < 2
     assert " ± " in report
+    assert ("| last epoch added (points) |" in report) == (finetune_epochs > 0)
     for name in ("recovery.png", "accuracy_vs_flops.png"):
         data = (out_dir / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE

@@ -164,6 +164,8 @@ def test_summarize_groups_seeds_and_compares_with_random():
     assert [(g["pruner"], g["n"]) for g in summary] == [("l1", 2), ("random", 2)]
     assert summary[0]["recoverability"]["mean"] == pytest.approx(0.71)
     assert [point["mean"] for point in summary[0]["curve"]] == pytest.approx([0.1, 0.71])
+    assert summary[0]["last_epoch_gain"]["values"] == pytest.approx([0.60, 0.62])  # per seed, not of the mean curve
+    assert "last_epoch_gain" not in summarize([_record("l1", 0, [0.1])])[0]  # no fine-tuning, nothing to say
     (after, recovered) = compare_with_control(summary, test_images=10_000)
     assert after["metric"] == "acc_after_pruning" and after["verdict"] == "within spread"
     assert recovered["verdict"] == "beats" and recovered["difference"] == pytest.approx(0.10)
