@@ -7,7 +7,7 @@ Example
 '77.12 ± 0.45'
 >>> percent({"mean": 0.5, "std": None, "n": 1})
 '50.00'
->>> signed_points({"mean": -0.0056, "std": 0.0108, "n": 3})
+>>> percent({"mean": -0.0056, "std": 0.0108, "n": 3}, signed=True)
 '-0.56 ± 1.08'
 """
 from __future__ import annotations
@@ -18,19 +18,12 @@ from typing import Any, Dict, List, Optional
 from .summary import CONTROL, PAIRWISE_METRICS, binomial_noise
 
 
-def percent(value: Dict[str, Any]) -> str:
-    """A fraction's mean ± std as percentages with two decimals."""
+def percent(value: Dict[str, Any], signed: bool = False) -> str:
+    """A fraction's mean ± std as percentages with two decimals; ``signed`` for a difference
+    (points, with its sign)."""
     if value["mean"] is None:
         return "-"
-    text = f"{100 * value['mean']:.2f}"
-    return text if value["std"] is None else f"{text} ± {100 * value['std']:.2f}"
-
-
-def signed_points(value: Dict[str, Any]) -> str:
-    """A difference of fractions as signed points, mean ± std."""
-    if value["mean"] is None:
-        return "-"
-    text = f"{100 * value['mean']:+.2f}"
+    text = f"{100 * value['mean']:{'+' if signed else ''}.2f}"
     return text if value["std"] is None else f"{text} ± {100 * value['std']:.2f}"
 
 
@@ -87,7 +80,7 @@ def _curve_table(groups: List[Dict[str, Any]]) -> List[str]:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if all("last_epoch_gain" in group for group in groups):
         lines.append("| last epoch added (points) | "
-                     + " | ".join(signed_points(group["last_epoch_gain"]) for group in groups) + " |")
+                     + " | ".join(percent(group["last_epoch_gain"], signed=True) for group in groups) + " |")
     return lines
 
 
