@@ -12,12 +12,13 @@ Example (needs a trained baseline, so not a doctest)::
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -50,6 +51,34 @@ class Baseline:
         return model
 
 
+def weights_digest(state_dict: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and values (independent of the file format):
+    two baselines with the same key are the same network only if their digests are equal.
+
+    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.zeros(2)})
+    True
+    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.tensor([0.0, 1e-30])})
+    False
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype
+    return digest.hexdigest()
+
+
+def training_trace(info: Dict[str, Any]) -> Optional[list]:
+    """What a baseline's training printed, without the timings: ``[test_acc, history rows]``, or
+    ``None`` when ``info`` has no history. Two runs of the same recipe on the same data give the
+    same trace exactly when they trained the same way (used where no weights digest was stored)."""
+    history = info.get("history")
+    if not isinstance(history, list):
+        return None
+    return [info.get("test_acc"), [{key: value for key, value in row.items() if key != "seconds"}
+                                   for row in history if isinstance(row, dict)]]
+
+
 def cache_dir_for(config: BenchmarkConfig) -> Path:
     return Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
 
@@ -76,6 +105,9 @@ def load_or_train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device:
     state = load_torch_or_none(model_path, weights_only=True)
     if info is not None and state is not None and info.get("key_hash") == key_hash:
         _logger.info("baseline %s: cached (test acc %.4f) in %s", key_hash, info["test_acc"], folder)
+        if "weights_sha256" not in info:  # cached before digests were recorded: add it once
+            info["weights_sha256"] = weights_digest(state)
+            atomic_write_json(info, info_path)
         return Baseline(key_hash, config.width, state, {**info, "cached": True, "cache_path": str(folder)})
 
     with process_lock(folder, "baseline training"):
@@ -110,6 +142,7 @@ def _train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device: torch.
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    info["weights_sha256"] = weights_digest(state)
     atomic_torch_save(state, model_path)
     atomic_write_json(info, info_path)  # written last: its presence marks a finished baseline
     (folder / "train.ckpt").unlink(missing_ok=True)

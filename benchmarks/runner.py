@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .baseline import Baseline, load_or_train_baseline, measure_speed
+from .baseline import Baseline, load_or_train_baseline, measure_speed, training_trace
 from .config import BenchmarkConfig, pruner_spec, run_key, stable_hash
 from .data import REPO_ROOT, CifarArrays, load_data, subsample
 from .environment import git_state, machine_info, package_versions
@@ -182,9 +182,35 @@ def _failure(error: BaseException) -> Dict[str, Any]:
 
 
 def _baseline_summary(baseline: Baseline, latency: Dict[str, Any]) -> Dict[str, Any]:
-    keep = ("key_hash", "key", "test_acc", "params", "flops", "history", "train_seconds_total", "trained_on",
-            "created", "cached", "cache_path")
+    keep = ("key_hash", "key", "weights_sha256", "test_acc", "params", "flops", "history", "train_seconds_total",
+            "trained_on", "created", "cached", "cache_path")
     return {**{key: baseline.info.get(key) for key in keep}, "latency": latency}
+
+
+def baseline_mismatch(stored: Any, current: Dict[str, Any]) -> Optional[str]:
+    """Why the records under an out-dir's results.json (baseline summary ``stored``) were not made
+    from the ``current`` baseline of the same key, or ``None`` when nothing says so.
+
+    The run keys hold the baseline's key (its recipe and data), not its weights: a baseline
+    retrained on another machine, or after its cache was deleted, keeps the key but need not give
+    the same weights. Compared by weights digest where both have one, else by training trace
+    (accuracy and per-epoch metrics). A different key is no mismatch: every record is redone then.
+    """
+    if not isinstance(stored, dict) or stored.get("key_hash") != current.get("key_hash"):
+        return None
+    if stored.get("weights_sha256") and current.get("weights_sha256"):
+        if stored["weights_sha256"] == current["weights_sha256"]:
+            return None
+        what = f"weights digest {stored['weights_sha256'][:12]}... there, {current['weights_sha256'][:12]}... now"
+    elif training_trace(stored) is None or training_trace(stored) == training_trace(current):
+        return None
+    else:
+        what = f"test accuracy {stored.get('test_acc')} there, {current.get('test_acc')} now, or its training history differs"
+    return (f"the records in this --out-dir were made from baseline {current['key_hash']} as trained on "
+            f"{stored.get('created')}, and the cached baseline of that key ({current.get('cache_path')}, "
+            f"trained on {current.get('created')}) is not the same network ({what}). Put the original "
+            "model.pt and info.json back in that cache folder (or point --set cache_dir=... at a copy), "
+            "or use a new --out-dir to redo every record from this baseline")
 
 
 #: keys every finished record holds, with their types (a record missing one is redone)
@@ -413,6 +439,11 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
     out_dir.mkdir(parents=True, exist_ok=True)
     with process_lock(out_dir, "benchmark outputs"):
         device, arrays, baseline = prepare(config, progress)
+        stored = load_json_or_none(out_dir / "results.json")
+        mismatch = baseline_mismatch(stored.get("baseline") if isinstance(stored, dict) else None,
+                                     {**baseline.info, "key_hash": baseline.key_hash})
+        if mismatch:
+            raise BenchmarkInputError(mismatch)
         context = {"packages": package_versions(), "git": git_state(REPO_ROOT, ignore=[out_dir]), "machine": machine_info(device),
                    "data": arrays.describe()}
         latency = measure_speed(baseline.fresh_model().to(device), config, device)

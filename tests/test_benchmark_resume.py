@@ -287,3 +287,63 @@ def test_run_interrupted_in_fine_tuning_resumes_without_pruning_again(tmp_path, 
     assert resumed["curve"] == straight["curve"]
     assert resumed["layer_widths"] == straight["layer_widths"]
     assert not work[0].exists()  # removed once the record is written
+
+
+def test_baseline_mismatch_compares_digests_then_training_traces():
+    from benchmarks.runner import baseline_mismatch
+
+    history = [{"epoch": 1, "test_acc": 0.5, "train_loss": 1.25, "seconds": 3.0}]
+    current = {"key_hash": "k", "weights_sha256": "a" * 64, "test_acc": 0.5, "history": history,
+               "created": "now", "cache_path": "/cache/baseline-k"}
+    assert baseline_mismatch(None, current) is None
+    assert baseline_mismatch({**current, "key_hash": "other", "weights_sha256": "b" * 64}, current) is None
+    assert baseline_mismatch(dict(current), current) is None
+    message = baseline_mismatch({**current, "weights_sha256": "b" * 64}, current)
+    assert "not the same network" in message and "bbbbbbbbbbbb" in message and "new --out-dir" in message
+    # no digest stored (records made before digests): the training trace decides; timings do not count
+    older = {key: value for key, value in current.items() if key != "weights_sha256"}
+    assert baseline_mismatch({**older, "history": [{**history[0], "seconds": 99.0}]}, current) is None
+    assert "training history differs" in baseline_mismatch({**older, "test_acc": 0.75}, current)
+    assert "training history differs" in baseline_mismatch(
+        {**older, "history": [{**history[0], "train_loss": 1.5}]}, current)
+    assert baseline_mismatch({"key_hash": "k"}, current) is None  # nothing to compare with
+
+
+@needs_offline_data
+def test_records_from_a_different_baseline_of_the_same_key_are_refused(tmp_path, monkeypatch, argv, capsys):
+    cache = tmp_path / "cache"  # this test's own cache: it replaces the baseline's weights
+    args = [*argv(pruners="l1"), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    folder = next(cache.glob("baseline-*"))
+    info = json.loads((folder / "info.json").read_text())
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert results["baseline"]["weights_sha256"] == info["weights_sha256"] == benchmarks.baseline.weights_digest(state)
+    record = (tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json").read_text()
+
+    # the cache replaced by a baseline retrained to other weights (same key, as on a fresh machine)
+    original = {name: (folder / name).read_bytes() for name in ("model.pt", "info.json")}
+    changed = {name: tensor.clone() for name, tensor in state.items()}
+    first = next(name for name, tensor in changed.items() if tensor.is_floating_point())
+    changed[first].view(-1)[0] += 1.0
+    torch.save(changed, folder / "model.pt")
+    (folder / "info.json").write_text(json.dumps({**info, "weights_sha256": benchmarks.baseline.weights_digest(changed)}))
+    calls = _count_experiments(monkeypatch)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "not the same network" in capsys.readouterr().err and calls == []
+    assert (tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json").read_text() == record
+
+    # results.json from before digests existed: a different training history is caught instead
+    stored = json.loads((tmp_path / "out" / "results.json").read_text())
+    stored["baseline"].pop("weights_sha256")
+    (tmp_path / "out" / "results.json").write_text(json.dumps(stored))
+    (folder / "info.json").write_text(json.dumps({**info, "test_acc": info["test_acc"] + 0.01}))
+    assert main(args) == 2
+    assert "training history differs" in capsys.readouterr().err and calls == []
+
+    # the original baseline back: its digest is added to the cache, the record is reused as it is
+    (folder / "model.pt").write_bytes(original["model.pt"])
+    (folder / "info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "weights_sha256"}))
+    assert main(args) == 0 and calls == []
+    assert json.loads((folder / "info.json").read_text())["weights_sha256"] == info["weights_sha256"]

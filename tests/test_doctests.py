@@ -25,7 +25,7 @@ MODULES = [*_modules(nni_topo_pruner), *_modules(benchmarks)]
 #: the benchmark command-line modules are documented by their --help and docs/benchmarks.md
 WITHOUT_EXAMPLES = {"nni_topo_pruner", "nni_topo_pruner.one_shot", "nni_topo_pruner.report",
                     *(m for m in MODULES if m.startswith("nni_topo_pruner.compat.")),
-                    "benchmarks", "benchmarks.allocation_curves", "benchmarks.baseline",
+                    "benchmarks", "benchmarks.allocation_curves",
                     "benchmarks.betti_activation_plot", "benchmarks.betti_threshold", "benchmarks.compare_runs",
                     "benchmarks.convergence_study", "benchmarks.engine_speed", "benchmarks.plots",
                     "benchmarks.pruner_speed", "benchmarks.run"}
