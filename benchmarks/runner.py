@@ -209,7 +209,7 @@ def baseline_mismatch(stored: Any, current: Dict[str, Any]) -> Optional[str]:
     return (f"the records in this --out-dir were made from baseline {current['key_hash']} as trained on "
             f"{stored.get('created')}, and the cached baseline of that key ({current.get('cache_path')}, "
             f"trained on {current.get('created')}) is not the same network ({what}). Put the original "
-            "model.pt and info.json back in that cache folder (or point --set cache_dir=... at a copy), "
+            "model.pt and info.json back in that cache folder (or point --cache-dir at a copy), "
             "or use a new --out-dir to redo every record from this baseline")
 
 
