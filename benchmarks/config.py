@@ -113,13 +113,15 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "smoke": dict(width=0.125, train_size=1024, test_size=512, baseline_epochs=6, baseline_lr=0.05,
                   batch_size=64, finetune_epochs=2, seeds=[0, 1], sparsities=[0.5], calibration_size=64, bn_batches=4,
                   latency_warmup=2, latency_repeats=5, eval_batch_size=256),
-    # Full-width VGG-16 on the offline subset (5170 train / 1017 test images). Measured on the
-    # 2-core dev machine: baseline ~1 h once (cached); a fine-tuning epoch takes ~72 s at 0.3,
-    # ~34 s at 0.5 and ~17 s at 0.7 on a free machine -> 45 records (5 pruners x 3 ratios x
-    # 3 seeds) in about 4 h.
+    # Full-width VGG-16 on the offline subset (5170 train / 1017 test images).
+    # 12 fine-tuning epochs: the shortest budget measured at which the curves end flat at 0.7
+    # (docs/benchmarks.md, "The fine-tuning budget of cpu"). Measured on the 2-core dev machine:
+    # baseline ~65 min once (cached); a fine-tuning epoch takes ~66 s at 0.3, ~34 s at 0.5 and
+    # ~19 s at 0.7 on a free machine -> 45 pruner records in about 6 h (with --set scratch_e=topological,
+    # 9 Scratch-E records of 32 epochs, about 3 h more).
     "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.02,
-                batch_size=64, finetune_epochs=6, seeds=[0, 1, 2], sparsities=[0.3, 0.5, 0.7], calibration_size=256,
-                latency_warmup=5, latency_repeats=30),
+                batch_size=64, finetune_epochs=12, seeds=[0, 1, 2], sparsities=[0.3, 0.5, 0.7],
+                calibration_size=256, latency_warmup=5, latency_repeats=30),
     # Full CIFAR-10 at thesis scale, for a GPU (never run here: the dev machine has none).
     "paper": dict(data="cifar10:data/cifar10", width=1.0, train_size=0, test_size=0, baseline_epochs=160,
                   baseline_lr=0.05, batch_size=128, finetune_epochs=40, finetune_lr=0.01, seeds=[0, 1, 2],

@@ -3,7 +3,8 @@
 Each ``benchmarks/results/**/results.json`` stores the command that made it. Parsed with today's
 CLI, that command must plan exactly the committed records and compute the keys they were stored
 under; otherwise rerunning it (or resuming it) would silently redo them under another protocol,
-and the report would not say how to reproduce it.
+and the report would not say how to reproduce it. The README's main table comes from the ``cpu``
+preset with its Scratch-E row asked for and nothing else: its defaults must be the committed grid's.
 """
 from __future__ import annotations
 
@@ -71,6 +72,12 @@ def test_a_committed_result_is_reproduced_by_its_stated_command(folder):
     else:  # every record differs, and only in the documented fields
         assert len(mismatches["keys"]) == len(list((folder / "runs").glob("*.json")))
         assert all(fields == known for fields in mismatches["keys"].values()), mismatches["keys"]
+
+
+def test_the_cpu_preset_defaults_are_the_committed_12_epoch_grid():
+    folder = RESULTS / "vgg16_cifar10_cpu_ft12"
+    config = resolve_config(build_parser().parse_args(["--preset", "cpu", "--set", "scratch_e=topological"]))
+    assert _plan_mismatches(config, folder) == {"unplanned": [], "missing": [], "keys": {}}
 
 
 def test_a_changed_protocol_is_caught():
