@@ -9,11 +9,15 @@ Any NNI pruner's masks work here, ours included. The compat layer (applied by
   name layers the model lacks, masks on layers with tied (shared) parameters, target a parameter the layer does not have (e.g. a ReLU's
   ``weight``) or have another shape; NaN/Inf parameters or buffers; layers whose (masked)
   weights are all zero (every channel masked, or an all-zero layer); layers that output a
-  single value per sample (NNI cannot propagate masks through them);
+  single value per sample (NNI cannot propagate masks through them); empty masks; weights
+  on the ``meta`` device;
 * Conv3d / BatchNorm3d replacement (:mod:`nni_topo_pruner.replacers`), which NNI lacks;
-* float16 / bfloat16 models (sped up in float32 and cast back) and ``torch.compile``\\ d
-  models (their original module is sped up and returned);
-* a check after the speed-up: a layer with masked channels that kept its size is an error.
+* float16 / bfloat16 models (sped up in float32 and cast back), float64 models (kept
+  float64), ``torch.compile``\\ d models (their original module is sped up and returned) and
+  ``DataParallel`` models (their ``.module`` is sped up); masks keyed by the wrapper's names
+  (``_orig_mod.*``, ``module.*``) are accepted;
+* checks after the speed-up: a layer with masked channels that kept its size is an error, and
+  so is a model that no longer runs on ``dummy_input``.
 
 Example
 -------
@@ -58,74 +62,144 @@ def speedup_model(model: torch.nn.Module, dummy_input: Any, masks: Union[Masks, 
     ``nni.compression.speedup.ModelSpeedup`` (``customized_replacers`` run before ours).
 
     A ``torch.compile``\\ d model: its original module (``model._orig_mod``) is sped up and
-    returned, uncompiled (compile the result again). A float16 / bfloat16 model is sped up in
-    float32 and cast back. Raises ``ValueError`` naming the layer for the problems listed in
-    the module docstring; the model is left untouched by a check that fails before the
-    speed-up.
+    returned, uncompiled (compile the result again). A ``DataParallel`` /
+    ``DistributedDataParallel`` model: its ``.module`` is sped up in place and the wrapper
+    returned. Masks computed on the wrapper (keys ``_orig_mod.*`` / ``module.*``) and on the
+    wrapped module are both accepted. A float16 / bfloat16 model is sped up in float32 and cast
+    back; a float64 model stays float64. Raises ``ValueError`` naming the layer for the problems
+    listed in the module docstring; the model is left untouched by a check that fails before
+    the speed-up. After the speed-up the model runs once on ``dummy_input``; a model that no
+    longer runs (channels tied by an add that NNI's dependency groups did not cover) is an error.
     """
     from nni.compression.speedup import ModelSpeedup
 
     from .replacers import extra_replacers
 
     compat.apply()  # idempotent: ModelSpeedup's tracer needs the patches
-    model = _unwrap_compiled(model)
+    model, returned, prefixes = _unwrap(model)
     if any(type(m).__name__.endswith("ModuleWrapper") for m in model.modules()):
         raise ValueError("model is still wrapped by an NNI pruner: call pruner.unwrap_model() before speedup_model()")
+    check_materialised(model)
     if isinstance(masks, (str, Path)):
         from .masks_io import load_masks
 
         masks = load_masks(masks)
+    if isinstance(masks, Mapping) and not masks:
+        raise ValueError("masks are empty ({}): there is nothing to speed up. Did the pruner's config list select no "
+                         "layer? op_types are class names, case-sensitive ('Conv2d', not 'conv2d'), and op_names "
+                         "must name the model's layers; fix the config list and prune again")
+    masks = _strip_prefixes(masks, prefixes)
     check_masks(model, masks)
     check_no_tied_targets(model, list(masks))
     dtype = _speedup_dtype(model)
     was_training = model.training
     batch_dim = speedup_options.get("batch_dim", 0)
     replacers = [*(speedup_options.pop("customized_replacers", None) or []), extra_replacers()]
+    run_error: Optional[BaseException] = None
+    default_dtype = torch.get_default_dtype()
     try:
         model.eval()
-        if dtype is not None:
+        if dtype in _LOW_PRECISION:
             _logger.info("speedup_model: %s model sped up in float32, then cast back", dtype)
             model.float()
             dummy_input = _to_float32(dummy_input)
             masks = {name: {target: mask.float() if isinstance(mask, torch.Tensor) and mask.is_floating_point()
                             else mask for target, mask in targets.items()} for name, targets in masks.items()}
+        elif dtype is not None:
+            torch.set_default_dtype(dtype)  # NNI builds the replacement layers in the default dtype
         check_before_speedup(model, dummy_input, masks, batch_dim=batch_dim)
         widths = masked_channels(model, masks)
         ModelSpeedup(model, dummy_input, dict(masks), customized_replacers=replacers, **speedup_options).speedup_model()
+        torch.set_default_dtype(default_dtype)
+        run_error = _run_error(model, dummy_input)
     finally:
-        if dtype is not None:
+        torch.set_default_dtype(default_dtype)
+        if dtype in _LOW_PRECISION:
             model.to(dtype)
         model.train(was_training)
     check_after_speedup(model, widths)
-    return model
+    if run_error is not None:
+        raise ValueError(f"the sped-up model cannot run on dummy_input ({type(run_error).__name__}: {run_error}). "
+                         f"NNI's ModelSpeedup shrank a layer whose channels are tied to a tensor it did not shrink "
+                         f"(e.g. a residual add or a concat of a pruned layer with the network input or with an "
+                         f"unpruned layer). Give such layers one mask with dependency groups before pruning "
+                         f"(nni.compression.utils.auto_set_denpendency_group_ids(model, config_list, dummy_input)), "
+                         f"or exclude them from the config list; the model was changed in place, so reload it "
+                         f"before trying again") from run_error
+    return returned
 
 
 # ---------------------------------------------------------------------------------------
 # model preparation
 # ---------------------------------------------------------------------------------------
 
-def _unwrap_compiled(model: torch.nn.Module) -> torch.nn.Module:
-    """The original module of a ``torch.compile``\\ d model (NNI's tracer cannot trace the wrapper)."""
-    original = getattr(model, "_orig_mod", None)
-    if isinstance(original, torch.nn.Module):
-        _logger.warning("speedup_model: %s is a torch.compile'd model; its original module is sped up and "
-                        "returned uncompiled: call torch.compile on the result again", type(original).__name__)
-        return _unwrap_compiled(original)
-    return model
+_PARALLEL = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+
+
+def _unwrap(model: torch.nn.Module) -> Tuple[torch.nn.Module, torch.nn.Module, Tuple[str, ...]]:
+    """``(module to speed up, module to return, prefixes its wrappers add to layer names)``.
+
+    NNI's tracer traces neither a ``torch.compile``\\ d model (its original module is sped up
+    and returned uncompiled) nor ``DataParallel`` / ``DistributedDataParallel`` (their
+    ``.module`` is sped up in place, so the wrapper stays valid and is returned).
+    """
+    returned, prefixes = model, []
+    while True:
+        original = getattr(model, "_orig_mod", None)
+        if isinstance(original, torch.nn.Module):
+            _logger.warning("speedup_model: %s is a torch.compile'd model; its original module is sped up and "
+                            "returned uncompiled: call torch.compile on the result again", type(original).__name__)
+            model = returned = original
+            prefixes.append("_orig_mod.")
+        elif isinstance(model, _PARALLEL):
+            model = model.module
+            prefixes.append("module.")
+        else:
+            return model, returned, tuple(prefixes)
+
+
+def _strip_prefixes(masks: Any, prefixes: Tuple[str, ...]) -> Any:
+    """Mask keys of a wrapper (``_orig_mod.0``, ``module.0``) as the wrapped module's (``0``)."""
+    if not prefixes or not isinstance(masks, Mapping):
+        return masks
+    renamed: Dict[str, Any] = {}
+    for name, targets in masks.items():
+        key = str(name)
+        for prefix in prefixes:
+            key = key[len(prefix):] if key.startswith(prefix) else key
+        if key in renamed:
+            raise ValueError(f"masks name layer {key!r} twice (once as {name!r}, the name under the model's "
+                             f"torch.compile / DataParallel wrapper): keep one of the two")
+        renamed[key] = targets
+    return renamed
+
+
+def check_materialised(model: torch.nn.Module) -> None:
+    """Raise ``ValueError`` if a parameter or buffer of ``model`` is on the ``meta`` device."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_meta:
+            raise ValueError(f"{name} is on the 'meta' device: the model's weights are not materialised (it was built "
+                             f"under torch.device('meta') or an init_empty_weights context), so there is nothing to "
+                             f"prune or speed up. Materialise the weights first, e.g. model.to_empty(device='cpu') "
+                             f"then model.load_state_dict(checkpoint)")
 
 
 def _speedup_dtype(model: torch.nn.Module) -> Optional[torch.dtype]:
-    """The model's low-precision dtype to cast back to, or None when it runs in float32/float64."""
+    """The model's floating dtype when it is not float32 (None for float32 or no floats).
+
+    float16 / bfloat16 are sped up in float32 and cast back; other dtypes (float64) are sped up
+    with that dtype as torch's default, so NNI's replacement layers keep it.
+    """
     dtypes = {t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()}
     low = dtypes & set(_LOW_PRECISION)
-    if not low:
-        return None
-    if len(dtypes) > 1:
+    if low and len(dtypes) > 1:
         raise ValueError(f"speedup_model: the model mixes floating dtypes {sorted(map(str, dtypes))}; NNI's "
                          f"ModelSpeedup cannot propagate masks through float16/bfloat16 layers, and speedup_model "
                          f"can only cast a model of one dtype to float32 and back. Cast it to one dtype first "
                          f"(e.g. model.float()), speed it up, then cast the layers you want back")
-    return low.pop()
+    if len(dtypes) != 1 or torch.float32 in dtypes:
+        return None
+    return dtypes.pop()
 
 
 def _to_float32(value: Any) -> Any:
@@ -146,6 +220,16 @@ def _run(model: torch.nn.Module, dummy_input: Any) -> Any:
     if isinstance(dummy_input, (tuple, list)):
         return model(*dummy_input)
     return model(dummy_input)
+
+
+def _run_error(model: torch.nn.Module, dummy_input: Any) -> Optional[BaseException]:
+    """The error of one forward pass of ``model`` on ``dummy_input``, or None when it runs."""
+    try:
+        with torch.no_grad():
+            _run(model, dummy_input)
+    except Exception as error:  # noqa: BLE001 - any failure means the sped-up model is unusable
+        return error
+    return None
 
 
 def _out_channels(module: torch.nn.Module) -> Optional[int]:
