@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from . import compat
+from .checks import check_materialised
 from .masks_io import Masks
 from .tied import check_no_tied_targets
 
@@ -111,6 +112,7 @@ def speedup_model(model: torch.nn.Module, dummy_input: Any, masks: Union[Masks, 
         widths = masked_channels(model, masks)
         ModelSpeedup(model, dummy_input, dict(masks), customized_replacers=replacers, **speedup_options).speedup_model()
         torch.set_default_dtype(default_dtype)
+        model.eval()  # NNI builds replacement layers in training mode: the check must not update BN statistics
         run_error = _run_error(model, dummy_input)
     finally:
         torch.set_default_dtype(default_dtype)
@@ -172,16 +174,6 @@ def _strip_prefixes(masks: Any, prefixes: Tuple[str, ...]) -> Any:
                              f"torch.compile / DataParallel wrapper): keep one of the two")
         renamed[key] = targets
     return renamed
-
-
-def check_materialised(model: torch.nn.Module) -> None:
-    """Raise ``ValueError`` if a parameter or buffer of ``model`` is on the ``meta`` device."""
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_meta:
-            raise ValueError(f"{name} is on the 'meta' device: the model's weights are not materialised (it was built "
-                             f"under torch.device('meta') or an init_empty_weights context), so there is nothing to "
-                             f"prune or speed up. Materialise the weights first, e.g. model.to_empty(device='cpu') "
-                             f"then model.load_state_dict(checkpoint)")
 
 
 def _speedup_dtype(model: torch.nn.Module) -> Optional[torch.dtype]:

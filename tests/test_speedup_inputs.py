@@ -127,3 +127,15 @@ def test_meta_model_is_refused_saying_to_materialise_the_weights():
     meta = _cnn().to("meta")
     with pytest.raises(ValueError, match=r"'meta' device.*materialise.*to_empty.*load_state_dict"):
         speedup_model(meta, torch.rand(2, 3, 8, 8), masks, logger=QUIET)
+
+
+def test_the_run_check_does_not_touch_batchnorm_statistics():
+    """The forward pass after the speed-up runs in eval mode (NNI builds replacement layers in training mode)."""
+    model = _cnn()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+    masks = _l1(model, [{"op_names": ["0"], "sparse_ratio": 0.5}])
+    kept = masks["0"]["weight"].flatten(1).any(dim=1)
+    expected = model[1].running_mean[kept].clone()
+    speedup_model(model, torch.rand(2, 3, 8, 8), masks, logger=QUIET)
+    assert torch.equal(model[1].running_mean, expected)
