@@ -213,8 +213,10 @@ def _uniform_ratios(model: torch.nn.Module, config_list: Sequence[Mapping[str, A
     from nni.compression.base.config import select_modules_by_config
 
     from . import compat
+    from .checks import check_config_list
 
     compat.apply()  # NNI is about to be used (idempotent)
+    check_config_list(model, list(config_list), require_ratio=False)  # unknown op_names: NNI's bare KeyError
     ratios: Dict[str, float] = {}
     for index, entry in enumerate(config_list):
         unknown = set(entry) - {"op_names", "op_types", "op_names_re", "exclude_op_names", "exclude_op_types",

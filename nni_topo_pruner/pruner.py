@@ -55,9 +55,10 @@ from .evolutionary import GAConfig
 from .masks_io import Masks
 from .metric_calculator import MetricCalculator
 from .report import PruningReport, UnitReport, diagrams_to_lists
+from .checks import check_calibration_loader, check_config_list
 from .tied import check_no_tied_targets
 from .topology import persistence_diagrams
-from .topology.validation import check_choice, check_int
+from .topology.validation import check_bool, check_choice, check_int
 
 _logger = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class TopologicalPruner(OneShotPruner):
                  cloud: str = "weights", zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR, calibration_loader: Optional[Iterable] = None, num_images: int = 256,
                  workers: int = 1, progress: bool = True, existed_wrappers=None):
         # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
+        seed = check_int(seed, "seed", 0, allow_none=True)  # np.int64(1) -> 1: random.seed takes no NumPy ints
         self.calculator, self.ga_config = build_criterion(
             homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
             wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
@@ -152,11 +154,14 @@ class TopologicalPruner(OneShotPruner):
         if cloud == "activations" and calibration_loader is None:
             raise ValueError("cloud='activations' needs calibration images: pass calibration_loader= (batches of "
                              "inputs or (inputs, targets)), or use cloud='weights'")
+        if calibration_loader is not None:
+            check_calibration_loader(calibration_loader)
         self.zero_anchor = check_zero_anchor(zero_anchor, self.calculator.cloud_metric, cloud)
         self.cloud, self.calibration_loader, self.num_images = cloud, calibration_loader, num_images
-        self.progress = bool(progress)
+        self.progress = check_bool(progress, "progress")
         self.report: Optional[PruningReport] = None
         config_list = normalised_config_list(config_list)
+        check_config_list(model, config_list)  # NNI's own errors for these are bare asserts / KeyErrors / silence
         check_no_tied_targets(model, config_list)  # NNI's wrapping would untie them silently
         super().__init__(model, config_list, evaluator, existed_wrappers)
 
@@ -270,6 +275,8 @@ class TopologicalPruner(OneShotPruner):
                 salience=result.salience.tolist(), salience_tied=result.all_tied,
                 ga_history=[float(v) for v in ga.history], initial_distance=float(ga.initial_fitness),
                 final_distance=float(ga.best_fitness), evaluations=int(ga.evaluations),
+                ga_distance=float(ga.ga_fitness), lower_bound=float(ga.lower_bound),
+                polish_swaps=int(ga.polish_swaps), converged=bool(ga.converged),
                 seconds_analyse=float(t_a), seconds_ga=float(t_g),
                 diagram_before=diagrams_to_lists(topology.diagrams), diagram_after=diagrams_to_lists(after)))
         return report

@@ -21,7 +21,9 @@ from nni.compression.pruning import L1NormPruner
 from nni.compression.pruning.tools import norm_metrics
 
 from . import compat
+from .checks import check_config_list
 from .masks_io import Masks
+from .topology.validation import check_int
 
 
 class RandomPruner(L1NormPruner):
@@ -31,10 +33,9 @@ class RandomPruner(L1NormPruner):
     """
 
     def __init__(self, model: torch.nn.Module, config_list: List[Dict], *, seed: int = 0, **kwargs):
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
+        self.seed = check_int(seed, "seed")  # np.int64(1) -> 1
         compat.apply()  # before NNI parses the config list and wraps the model
+        check_config_list(model, config_list)  # NNI's own errors for these are bare asserts / KeyErrors / silence
         super().__init__(model, config_list, **kwargs)
 
     def _calculate_metrics(self, data: Masks) -> Masks:

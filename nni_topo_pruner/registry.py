@@ -91,6 +91,10 @@ def register_pruner(name: str, pruner_class: type, *, overwrite: bool = False) -
         raise TypeError(f"pruner name must be a non-empty string, got {name!r}")
     if not isinstance(pruner_class, type):
         raise TypeError(f"pruner_class must be a class, got {pruner_class!r}")
+    if not callable(getattr(pruner_class, "compress", None)):
+        raise TypeError(f"pruner_class {pruner_class.__name__} has no compress() method: a pruner is built as "
+                        f"pruner_class(model, config_list, **options) and compress() must return (model, masks); "
+                        f"subclass an NNI pruner (e.g. nni.compression.pruning.L1NormPruner) or define compress()")
     key = _canonical(name)
     if not overwrite:
         if key in _BUILTIN:
@@ -136,10 +140,13 @@ def create_pruner(name: str, model: torch.nn.Module, config_list: List[Dict[str,
     with a debug message.
     """
     from . import compat
+    from .checks import check_config_list
     from .tied import check_no_tied_targets
 
     compat.apply()  # NNI's own pruners are built here too
     pruner_class = get_pruner(name)
+    if pruner_class.__module__.startswith("nni."):  # ours check their config lists themselves
+        check_config_list(model, config_list)  # NNI's own errors: bare asserts, KeyErrors, or silence
     check_no_tied_targets(model, config_list)  # NNI's wrapping would untie them silently
     if getattr(pruner_class, "requires_calibration_data", False) or (
             calibration_loader is not None and getattr(pruner_class, "accepts_calibration_data", False)):
@@ -158,9 +165,15 @@ def load_compression_config(config: Union[str, Path, Mapping[str, Any]]) -> Dict
         text = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
-            config = yaml.safe_load(text)
+            try:
+                config = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                raise ValueError(f"compression config {path} is not valid YAML: {error}") from error
         elif path.suffix.lower() == ".json":
-            config = json.loads(text)
+            try:
+                config = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"compression config {path} is not valid JSON: {error}") from error
         else:
             raise ValueError(f"compression config {path}: use a .json, .yaml or .yml file")
     if not isinstance(config, Mapping):

@@ -140,6 +140,9 @@ class TopologicalImportance:
                  crossover_probability: float = 0.8, mutation_probability: float = 0.2, elitism: bool = True,
                  seed: Optional[int] = 0, zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR,
                  pruning_ratio: Optional[float] = None) -> None:
+        from .topology.validation import check_int
+
+        seed = check_int(seed, "seed", 0, allow_none=True)  # np.int64(1) -> 1: random.seed takes no NumPy ints
         self.calculator, self.ga_config = build_criterion(
             homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
             wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,

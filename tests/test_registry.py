@@ -131,3 +131,24 @@ def test_create_pruner_passes_calibration_only_to_data_pruners(small_cnn):
         assert isinstance(l1, L1NormPruner)
     finally:
         registry._RUNTIME.pop("needs-data-test")
+
+
+# issue 26, items 20 and 23 ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("suffix", "text", "kind"), [(".yaml", "pruner: l1\nconfig_list: [{op_types: [Conv2d]\n", "YAML"),
+                                                      (".json", '{"pruner": "l1", "config_list": [}', "JSON")])
+def test_compression_config_parse_error_names_the_file(tmp_path, suffix, text, kind):
+    path = tmp_path / f"broken{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"compression config .*broken\{suffix} is not valid {kind}"):
+        registry.load_compression_config(path)
+
+
+def test_register_pruner_refuses_a_class_without_compress():
+    class NotAPruner:
+        def __init__(self, model, config_list):
+            pass
+
+    with pytest.raises(TypeError, match=r"NotAPruner has no compress\(\) method"):
+        registry.register_pruner("not-a-pruner-test", NotAPruner)
+    assert "not-a-pruner-test" not in registry.available_pruners()

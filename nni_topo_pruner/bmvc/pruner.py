@@ -75,7 +75,8 @@ from tqdm.auto import tqdm
 from ..feature_collector import SUPPORTED_REDUCTIONS, FeatureCollector, feed_calibration_loader
 from ..masks_io import Masks
 from ..one_shot import OneShotPruner
-from ..topology.validation import check_choice, check_homology_dims, check_int, check_number
+from ..checks import check_config_list
+from ..topology.validation import check_bool, check_choice, check_homology_dims, check_int, check_number
 from .scoring import BettiScale, betti_importance, layer_betti
 
 _logger = logging.getLogger(__name__)
@@ -149,13 +150,14 @@ class BettiPruner(OneShotPruner):
         self.max_feature_dim = max_feature_dim
         self.feature_reduction = feature_reduction
         self.seed = int(seed)
-        self.progress = bool(progress)
+        self.progress = check_bool(progress, "progress")
         #: per layer: the score (sum of Betti numbers) of every output channel, after compress()
         self.scores: Dict[str, np.ndarray] = {}
         #: per layer: Betti numbers per channel, shape (C, len(homology_dims))
         self.betti: Dict[str, np.ndarray] = {}
         #: per layer: number of images the clouds were built from
         self.images_used: Dict[str, int] = {}
+        check_config_list(model, config_list, require_ratio=betti_threshold is None)
         super().__init__(model, config_list, evaluator, existed_wrappers)
 
     # ----------------------------------------------------------------- validation
