@@ -205,7 +205,12 @@ class TopologicalImportance:
             logger.warning("TopologicalImportance: Torch-Pruning ranks channels across groups here (global or "
                            "isomorphic pruning); each group keeps its uniform-ratio share by the topological "
                            "criterion and Torch-Pruning's shared threshold may move a few channels between groups")
-        return n - min(max(n_pruned, 0), n)
+        if n_pruned >= n:
+            # Torch-Pruning never empties a layer: check_pruning_group refuses the group and it keeps every channel
+            logger.info("TopologicalImportance: Torch-Pruning would remove all %d channels of a group (ratio and "
+                        "round_to); it refuses and keeps them all", n)
+            return n
+        return n - max(n_pruned, 0)
 
     def _scores(self, name: str, members: List[str], root: str, points: np.ndarray, n_keep: int,
                 channel_groups: int, kind: str) -> Tuple[np.ndarray, GroupChoice]:

@@ -409,3 +409,15 @@ def test_torchvision_matrix(name):
         assert model(example).shape == shape
     assert n_params(model) < before
     assert imp.choices and all(c.n_keep < c.n for c in imp.choices.values())
+
+
+def test_choice_records_what_torch_pruning_keeps_when_it_refuses_to_empty_a_layer():
+    """Issue 26, item 23: ratio 0.6 with round_to=4 asks to prune all 8 channels; Torch-Pruning
+    refuses (check_pruning_group) and keeps them, and the recorded choice must say so."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    imp = TopologicalImportance(seed=0)
+    tp.pruner.BasePruner(model, torch.rand(1, 3, 16, 16), importance=imp, pruning_ratio=0.6, round_to=4,
+                         ignored_layers=[model[2]]).step()
+    assert model[0].out_channels == 8
+    assert imp.choices["0"].n_keep == 8 and imp.choices["0"].kept.tolist() == list(range(8))
