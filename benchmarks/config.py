@@ -270,6 +270,13 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
         raise ValueError(f"pruners lists a name twice: {config.pruners}")
     for _, name in specs:
         _known_pruner(name)
+    by_label: Dict[str, List[str]] = {}
+    for name in config.pruner_options:
+        by_label.setdefault(name.lower(), []).append(name)
+    for label, names in by_label.items():
+        if len(names) > 1:
+            raise ValueError(f"pruner_options names pruner {label!r} twice ({', '.join(map(repr, names))}): keys are "
+                             f"matched case-insensitively, so one would be dropped; merge them into one key")
     unknown_options = sorted({name.lower() for name in config.pruner_options} - set(lowered))
     if unknown_options:
         raise ValueError(f"pruner_options names pruner(s) {unknown_options} that are not in pruners {config.pruners}")
