@@ -3,11 +3,14 @@ depending on the order in which the neurons happen to be stored.
 
 Every step that can break a tie (salience ranking, the genetic algorithm's random draws,
 its "keep the earlier individual" rule, the global ranking of a global group) runs in a
-*canonical order* derived from the neurons themselves: neurons sorted by decreasing norm
-of their weight vector, then by the bytes of the vector. Permuting a layer's neurons
-therefore permutes the kept set the same way (masks are equivariant); only exactly
-identical neurons can be exchanged. Ties left after the topological score go to the
-larger-norm neuron.
+*canonical order* derived from the neurons themselves (:func:`canonical_order`: decreasing
+norm, except under the scale-free cosine metric; then the more isolated neuron; then the
+coordinates), every key compared with a tolerance far above float noise, so that neither
+the storage order nor rounding (another CPU, another thread count) decides. Permuting a
+layer's neurons therefore permutes the kept set the same way (masks are equivariant); only
+neurons equal within that tolerance can be exchanged. Salience and fitness values are
+compared with the same kind of tolerance (:mod:`~nni_topo_pruner.topology.ties`); ties go
+to the earlier canonical position (the larger-norm neuron for norm-sensitive metrics).
 
 The engine works on plain NumPy arrays; both front doors (the NNI pruner and any other
 framework adapter) call :func:`analyse_unit` then :func:`choose_kept`.
@@ -35,6 +38,7 @@ import numpy as np
 
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
 from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness, keep_indices, salience_ranked_subset
+from .topology.ties import RTOL, tie_groups, tolerance
 from .topology.validation import check_homology_dims
 
 logger = logging.getLogger(__name__)
@@ -115,32 +119,73 @@ def unit_ga_config(config: GAConfig, unit_name: str) -> GAConfig:
     return replace(config, seed=(config.seed * 1_000_003 + zlib.crc32(unit_name.encode())) % 2**32)
 
 
-def canonical_order(points: np.ndarray) -> np.ndarray:
-    """Indices that put the rows of ``points`` in an order that depends only on their values.
+def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float = RTOL) -> np.ndarray:
+    """Indices that put the rows of ``points`` in an order that depends only on their values,
+    and not on rounding: ``points[canonical_order(points)]`` is the same array for every
+    permutation of the rows, and a relative change of the values well below ``rtol``
+    (float noise, another CPU's rounding) leaves the order unchanged.
 
-    Rows are sorted by decreasing Euclidean norm, then by their raw bytes; each norm is
-    computed from a contiguous copy of its own row, so it does not depend on where the row
-    is stored. ``points[canonical_order(points)]`` is the same array for every permutation
-    of the rows.
+    Keys, each compared with a tolerance of ``rtol`` times its largest value (values whose
+    sorted gaps are within it are ties, :mod:`~nni_topo_pruner.topology.ties`), the next key
+    breaking the ties of the previous one:
+
+    1. decreasing Euclidean norm (skipped when ``scale_free``: a scale-free metric such as
+       cosine ignores norms, so they must not decide anything; unit-length activation
+       clouds tie here and fall through);
+    2. decreasing sum of distances to the other neurons (of the directions when
+       ``scale_free``): the more isolated neuron first;
+    3. the coordinates (of the directions when ``scale_free``), first to last, ascending;
+    4. only for rows equal within tolerance in all of the above: their raw bytes.
 
     Example:
-        >>> canonical_order(np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 1.0]])).tolist()
-        [1, 2, 0]
+        >>> canonical_order(np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 1.0]])).tolist()   # 0 and 2: equal norms
+        [1, 0, 2]
+        >>> canonical_order(np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 1.0]]), scale_free=True).tolist()
+        [0, 2, 1]
     """
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2:
         raise ValueError(f"points must be a 2-D array (neurons x features), got shape {points.shape}")
-    keys = []
-    for i in range(points.shape[0]):
-        row = np.ascontiguousarray(points[i])
-        keys.append((-float(np.dot(row, row)), row.tobytes(), i))
-    keys.sort()
-    return np.asarray([k[2] for k in keys], dtype=np.intp)
+    n = points.shape[0]
+    # each norm from a contiguous copy of its own row: independent of where the row is stored
+    norms = np.array([np.sqrt(np.dot(r, r)) for r in (np.ascontiguousarray(points[i]) for i in range(n))])
+    keyed = points / np.where(norms > 0, norms, 1.0)[:, None] if scale_free else points
+    squared = np.sum(keyed * keyed, axis=1)
+    gram = keyed @ keyed.T
+    spread = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0)).sum(axis=1)
+    keys = [] if scale_free else [-norms]
+    keys.append(-spread)
+    groups = [np.arange(n, dtype=np.intp)]
+    for key in keys:
+        groups = _split(groups, key, tolerance(np.max(np.abs(key), initial=0.0), rtol))
+    coordinate_tol = tolerance(np.max(np.abs(keyed), initial=0.0), rtol)
+    for column in range(keyed.shape[1]):
+        if all(len(g) == 1 for g in groups):
+            break
+        groups = _split(groups, keyed[:, column], coordinate_tol)
+    order = []
+    for group in groups:
+        if len(group) > 1:  # equal within tolerance everywhere: any order is the criterion's; bytes fix one
+            group = sorted(group, key=lambda i: (keyed[i].tobytes(), points[i].tobytes()))
+        order.extend(int(i) for i in group)
+    return np.asarray(order, dtype=np.intp)
 
 
-def canonical_ranks(points: np.ndarray) -> np.ndarray:
+def _split(groups: list[np.ndarray], key: np.ndarray, tol: float) -> list[np.ndarray]:
+    """Each group split into its tie groups of ``key`` (ascending), in place of the group."""
+    out = []
+    for group in groups:
+        if len(group) == 1:
+            out.append(group)
+            continue
+        labels = tie_groups(key[group], tol)
+        out.extend(group[labels == label] for label in range(int(labels.max()) + 1))
+    return out
+
+
+def canonical_ranks(points: np.ndarray, *, scale_free: bool = False) -> np.ndarray:
     """``ranks[i]``: position of neuron ``i`` in :func:`canonical_order` (a tie-break key)."""
-    order = canonical_order(points)
+    order = canonical_order(points, scale_free=scale_free)
     ranks = np.empty(len(order), dtype=np.intp)
     ranks[order] = np.arange(len(order))
     return ranks
@@ -166,6 +211,11 @@ class AnalysedUnit:
         return len(self.order)
 
     @property
+    def tolerance(self) -> float:
+        """Salience or fitness differences up to this are ties (``RTOL`` of the cloud's diameter)."""
+        return tolerance(np.max(self.topology.distances, initial=0.0))
+
+    @property
     def canonical_salience(self) -> np.ndarray:
         """Salience per neuron in canonical order (the anchor excluded)."""
         return self.topology.salience[1:] if self.zero_anchor else self.topology.salience
@@ -186,9 +236,10 @@ class AnalysedUnit:
 
     @property
     def all_tied(self) -> bool:
-        """True when every neuron has the same salience (and there are at least 2)."""
+        """True when every neuron has the same salience within :attr:`tolerance` (and there
+        are at least 2)."""
         s = self.canonical_salience
-        return bool(len(s) >= 2 and np.all(s == s[0]))
+        return bool(len(s) >= 2 and np.all(tie_groups(s, self.tolerance) == 0))
 
     def cloud_indices(self, canonical_keep: np.ndarray) -> np.ndarray:
         """Indices into ``topology`` of the kept cloud (the anchor included, when there is one)."""
@@ -244,10 +295,10 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
     moves when that neuron is *zeroed*, so both closeness to another neuron (redundancy)
     and closeness to the origin (a small neuron) make it cheap to prune; every kept subset
     keeps the anchor. It needs a cloud metric in which the zero vector has a place
-    (not ``cosine``).
+    (not ``cosine``). Under ``cosine`` the canonical order ignores the neurons' norms.
     """
     points = np.asarray(points)
-    order = canonical_order(points)
+    order = canonical_order(points, scale_free=calculator.cloud_metric == "cosine")
     cloud = points[order]
     anchored = check_zero_anchor(zero_anchor, calculator.cloud_metric)  # validated and resolved once
     if anchored:
@@ -258,16 +309,25 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
     return AnalysedUnit(order, topology, anchored)
 
 
-def salience_seed(salience: np.ndarray, n_keep: int) -> np.ndarray:
+def salience_seed(salience: np.ndarray, n_keep: int, tol: float | None = None) -> np.ndarray:
     """Canonical positions of the ``n_keep`` most salient neurons of a canonically ordered
-    salience vector; ties go to the earlier canonical position (the larger norm)."""
-    return salience_ranked_subset(salience, n_keep)
+    salience vector; saliences within ``tol`` (default ``RTOL`` of the largest) are ties,
+    which go to the earlier canonical position.
+
+    Example:
+        >>> salience_seed(np.array([1.0, 0.5, 1.0 + 1e-12]), 1).tolist()   # a tie: the earlier neuron
+        [0]
+    """
+    salience = np.asarray(salience, dtype=np.float64)
+    if tol is None:
+        tol = tolerance(np.max(np.abs(salience), initial=0.0))
+    return salience_ranked_subset(salience, n_keep, tol=tol)
 
 
 def choose_kept(calculator: MetricCalculator, unit: AnalysedUnit, n_keep: int, config: GAConfig) -> KeptNeurons:
     """Run the genetic algorithm, seeded with the salience-ranked subset, on the canonical
     cloud and map its choice back to stored order."""
-    seed = salience_seed(unit.canonical_salience, n_keep)
+    seed = salience_seed(unit.canonical_salience, n_keep, unit.tolerance)
     fitness = calculator.subset_fitness(unit.topology)
     if unit.zero_anchor:
         fitness = AnchoredFitness(fitness)

@@ -34,6 +34,7 @@ from .topology.distances import check_metric, distance_matrix
 from .topology.mst import mst_edge_lengths_batch
 from .topology.persistence import check_persistence_method, persistence_diagrams
 from .topology.salience import leave_one_out_salience
+from .topology.ties import tolerant_argsort
 from .topology.validation import check_homology_dims
 
 logger = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ def keep_indices(keep: np.ndarray | Sequence[int], n: int) -> np.ndarray:
     return idx
 
 
-def salience_ranked_subset(salience: np.ndarray, n_keep: int) -> np.ndarray:
-    """Sorted indices of the ``n_keep`` most salient neurons; ties keep the lower index.
+def salience_ranked_subset(salience: np.ndarray, n_keep: int, tol: float = 0.0) -> np.ndarray:
+    """Sorted indices of the ``n_keep`` most salient neurons; saliences within ``tol`` of each
+    other (:func:`~nni_topo_pruner.topology.ties.tie_groups`) are ties, which keep the lower index.
 
     Example:
         >>> salience_ranked_subset(np.array([0.1, 0.3, 0.1, 0.2]), 2)
@@ -94,7 +96,7 @@ def salience_ranked_subset(salience: np.ndarray, n_keep: int) -> np.ndarray:
     salience = np.asarray(salience, dtype=np.float64)
     if not 0 <= n_keep <= len(salience):
         raise ValueError(f"n_keep must be in [0, {len(salience)}], got {n_keep}")
-    order = np.argsort(-salience, kind="stable")
+    order = tolerant_argsort(-salience, tol)
     return np.sort(order[:n_keep])
 
 
@@ -218,6 +220,11 @@ class SubsetFitness:
     @property
     def n(self) -> int:
         return self.layer.n
+
+    @property
+    def scale(self) -> float:
+        """The layer's diameter: the scale of every fitness value (tolerances are relative to it)."""
+        return float(np.max(self.layer.distances, initial=0.0))
 
     def lower_bound(self, n_keep: int) -> float:
         """A value no subset of ``n_keep`` neurons can beat (the GA stops when it gets there).
