@@ -16,9 +16,19 @@ stays as close as possible to the whole layer's.
   afterwards, so the same seed gives the same mask and the caller sees no change. The
   global state is shared by all threads, so runs are serialised by a module lock: run
   layers in parallel in processes, not threads.
-* Ties: rank order is stable and the elite stays first, so an individual is replaced only
-  by a strictly better one; with all fitnesses equal (e.g. all-identical points) the result
-  is ``initial_keep`` (or the first random individual when none is given).
+* Ties: fitness values within ``FITNESS_RTOL`` of the layer's diameter are ties
+  (:mod:`~nni_topo_pruner.topology.ties`), so that no decision (ranking, tournaments, the
+  best-so-far, the stop on the bound) hinges on float rounding, which differs between CPUs.
+  Ranking is stable on ties and the elite stays first, so an individual is replaced only by
+  one better beyond the tolerance; with all fitnesses tied (e.g. all-identical points) the
+  result is ``initial_keep`` (or the first random individual when none is given).
+* Polish (ours, not the thesis'): the GA's best individual is finished by a deterministic
+  local search (:func:`polish_by_swaps`): best-improvement swaps of one kept and one pruned
+  neuron until no swap improves beyond the tolerance or the lower bound is reached. The
+  answer is then a local optimum of the fitness, not wherever the GA's random path stopped.
+  Its work is capped (``GAConfig.polish_passes`` swaps, ``GAConfig.polish_evaluations``
+  neighbours evaluated; a pass whose whole neighbourhood does not fit in what is left is
+  not started), and ``GAResult.converged`` says whether it finished.
 
 ``generations`` counts the generations bred after the initial population, so ``history``
 has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one). With
@@ -48,6 +58,7 @@ import numpy as np
 from pyeasyga.pyeasyga import Chromosome, GeneticAlgorithm
 
 from .metric_calculator import SubsetFitness, keep_indices
+from .topology.ties import RTOL, tie_groups, tolerance, tolerant_argmin
 from .topology.validation import check_bool, check_int, check_probability
 
 logger = logging.getLogger(__name__)
@@ -55,6 +66,12 @@ logger = logging.getLogger(__name__)
 # The proven lower bound and a subset's fitness are sums of the same bars in different orders,
 # so an optimal subset can exceed the bound by rounding: it counts as reached within this.
 BOUND_TOLERANCE = 1e-12
+
+#: Fitness differences up to this fraction of the layer's diameter are ties (see ties.RTOL).
+FITNESS_RTOL = RTOL
+
+#: Neighbours (kept x pruned swaps) evaluated per polish batch: bounds its memory.
+POLISH_CHUNK = 4096
 
 # pyeasyga uses the process-wide `random` module: one GA at a time per process.
 _GLOBAL_RANDOM_LOCK = threading.Lock()
@@ -71,6 +88,10 @@ class GAConfig:
         mutation_probability: chance that both children get a swap mutation.
         elitism: carry the best individual into the next generation unchanged.
         seed: seed of the GA's random draws; ``None`` draws a fresh one (not reproducible).
+        polish_passes: most improving swaps of the final local search (0: no polish).
+        polish_evaluations: most neighbours the local search evaluates; with the defaults a
+            64-neuron layer at half sparsity (1024 neighbours a pass) is never capped, a
+            512-neuron one (65536) gets one pass.
 
     Example:
         >>> GAConfig(population_size=16).generations >= 0
@@ -83,6 +104,8 @@ class GAConfig:
     mutation_probability: float = 0.2
     elitism: bool = True
     seed: int | None = 0
+    polish_passes: int = 32
+    polish_evaluations: int = 100_000
 
     def __post_init__(self) -> None:
         check_int(self.population_size, "population_size", 2)
@@ -91,6 +114,8 @@ class GAConfig:
         check_probability(self.mutation_probability, "mutation_probability")
         check_bool(self.elitism, "elitism")
         check_int(self.seed, "seed", 0, allow_none=True)
+        check_int(self.polish_passes, "polish_passes", 0)
+        check_int(self.polish_evaluations, "polish_evaluations", 0)
 
 
 @dataclass
@@ -110,6 +135,11 @@ class GAResult:
             the best individual reached ``lower_bound`` (with elitism nothing can change
             after that, so the mask and history are those of the full run).
         lower_bound: :meth:`SubsetFitness.lower_bound` for ``n_keep``.
+        ga_fitness: the GA's own best fitness, before the polish (``best_fitness`` is after).
+        polish_swaps: improving swaps the polish made.
+        polish_evaluations: neighbours the polish evaluated (cached ones included).
+        converged: the answer is at the lower bound or no single swap improves it (within
+            the tolerance); False when a cap stopped the polish first.
     """
 
     keep_mask: np.ndarray
@@ -119,6 +149,10 @@ class GAResult:
     initial_fitness: float = 0.0
     generations_run: int = 0
     lower_bound: float = 0.0
+    ga_fitness: float = 0.0
+    polish_swaps: int = 0
+    polish_evaluations: int = 0
+    converged: bool = False
 
 
 # --- cardinality-preserving operators (all randomness from the global `random`, seeded) ---
@@ -166,6 +200,7 @@ class NeuronMaskGA(GeneticAlgorithm):
         n_keep: int,
         config: GAConfig,
         initial_mask: np.ndarray | None = None,
+        tol: float = 0.0,
     ) -> None:
         super().__init__(
             list(range(n)),
@@ -185,6 +220,21 @@ class NeuronMaskGA(GeneticAlgorithm):
         self.crossover_function = set_crossover
         self.mutate_function = swap_mutation
         self.fitness_function = lambda genes, seed_data: fitness(genes)
+        self.tol = tol
+        self.selection_function = self.tolerant_tournament
+
+    def rank_population(self) -> None:
+        """Sort by fitness with values within ``tol`` tied, ties in population order (the
+        elite, first, stays first): rounding cannot reorder the population."""
+        values = np.array([ind.fitness for ind in self.current_generation], dtype=np.float64)
+        order = np.lexsort((np.arange(len(values)), tie_groups(values, self.tol)))
+        self.current_generation = [self.current_generation[i] for i in order]
+
+    def tolerant_tournament(self, population: list) -> Chromosome:
+        """pyeasyga's tournament (the same random draws) on a population ranked by
+        :meth:`rank_population`: the winner is the sampled member ranked first."""
+        members = random.sample(range(len(population)), self.tournament_size)
+        return population[min(members)]
 
     def create_initial_population(self) -> None:
         population = []
@@ -237,16 +287,19 @@ def evolve_neuron_mask(
             raise ValueError(f"initial_keep has {int(initial_mask.sum())} neurons, expected n_keep={n_keep}")
     if n_keep == n:
         # Nothing to choose: the full cloud has exactly the layer's diagram.
-        return GAResult(np.ones(n, dtype=bool), 0.0, [0.0] * (config.generations + 1), 0, 0.0, 0, 0.0)
+        return GAResult(np.ones(n, dtype=bool), 0.0, [0.0] * (config.generations + 1), 0, 0.0, 0, 0.0,
+                        converged=True)
 
     before = fitness.evaluations
     lower_bound = fitness.lower_bound(n_keep)
+    tol = fitness_tolerance(fitness)
+    reached = lower_bound + max(tol, BOUND_TOLERANCE * abs(lower_bound))
     with _GLOBAL_RANDOM_LOCK:
         saved_random = random.getstate()
         saved_numpy = np.random.get_state()
         try:
             random.seed(config.seed)
-            ga = NeuronMaskGA(fitness, n, n_keep, config, initial_mask)
+            ga = NeuronMaskGA(fitness, n, n_keep, config, initial_mask, tol)
             ga.create_first_generation()
             initial_fitness = (
                 fitness(initial_mask) if initial_mask is not None else float(ga.current_generation[0].fitness)
@@ -256,7 +309,7 @@ def evolve_neuron_mask(
             history = [float(best_fitness)]
             generations_run = 0
             for _ in range(config.generations):
-                if config.elitism and best_fitness <= lower_bound + BOUND_TOLERANCE * abs(lower_bound):
+                if config.elitism and best_fitness <= reached:
                     # Optimal: the elite stays first (stable ranking, strict improvement only),
                     # so the remaining generations would repeat this value and this mask.
                     history.extend([float(best_fitness)] * (config.generations - generations_run))
@@ -265,28 +318,116 @@ def evolve_neuron_mask(
                 ga.create_next_generation()
                 fitness_now, genes_now = ga.best_individual()
                 history.append(float(fitness_now))
-                if fitness_now < best_fitness:  # strict: ties keep the earlier individual
+                if fitness_now < best_fitness - tol:  # beyond the tolerance: ties keep the earlier individual
                     best_fitness, best_genes = fitness_now, genes_now.copy()
         finally:
             random.setstate(saved_random)
             np.random.set_state(saved_numpy)
-    keep_mask = np.asarray(best_genes, dtype=bool).copy()
+    ga_fitness = float(best_fitness)
+    polished = polish_by_swaps(fitness, np.asarray(best_genes, dtype=bool), ga_fitness, tol=tol, reached=reached,
+                               max_passes=config.polish_passes, max_evaluations=config.polish_evaluations)
+    keep_mask = polished.keep_mask
     if int(keep_mask.sum()) != n_keep:  # the operators guarantee this; never return a wrong mask
         raise RuntimeError(f"GA produced a mask with {int(keep_mask.sum())} neurons instead of {n_keep}")
     logger.debug(
-        "GA n=%d keep=%d: fitness %.6g -> %.6g in %d evaluations",
+        "GA n=%d keep=%d: fitness %.6g -> %.6g (GA) -> %.6g (%d swaps, bound %.6g%s) in %d evaluations",
         n,
         n_keep,
         initial_fitness,
-        best_fitness,
+        ga_fitness,
+        polished.fitness,
+        polished.swaps,
+        lower_bound,
+        "" if polished.converged else ", polish capped",
         fitness.evaluations - before,
     )
     return GAResult(
         keep_mask,
-        float(best_fitness),
+        float(polished.fitness),
         history,
         fitness.evaluations - before,
         float(initial_fitness),
         generations_run,
         lower_bound,
+        ga_fitness=ga_fitness,
+        polish_swaps=polished.swaps,
+        polish_evaluations=polished.evaluations,
+        converged=polished.converged,
     )
+
+
+def fitness_tolerance(fitness: SubsetFitness) -> float:
+    """Fitness differences up to this are ties: ``FITNESS_RTOL`` of the fitness's ``scale``
+    (the layer's diameter; 0 for a fitness object without one)."""
+    return tolerance(getattr(fitness, "scale", 0.0), FITNESS_RTOL)
+
+
+@dataclass
+class PolishResult:
+    """Outcome of :func:`polish_by_swaps`."""
+
+    keep_mask: np.ndarray
+    fitness: float
+    swaps: int
+    evaluations: int
+    converged: bool
+
+
+def polish_by_swaps(
+    fitness: SubsetFitness,
+    keep_mask: np.ndarray,
+    value: float,
+    *,
+    tol: float,
+    reached: float,
+    max_passes: int,
+    max_evaluations: int,
+) -> PolishResult:
+    """Best-improvement local search over single swaps (one kept neuron out, one pruned in).
+
+    Each pass evaluates every swap in batches (``fitness.batch``, cached) and makes the one
+    with the lowest fitness if it improves on ``value`` by more than ``tol``; fitnesses
+    within ``tol`` of each other are ties, broken by the swap's canonical positions (the
+    earlier kept neuron out, then the earlier pruned neuron in). Stops when the fitness is at
+    most ``reached`` (the lower bound, within tolerance), when no swap improves
+    (``converged``), or when ``max_passes`` swaps were made or the next pass's neighbourhood
+    would exceed ``max_evaluations`` (not converged). Deterministic: no random draws.
+
+    Example:
+        >>> from nni_topo_pruner.metric_calculator import MetricCalculator
+        >>> calc = MetricCalculator()
+        >>> fit = calc.subset_fitness(calc.analyse(np.array([[0.0], [0.0], [1.0], [1.0], [4.0], [4.0]])))
+        >>> start = np.array([True, True, True, False, False, False])   # both copies of 0: distance 1.5
+        >>> result = polish_by_swaps(fit, start, fit(start), tol=0.0, reached=0.0, max_passes=5, max_evaluations=100)
+        >>> result.keep_mask.tolist(), result.fitness, result.swaps, result.converged
+        ([False, True, True, False, True, False], 0.0, 1, True)
+    """
+    mask = np.asarray(keep_mask, dtype=bool).copy()
+    value = float(value)
+    swaps = evaluated = 0
+    while True:
+        if value <= reached:
+            return PolishResult(mask, value, swaps, evaluated, True)
+        kept, pruned = np.flatnonzero(mask), np.flatnonzero(~mask)
+        size = len(kept) * len(pruned)
+        if swaps >= max_passes or evaluated + size > max_evaluations or size == 0:
+            return PolishResult(mask, value, swaps, evaluated, size == 0)
+        values = np.empty(size)
+        per_out = len(pruned)
+        outs_per_chunk = max(1, POLISH_CHUNK // per_out)
+        for first in range(0, len(kept), outs_per_chunk):
+            chunk = []
+            for i in range(first, min(first + outs_per_chunk, len(kept))):
+                rest = np.delete(kept, i)
+                chunk.append(np.concatenate([np.broadcast_to(rest, (per_out, len(rest))), pruned[:, None]], axis=1))
+            subsets = np.sort(np.concatenate(chunk), axis=1)
+            values[first * per_out:first * per_out + len(subsets)] = fitness.batch(list(subsets))
+        evaluated += size
+        improving = np.flatnonzero(values < value - tol)
+        if len(improving) == 0:
+            return PolishResult(mask, value, swaps, evaluated, True)
+        best = int(improving[tolerant_argmin(values[improving], tol)])  # ties: first in (out, in) order
+        mask[kept[best // per_out]] = False
+        mask[pruned[best % per_out]] = True
+        value = float(values[best])
+        swaps += 1

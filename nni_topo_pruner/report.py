@@ -33,13 +33,18 @@ class UnitReport:
     salience: List[float]               # per channel of the unit, bigger = more important
     ga_history: List[float]             # best fitness per generation (index 0 = initial population)
     initial_distance: float             # salience-seeded subset's distance to the layer's diagram
-    final_distance: float               # the chosen subset's distance (the GA's best fitness)
+    final_distance: float               # the chosen subset's distance (after the GA and its polish)
     evaluations: int
     seconds_analyse: float
     seconds_ga: float
     diagram_before: Dict[str, List[List[float]]] = field(default_factory=dict)   # dim -> (birth, death) pairs
     salience_tied: bool = False         # every channel had the same salience (the criterion did not rank them)
     diagram_after: Dict[str, List[List[float]]] = field(default_factory=dict)
+    # the GA's convergence (None in reports written before these fields existed)
+    ga_distance: Optional[float] = None   # the GA's own best distance, before the local-search polish
+    lower_bound: Optional[float] = None   # proven: no subset of this size can be closer
+    polish_swaps: int = 0                 # improving swaps the polish made after the GA
+    converged: Optional[bool] = None      # at the bound, or no single swap improves (False: a cap stopped it)
 
 
 @dataclass
@@ -75,11 +80,17 @@ class PruningReport:
         return cls(options=raw["options"], units=[UnitReport(**u) for u in raw["units"]])
 
     def summary(self) -> str:
-        """A plain-text table: one line per unit."""
-        lines = [f"{'unit':40s} {'kept':>11s} {'initial':>9s} {'final':>9s} {'evals':>6s} {'sec':>6s}"]
+        """A plain-text table: one line per unit (distances of the salience-seeded start, the
+        GA's best, the final answer after the polish, the proven lower bound; the polish's
+        swaps, marked ``+`` where a cap stopped it before it converged)."""
+        lines = [f"{'unit':40s} {'kept':>11s} {'initial':>9s} {'GA':>9s} {'final':>9s} {'bound':>9s} {'swaps':>5s} "
+                 f"{'evals':>6s} {'sec':>6s}"]
         for u in self.units:
-            lines.append(f"{u.name[:40]:40s} {u.kept:>5d}/{u.neurons:<5d} {u.initial_distance:9.4f} "
-                         f"{u.final_distance:9.4f} {u.evaluations:6d} {u.seconds_analyse + u.seconds_ga:6.2f}")
+            ga = u.final_distance if u.ga_distance is None else u.ga_distance
+            bound = float("nan") if u.lower_bound is None else u.lower_bound
+            lines.append(f"{u.name[:40]:40s} {u.kept:>5d}/{u.neurons:<5d} {u.initial_distance:9.4f} {ga:9.4f} "
+                         f"{u.final_distance:9.4f} {bound:9.4f} {u.polish_swaps:5d}{'' if u.converged is not False else '+'} "
+                         f"{u.evaluations:6d} {u.seconds_analyse + u.seconds_ga:6.2f}")
         return "\n".join(lines)
 
 

@@ -57,7 +57,9 @@ def test_report_contents_and_json_round_trip(pruned, tmp_path):
     assert len(conv2.ga_history) == FAST["generations"] + 1
     assert all(b <= a + 1e-12 for a, b in zip(conv2.ga_history, conv2.ga_history[1:])), "elitism: never worse"
     assert conv2.final_distance <= conv2.initial_distance + 1e-12
-    assert conv2.final_distance == pytest.approx(conv2.ga_history[-1])
+    assert conv2.ga_distance == pytest.approx(conv2.ga_history[-1])  # the GA's own best, before the polish
+    assert conv2.lower_bound - 1e-12 <= conv2.final_distance <= conv2.ga_distance + 1e-12
+    assert isinstance(conv2.converged, bool) and conv2.polish_swaps >= 0
     # H0 of the anchored cloud (the zero vector added, the default): n + 1 points, n finite bars
     assert report.options["zero_anchor"] is True
     assert len(conv2.diagram_before["0"]) == 24 and len(conv2.diagram_after["0"]) == 12
@@ -67,6 +69,7 @@ def test_report_contents_and_json_round_trip(pruned, tmp_path):
     assert raw["schema_version"] == 1 and raw["options"]["distance"] == "wasserstein"  # the default
     again = PruningReport.from_json(path)
     assert again.unit("conv2").kept_channels == conv2.kept_channels
+    assert again.unit("conv2").lower_bound == conv2.lower_bound and again.unit("conv2").converged == conv2.converged
     assert "conv2" in report.summary()
 
 
