@@ -31,6 +31,7 @@ from nni.compression.pruning.tools import generate_sparsity
 
 from .data_collector import PruningUnit
 from .masks_io import Masks
+from .topology.ties import RTOL, tie_groups
 
 
 def channel_keep_mask(mask: torch.Tensor) -> np.ndarray:
@@ -102,8 +103,10 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
     ``n - int(n * max_sparse_ratio)`` channels (at least one when no maximum is set) and
     prunes at least ``int(n * min_sparse_ratio)``. Greedy: a channel is pruned only while the
     pruned weights stay within the budget, so the total is at most one channel's weights
-    short of it. Equal scores are broken by ``ranks`` (the engine's canonical rank: larger
-    norm first), never by where a channel is stored, then by the unit's position.
+    short of it. Scores within ``RTOL`` of each other (a chain of small gaps,
+    :func:`~nni_topo_pruner.topology.ties.tie_groups`) are equal, so that rounding cannot
+    reorder them; equal scores are broken by ``ranks`` (the engine's canonical rank),
+    never by where a channel is stored, then by the unit's position.
     """
     if ranks is None:
         ranks = [np.arange(unit.n) for unit in units]
@@ -124,12 +127,15 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
     budget_weights = int(total * ratio)
     pruned = list(lows)
     spent = sum(low * grain for low, grain in zip(lows, grains))
-    # cheapest first; among equal scores the channel ranked last canonically goes first
-    order = sorted(((float(score), -int(ranks[u][c]), u, c) for u, s in enumerate(saliences)
-                    for c, score in enumerate(normalised_scores(s))))
+    # cheapest first; among equal scores (within RTOL) the channel ranked last canonically goes first
+    scores = [normalised_scores(s) for s in saliences]
+    labels = np.split(tie_groups(np.concatenate(scores) if scores else np.zeros(0), RTOL),
+                      np.cumsum([len(s) for s in scores])[:-1])
+    order = sorted((int(labels[u][c]), -int(ranks[u][c]), u, c) for u in range(len(scores))
+                   for c in range(len(scores[u])))
     taken = [np.zeros(unit.n, dtype=bool) for unit in units]
     for u, unit in enumerate(units):  # the mandatory minimum, lowest scores first
-        taken[u][np.lexsort((-np.asarray(ranks[u]), normalised_scores(saliences[u])))[:lows[u]]] = True
+        taken[u][np.lexsort((-np.asarray(ranks[u]), tie_groups(scores[u], RTOL)))[:lows[u]]] = True
     for _, _, u, c in order:
         if taken[u][c] or pruned[u] >= highs[u] or spent + grains[u] > budget_weights:
             continue
