@@ -11,7 +11,7 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -133,13 +133,19 @@ def _kept_channels(mask: torch.Tensor) -> List[int]:
     return np.flatnonzero(mask.detach().reshape(mask.shape[0], -1).ne(0).any(dim=1).numpy()).tolist()
 
 
-def pinned_view(name: str) -> Dict[str, Dict]:
-    """Run one case: ``{"module.target": {"shape": [...], "dtype": ..., "kept": [...]}}``."""
+def pinned_view(name: str, model_change: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
+                images_change: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Dict[str, Dict]:
+    """Run one case: ``{"module.target": {"shape": [...], "dtype": ..., "kept": [...]}}``;
+    ``model_change`` / ``images_change`` alter the seeded model / the calibration batches first
+    (the property tests of ``tests/test_mask_stability.py``)."""
     factory, config_of, options = CASES[name]
     model = _seeded(factory)
+    if model_change is not None:
+        model = model_change(model)
     config_list = copy.deepcopy(config_of(model))
     if options.get("cloud") == "activations":
-        options = {**options, "calibration_loader": _calibration()}
+        images = _calibration()
+        options = {**options, "calibration_loader": images if images_change is None else [images_change(b) for b in images]}
     pruner = TopologicalPruner(model, config_list, progress=False, **options)
     _, masks = pruner.compress()
     pruner.unwrap_model()
