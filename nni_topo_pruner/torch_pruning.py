@@ -64,6 +64,7 @@ import torch
 from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DIMS, DEFAULT_WASSERSTEIN_ORDER,
                      DEFAULT_ZERO_ANCHOR, analyse_unit, build_criterion, canonical_ranks, check_zero_anchor,
                      choose_kept, unit_ga_config)
+from .topology.ties import tie_groups
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ class TopologicalImportance:
         n = points.shape[0]
         if n_keep >= n or n_keep <= 0 or n < 2:
             # Nothing to choose: order by the engine's canonical rank (larger norm first) only.
-            tiebreak = (n - canonical_ranks(points)) / (n + 1.0)
+            tiebreak = (n - canonical_ranks(points, scale_free=self.calculator.cloud_metric == "cosine")) / (n + 1.0)
             keep = np.full(n, n_keep >= n)  # (0 < n_keep < n cannot happen here: n < 2)
             scores = keep + tiebreak
             return scores, GroupChoice(name, members, root, n, int(keep.sum()), np.flatnonzero(keep),
@@ -230,8 +231,8 @@ class TopologicalImportance:
         kept = choose_kept(self.calculator, analysed, n_keep, unit_ga_config(self.ga_config, name))
         keep = kept.keep_mask
         salience = analysed.salience
-        # Rank by salience, ties by canonical rank (a larger-norm channel scores higher).
-        order = np.lexsort((-analysed.ranks, salience))
+        # Rank by salience (within the engine's tolerance: rounding must not reorder), ties by canonical rank.
+        order = np.lexsort((-analysed.ranks, tie_groups(salience, analysed.tolerance)))
         position = np.empty(n)
         position[order] = np.arange(n)
         scores = keep.astype(np.float64) + (position + 1.0) / (n + 1.0)
