@@ -26,9 +26,9 @@ stays as close as possible to the whole layer's.
   local search (:func:`polish_by_swaps`): best-improvement swaps of one kept and one pruned
   neuron until no swap improves beyond the tolerance or the lower bound is reached. The
   answer is then a local optimum of the fitness, not wherever the GA's random path stopped.
-  Its work is capped (``GAConfig.polish_passes`` swaps, ``GAConfig.polish_evaluations``
-  neighbours evaluated; a pass whose whole neighbourhood does not fit in what is left is
-  not started), and ``GAResult.converged`` says whether it finished.
+  Its work is capped (``GAConfig.polish_passes`` swaps, ``GAConfig.polish_budget`` distance
+  lookups; a pass whose whole neighbourhood does not fit in what is left is not started),
+  and ``GAResult.converged`` says whether it finished.
 
 ``generations`` counts the generations bred after the initial population, so ``history``
 has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one). With
@@ -89,9 +89,12 @@ class GAConfig:
         elitism: carry the best individual into the next generation unchanged.
         seed: seed of the GA's random draws; ``None`` draws a fresh one (not reproducible).
         polish_passes: most improving swaps of the final local search (0: no polish).
-        polish_evaluations: most neighbours the local search evaluates; with the defaults a
-            64-neuron layer at half sparsity (1024 neighbours a pass) is never capped, a
-            512-neuron one (65536) gets one pass.
+        polish_budget: most work the local search may do, in distance lookups: a pass over
+            the ``k (n - k)`` swaps of a ``k``-subset costs ``k (n - k) k^2`` (the batched
+            Prim of each neighbour; homology above 0 costs more per neighbour and is not
+            counted apart). The default (2e7, a few seconds) gives a 64-neuron layer at half
+            sparsity (1e6 a pass) 19 passes and a 128-neuron one (1.7e7) one pass; larger
+            layers keep the GA's answer (``GAResult.converged`` False).
 
     Example:
         >>> GAConfig(population_size=16).generations >= 0
@@ -105,7 +108,7 @@ class GAConfig:
     elitism: bool = True
     seed: int | None = 0
     polish_passes: int = 32
-    polish_evaluations: int = 100_000
+    polish_budget: int = 20_000_000
 
     def __post_init__(self) -> None:
         check_int(self.population_size, "population_size", 2)
@@ -115,7 +118,7 @@ class GAConfig:
         check_bool(self.elitism, "elitism")
         check_int(self.seed, "seed", 0, allow_none=True)
         check_int(self.polish_passes, "polish_passes", 0)
-        check_int(self.polish_evaluations, "polish_evaluations", 0)
+        check_int(self.polish_budget, "polish_budget", 0)
 
 
 @dataclass
@@ -325,7 +328,7 @@ def evolve_neuron_mask(
             np.random.set_state(saved_numpy)
     ga_fitness = float(best_fitness)
     polished = polish_by_swaps(fitness, np.asarray(best_genes, dtype=bool), ga_fitness, tol=tol, reached=reached,
-                               max_passes=config.polish_passes, max_evaluations=config.polish_evaluations)
+                               max_passes=config.polish_passes, budget=config.polish_budget)
     keep_mask = polished.keep_mask
     if int(keep_mask.sum()) != n_keep:  # the operators guarantee this; never return a wrong mask
         raise RuntimeError(f"GA produced a mask with {int(keep_mask.sum())} neurons instead of {n_keep}")
@@ -381,7 +384,7 @@ def polish_by_swaps(
     tol: float,
     reached: float,
     max_passes: int,
-    max_evaluations: int,
+    budget: int,
 ) -> PolishResult:
     """Best-improvement local search over single swaps (one kept neuron out, one pruned in).
 
@@ -390,27 +393,29 @@ def polish_by_swaps(
     within ``tol`` of each other are ties, broken by the swap's canonical positions (the
     earlier kept neuron out, then the earlier pruned neuron in). Stops when the fitness is at
     most ``reached`` (the lower bound, within tolerance), when no swap improves
-    (``converged``), or when ``max_passes`` swaps were made or the next pass's neighbourhood
-    would exceed ``max_evaluations`` (not converged). Deterministic: no random draws.
+    (``converged``), or when ``max_passes`` swaps were made or the next pass would exceed
+    ``budget`` (not converged); a pass costs ``k (n - k) k^2`` distance lookups (the batched
+    Prim of each of its neighbours). Deterministic: no random draws.
 
     Example:
         >>> from nni_topo_pruner.metric_calculator import MetricCalculator
         >>> calc = MetricCalculator()
         >>> fit = calc.subset_fitness(calc.analyse(np.array([[0.0], [0.0], [1.0], [1.0], [4.0], [4.0]])))
         >>> start = np.array([True, True, True, False, False, False])   # both copies of 0: distance 1.5
-        >>> result = polish_by_swaps(fit, start, fit(start), tol=0.0, reached=0.0, max_passes=5, max_evaluations=100)
+        >>> result = polish_by_swaps(fit, start, fit(start), tol=0.0, reached=0.0, max_passes=5, budget=10**4)
         >>> result.keep_mask.tolist(), result.fitness, result.swaps, result.converged
         ([False, True, True, False, True, False], 0.0, 1, True)
     """
     mask = np.asarray(keep_mask, dtype=bool).copy()
     value = float(value)
-    swaps = evaluated = 0
+    swaps = evaluated = spent = 0
     while True:
         if value <= reached:
             return PolishResult(mask, value, swaps, evaluated, True)
         kept, pruned = np.flatnonzero(mask), np.flatnonzero(~mask)
         size = len(kept) * len(pruned)
-        if swaps >= max_passes or evaluated + size > max_evaluations or size == 0:
+        cost = size * len(kept) ** 2
+        if swaps >= max_passes or spent + cost > budget or size == 0:
             return PolishResult(mask, value, swaps, evaluated, size == 0)
         values = np.empty(size)
         per_out = len(pruned)
@@ -423,6 +428,7 @@ def polish_by_swaps(
             subsets = np.sort(np.concatenate(chunk), axis=1)
             values[first * per_out:first * per_out + len(subsets)] = fitness.batch(list(subsets))
         evaluated += size
+        spent += cost
         improving = np.flatnonzero(values < value - tol)
         if len(improving) == 0:
             return PolishResult(mask, value, swaps, evaluated, True)

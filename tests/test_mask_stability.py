@@ -220,10 +220,10 @@ def test_polish_ends_on_a_local_optimum_and_reports_it():
     # a random start is rarely a local optimum: the polish must have worked here
     assert result.polish_swaps > 0 and result.best_fitness < result.ga_fitness
     capped = polish_by_swaps(fitness, np.arange(20) < 8, fitness(np.arange(20) < 8), tol=0.0, reached=0.0,
-                             max_passes=1, max_evaluations=10_000)
+                             max_passes=1, budget=10**9)
     assert capped.swaps == 1 and not capped.converged
     skipped = polish_by_swaps(fitness, np.arange(20) < 8, fitness(np.arange(20) < 8), tol=0.0, reached=0.0,
-                              max_passes=10, max_evaluations=8 * 12 - 1)
+                              max_passes=10, budget=8 * 12 * 8**2 - 1)
     assert skipped.swaps == 0 and skipped.evaluations == 0 and not skipped.converged
 
 
