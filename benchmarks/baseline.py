@@ -23,8 +23,9 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from .baseline_store import restore
 from .config import BenchmarkConfig, baseline_key, stable_hash
-from .data import CifarArrays, evaluation_loader, train_dataset
+from .data import CifarArrays, evaluation_loader, portable_path, train_dataset
 from .measure import count_flops, count_parameters, measure_latency
 from .models import build_vgg16
 from .store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none, process_lock
@@ -79,6 +80,16 @@ def training_trace(info: Dict[str, Any]) -> Optional[list]:
                                    for row in history if isinstance(row, dict)]]
 
 
+def training_options(config: BenchmarkConfig, arrays: CifarArrays) -> Dict[str, Any]:
+    """The keyword arguments of :func:`benchmarks.training.fit` that every training stage of a run
+    (baseline, fine-tuning, Scratch-E) shares: the training set in the configured augmentation,
+    the optimiser's settings and how the arithmetic runs (precision, memory format)."""
+    return {"train_set": train_dataset(arrays, config.augmentation, config.channels_last),
+            "batch_size": config.batch_size, "momentum": config.momentum, "weight_decay": config.weight_decay,
+            "nesterov": config.nesterov, "label_smoothing": config.label_smoothing,
+            "precision": config.precision, "channels_last": config.channels_last, "num_workers": config.num_workers}
+
+
 def cache_dir_for(config: BenchmarkConfig) -> Path:
     return Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
 
@@ -101,6 +112,7 @@ def load_or_train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device:
     key_hash = stable_hash(key)
     folder = cache_dir_for(config) / f"baseline-{key_hash}"
     model_path, info_path = folder / "model.pt", folder / "info.json"
+    restore(key_hash, folder)  # a baseline committed in benchmarks/baselines/ (finished, or a checkpoint)
     info = load_json_or_none(info_path)
     state = load_torch_or_none(model_path, weights_only=True)
     if info is not None and state is not None and info.get("key_hash") == key_hash:
@@ -108,7 +120,7 @@ def load_or_train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device:
         if "weights_sha256" not in info:  # cached before digests were recorded: add it once
             info["weights_sha256"] = weights_digest(state)
             atomic_write_json(info, info_path)
-        return Baseline(key_hash, config.width, state, {**info, "cached": True, "cache_path": str(folder)})
+        return Baseline(key_hash, config.width, state, {**info, "cached": True, "cache_path": portable_path(str(folder))})
 
     with process_lock(folder, "baseline training"):
         return _train_baseline(config, arrays, device, key, key_hash, folder, progress)
@@ -121,11 +133,10 @@ def _train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device: torch.
     seed_everything(config.baseline_seed)
     model = build_vgg16(width=config.width)
     started = time.perf_counter()
-    history = fit(model, train_dataset(arrays), evaluation_loader(arrays, config.eval_batch_size),
-                  epochs=config.baseline_epochs, lr=config.baseline_lr, momentum=config.momentum,
-                  weight_decay=config.weight_decay, batch_size=config.batch_size, seed=config.baseline_seed,
-                  device=device, checkpoint=folder / "train.ckpt", num_workers=config.num_workers,
-                  desc="baseline", progress=progress)
+    history = fit(model, test_loader=evaluation_loader(arrays, config.eval_batch_size),
+                  epochs=config.baseline_epochs, lr=config.baseline_lr, schedule=config.baseline_schedule,
+                  seed=config.baseline_seed, device=device, checkpoint=folder / "train.ckpt", desc="baseline",
+                  progress=progress, **training_options(config, arrays))
     train_seconds = time.perf_counter() - started
     test_acc = evaluate(model, evaluation_loader(arrays, config.eval_batch_size), device)
     info = {
@@ -148,4 +159,4 @@ def _train_baseline(config: BenchmarkConfig, arrays: CifarArrays, device: torch.
     (folder / "train.ckpt").unlink(missing_ok=True)
     _logger.info("baseline %s: trained, test acc %.4f, %.0f s; cached in %s", key_hash, test_acc,
                  info["train_seconds_total"], folder)
-    return Baseline(key_hash, config.width, state, {**info, "cached": False, "cache_path": str(folder)})
+    return Baseline(key_hash, config.width, state, {**info, "cached": False, "cache_path": portable_path(str(folder))})

@@ -28,6 +28,14 @@ DEFAULT_PRUNERS = ["l1", "l2", "fpgm", "topological", "random"]
 #: per-layer sparse ratios: all at the run's sparsity, or allocated by nni_topo_pruner.allocation
 ALLOCATIONS = ("uniform", "topological")
 
+PRECISIONS = ("fp32", "bf16")
+AUGMENTATIONS = ("per_image", "batched")
+BASELINE_SCHEDULES = ("cosine", "onecycle")
+#: training fields whose default leaves every key as it was before they existed (old caches and
+#: records stay valid); a non-default value enters the baseline and run keys
+TRAINING_RECIPE_DEFAULTS: Dict[str, Any] = {"nesterov": False, "label_smoothing": 0.0, "precision": "fp32",
+                                            "channels_last": False, "augmentation": "per_image"}
+
 # Who prunes: NNI (masks + ModelSpeedup) or Torch-Pruning (importance + DepGraph); see benchmarks.backends.
 BACKENDS = ("nni", "torch-pruning")
 
@@ -45,7 +53,8 @@ class BenchmarkConfig:
     """Every knob of a benchmark run; presets fill it, ``--set key=value`` overrides any field."""
 
     # data
-    data: str = _option("auto", "'auto' (../shared/data/cifar10_subset.npz next to the repo), 'cifar10:ROOT' "
+    data: str = _option("auto", "'auto' (../shared/data/cifar10.npz next to the repo, else the subset "
+                                "cifar10_subset.npz beside it), 'subset' (cifar10_subset.npz only), 'cifar10:ROOT' "
                                 "(torchvision CIFAR-10, downloaded into ROOT) or a path to an .npz")
     train_size: int = _option(0, "training images to use (a fixed random subset); 0 = all")
     test_size: int = _option(0, "test images to use (a fixed random subset); 0 = all")
@@ -58,6 +67,17 @@ class BenchmarkConfig:
     batch_size: int = _option(64, "training batch size (baseline and fine-tuning)")
     momentum: float = _option(0.9, "SGD momentum")
     weight_decay: float = _option(5e-4, "SGD weight decay")
+    nesterov: bool = _option(False, "Nesterov momentum (baseline, fine-tuning and Scratch-E)")
+    baseline_schedule: str = _option("cosine", "baseline learning-rate schedule: 'cosine' (per epoch, from "
+                                               "baseline_lr to 0) or 'onecycle' (per batch, warm-up to baseline_lr "
+                                               "then cosine down)")
+    label_smoothing: float = _option(0.0, "label smoothing of the training loss (baseline, fine-tuning, Scratch-E)")
+    # how training runs on the machine (they change the arithmetic, so they are part of the keys when set)
+    precision: str = _option("fp32", "training arithmetic: 'fp32' or 'bf16' (autocast; evaluation stays fp32)")
+    channels_last: bool = _option(False, "NHWC memory format for training (faster oneDNN convolutions on CPU)")
+    augmentation: str = _option("per_image", "'per_image' (torchvision v2 transforms per image, DataLoader) or "
+                                             "'batched' (the same crop + flip drawn per batch on uint8 tensors; "
+                                             "benchmarks/results/cpu_throughput)")
     # pruning
     pruners: List[str] = _option(DEFAULT_PRUNERS, "pruner names from nni_topo_pruner.registry, or LABEL=NAME to run "
                                                    "a registry pruner under a label of its own (variants with "
@@ -110,7 +130,7 @@ class BenchmarkConfig:
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # Tiny width and data: every step end to end in well under 3 minutes on a 2-core CPU.
-    "smoke": dict(width=0.125, train_size=1024, test_size=512, baseline_epochs=6, baseline_lr=0.05,
+    "smoke": dict(data="subset", width=0.125, train_size=1024, test_size=512, baseline_epochs=6, baseline_lr=0.05,
                   batch_size=64, finetune_epochs=2, seeds=[0, 1], sparsities=[0.5], calibration_size=64, bn_batches=4,
                   latency_warmup=2, latency_repeats=5, eval_batch_size=256),
     # Full-width VGG-16 on the offline subset (5170 train / 1017 test images).
@@ -119,9 +139,18 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # baseline ~65 min once (cached); a fine-tuning epoch takes ~66 s at 0.3, ~34 s at 0.5 and
     # ~19 s at 0.7 on a free machine -> 45 pruner records in about 6 h (with --set scratch_e=topological,
     # 9 Scratch-E records of 32 epochs, about 3 h more).
-    "cpu": dict(width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.02,
+    "cpu": dict(data="subset", width=1.0, train_size=0, test_size=0, baseline_epochs=20, baseline_lr=0.02,
                 batch_size=64, finetune_epochs=12, seeds=[0, 1, 2], sparsities=[0.3, 0.5, 0.7],
                 calibration_size=256, latency_warmup=5, latency_repeats=30),
+    # The whole CIFAR-10 (50,000 / 10,000; ../shared/data/cifar10.npz offline) on the 2-core CPU, with the
+    # fastest recipe measured in benchmarks/results/cpu_throughput: batched uint8 augmentation, bf16
+    # autocast, channels_last, batch 128; a one-cycle schedule, Nesterov SGD and label smoothing 0.1
+    # to reach a published-level baseline (>= 92%) in 30 epochs (docs/benchmarks.md, "The full preset").
+    "full": dict(data="auto", width=1.0, train_size=0, test_size=0, baseline_epochs=30, baseline_lr=0.1,
+                 baseline_schedule="onecycle", batch_size=128, nesterov=True, label_smoothing=0.1,
+                 precision="bf16", channels_last=True, augmentation="batched", finetune_epochs=4,
+                 finetune_lr=0.01, seeds=[0, 1, 2], sparsities=[0.3, 0.5, 0.7], calibration_size=256,
+                 eval_batch_size=500, latency_warmup=5, latency_repeats=30),
     # Full CIFAR-10 at thesis scale, for a GPU (never run here: the dev machine has none).
     "paper": dict(data="cifar10:data/cifar10", width=1.0, train_size=0, test_size=0, baseline_epochs=160,
                   baseline_lr=0.05, batch_size=128, finetune_epochs=40, finetune_lr=0.01, seeds=[0, 1, 2],
@@ -236,6 +265,18 @@ def _known_pruner(name: str) -> None:
         pass
 
 
+def _is_registered(name: str) -> bool:
+    from nni_topo_pruner.registry import get_pruner
+
+    try:
+        get_pruner(name)
+    except ValueError:
+        return False
+    except Exception:  # noqa: BLE001 - registered, but its module fails to import
+        return True
+    return True
+
+
 def validate(config: BenchmarkConfig) -> BenchmarkConfig:
     """Check every field; raise ``ValueError`` naming the key and the fix."""
 
@@ -268,8 +309,12 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
     lowered = [label for label, _ in specs]
     if len(set(lowered)) != len(lowered):
         raise ValueError(f"pruners lists a name twice: {config.pruners}")
-    for _, name in specs:
+    for label, name in specs:
         _known_pruner(name)
+        if label != name.lower() and _is_registered(label):
+            raise ValueError(f"pruners: the label {label!r} in {label}={name} is the name of another registered pruner; "
+                             f"a report would credit {name}'s records to {label} (e.g. as the random control). "
+                             f"Choose a label of its own, e.g. {label}_{name.lower()}={name}")
     by_label: Dict[str, List[str]] = {}
     for name in config.pruner_options:
         by_label.setdefault(name.lower(), []).append(name)
@@ -312,11 +357,29 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
     if config.ray_num_cpus == 0 and config.ray_num_gpus == 0:
         raise ValueError("ray_num_cpus and ray_num_gpus are both 0: a Ray task must request some resource, "
                          "e.g. --set ray_num_cpus=1")
+    for key, choices in (("precision", PRECISIONS), ("augmentation", AUGMENTATIONS),
+                         ("baseline_schedule", BASELINE_SCHEDULES)):
+        if getattr(config, key) not in choices:
+            raise ValueError(f"{key} must be one of {list(choices)}, got {getattr(config, key)!r}")
+    for key in ("nesterov", "channels_last"):
+        if not isinstance(getattr(config, key), bool):
+            raise ValueError(f"{key} must be true or false, got {getattr(config, key)!r}")
+    if not isinstance(config.label_smoothing, (int, float)) or isinstance(config.label_smoothing, bool) \
+            or not 0 <= config.label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be a number in [0, 1), got {config.label_smoothing!r}")
     _check_backend(config)
     if config.allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got {config.allocation!r}")
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
+    if config.device.startswith("cuda:"):
+        import torch
+
+        try:
+            torch.device(config.device)
+        except RuntimeError:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' with N a GPU index, "
+                             f"got {config.device!r}") from None
     return config
 
 
@@ -351,7 +414,36 @@ BASELINE_KEYS: Sequence[str] = ("width", "baseline_epochs", "baseline_lr", "base
 def baseline_key(config: BenchmarkConfig, data_sha256: str) -> Dict[str, Any]:
     """What the cached baseline depends on: the data's content, the model and the training recipe."""
     return {"recipe_version": RECIPE_VERSION, "model": "cifar_vgg16", "data_content_sha256": data_sha256,
-            **{key: getattr(config, key) for key in BASELINE_KEYS}}
+            **{key: getattr(config, key) for key in BASELINE_KEYS},
+            **({"baseline_schedule": config.baseline_schedule} if config.baseline_schedule != "cosine" else {}),
+            **training_recipe(config)}
+
+
+def training_recipe(config: BenchmarkConfig) -> Dict[str, Any]:
+    """The training fields of ``config`` that differ from :data:`TRAINING_RECIPE_DEFAULTS`."""
+    return {key: getattr(config, key) for key, default in TRAINING_RECIPE_DEFAULTS.items()
+            if getattr(config, key) != default}
+
+
+#: fields of BenchmarkConfig that enter no key, and why (tests/test_full_data.py checks every other
+#: field changes the baseline key or a run key)
+NOT_IN_KEYS: Dict[str, str] = {
+    "data": "keyed through the content digest of the arrays it loads",
+    "train_size": "keyed through the content digest of the arrays it keeps",
+    "test_size": "keyed through the content digest of the arrays it keeps",
+    "pruners": "the plan: each record's key names its pruner",
+    "sparsities": "the plan: each record's key holds its sparsity",
+    "seeds": "the plan: each record's key holds its seed",
+    "scratch_e": "the plan: Scratch-E records have keys of their own",
+    "convergence_tolerance": "render-time: convergence is recomputed from the stored curves at the run's tolerance",
+    "eval_batch_size": "execution: evaluation in eval mode does not depend on the batch split",
+    "device": "execution: where records run (the record's machine info says)",
+    "num_threads": "execution",
+    "num_workers": "execution",
+    "cache_dir": "execution: where the baseline is cached",
+    "ray_num_cpus": "execution (--executor ray)",
+    "ray_num_gpus": "execution (--executor ray)",
+}
 
 
 def pruner_options_for(config: BenchmarkConfig, label: str) -> Dict[str, Any]:
@@ -374,4 +466,5 @@ def run_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: 
             "latency": [config.latency_batch_size, config.latency_warmup, config.latency_repeats],
             # only when not NNI: records made before backends existed keep their keys (and are reused)
             **({"backend": config.backend} if getattr(config, "backend", "nni") != "nni" else {}),
-            **({"allocation": config.allocation} if config.allocation != "uniform" else {})}
+            **({"allocation": config.allocation} if config.allocation != "uniform" else {}),
+            **training_recipe(config)}

@@ -2,7 +2,9 @@
 
 A data spec is one of:
 
-- ``auto``: ``../shared/data/cifar10_subset.npz`` relative to the repository (offline machines);
+- ``auto``: ``../shared/data/cifar10.npz`` relative to the repository (the whole data set,
+  offline machines), else ``../shared/data/cifar10_subset.npz`` beside it (with a warning);
+- ``subset``: ``../shared/data/cifar10_subset.npz`` only (the small presets: 5170 / 1017 images);
 - ``cifar10:ROOT``: torchvision's CIFAR-10 under ``ROOT`` (downloaded there if missing);
 - a path to an ``.npz`` with ``x_train`` (N, 32, 32, 3) uint8, ``y_train``, ``x_test``, ``y_test``.
 
@@ -22,19 +24,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
+from .config import AUGMENTATIONS
+
 _logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NPZ = REPO_ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
+DEFAULT_FULL_NPZ = REPO_ROOT.parent / "shared" / "data" / "cifar10.npz"
 
 # Per-channel mean and standard deviation of the CIFAR-10 training set (RGB, in [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -54,9 +60,16 @@ class CifarArrays:
     location: str
     file_sha256: Optional[str] = None
     subset: Dict[str, int] = field(default_factory=dict)
+    _content_sha256: Optional[str] = field(default=None, init=False, repr=False, compare=False)
 
     def content_sha256(self) -> str:
-        """SHA-256 over the four arrays actually used (identifies the data in cache keys)."""
+        """SHA-256 over the four arrays actually used (identifies the data in cache keys and
+        records); computed once per object (the arrays are not modified in place)."""
+        if self._content_sha256 is None:
+            self._content_sha256 = self._digest()
+        return self._content_sha256
+
+    def _digest(self) -> str:
         digest = hashlib.sha256()
         for array in (self.x_train, self.y_train, self.x_test, self.y_test):
             contiguous = np.ascontiguousarray(array)
@@ -68,13 +81,31 @@ class CifarArrays:
         """JSON-ready summary: source, location, sizes, checksums."""
         return {
             "source": self.source,
-            "location": self.location,
+            "location": portable_path(self.location),
             "file_sha256": self.file_sha256,
             "content_sha256": self.content_sha256(),
             "train_images": int(len(self.y_train)),
             "test_images": int(len(self.y_test)),
             "subset": dict(self.subset),
         }
+
+
+def portable_path(location: str) -> str:
+    """``location`` relative to the repository when it is a path on this machine (``../shared/...``),
+    so committed results carry no machine's absolute paths; anything else as it is.
+
+    >>> portable_path(str(REPO_ROOT.parent / "shared" / "data" / "x.npz"))
+    '../shared/data/x.npz'
+    >>> portable_path("-")
+    '-'
+    """
+    path = Path(location)
+    if not path.is_absolute():
+        return location
+    try:
+        return os.path.relpath(path, REPO_ROOT)
+    except ValueError:  # another drive (Windows)
+        return location
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -130,12 +161,18 @@ def load_torchvision_cifar10(root: Path, download: bool = True) -> CifarArrays:
 def load_data(spec: str) -> CifarArrays:
     """Load the data named by ``spec`` (``auto``, ``cifar10:ROOT`` or an ``.npz`` path)."""
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"data spec must be 'auto', 'cifar10:ROOT' or a path to an .npz file, got {spec!r}")
-    if spec == "auto":
+        raise ValueError(f"data spec must be 'auto', 'subset', 'cifar10:ROOT' or a path to an .npz file, got {spec!r}")
+    if spec == "auto" and DEFAULT_FULL_NPZ.is_file():
+        return load_npz(DEFAULT_FULL_NPZ)
+    if spec in ("auto", "subset"):
         if not DEFAULT_NPZ.is_file():
+            looked = f"{DEFAULT_FULL_NPZ} or {DEFAULT_NPZ}" if spec == "auto" else str(DEFAULT_NPZ)
             raise FileNotFoundError(
-                f"data=auto looks for the offline subset at {DEFAULT_NPZ}, which does not exist; "
+                f"data={spec} looks for the offline CIFAR-10 at {looked}, which does not exist; "
                 "pass --data cifar10:ROOT (downloads CIFAR-10 into ROOT) or --data PATH.npz")
+        if spec == "auto":
+            _logger.warning("data=auto: %s not found, using the subset %s (5170 / 1017 images)",
+                            DEFAULT_FULL_NPZ, DEFAULT_NPZ)
         return load_npz(DEFAULT_NPZ)
     if spec.startswith("cifar10:"):
         root = spec[len("cifar10:"):]
@@ -143,7 +180,7 @@ def load_data(spec: str) -> CifarArrays:
             raise ValueError("data spec 'cifar10:' needs a root directory, e.g. --data cifar10:data/cifar10")
         return load_torchvision_cifar10(Path(root).expanduser())
     if not spec.endswith(".npz"):
-        raise ValueError(f"data spec {spec!r}: use 'auto', 'cifar10:ROOT' or a path ending in .npz")
+        raise ValueError(f"data spec {spec!r}: use 'auto', 'subset', 'cifar10:ROOT' or a path ending in .npz")
     return load_npz(Path(spec).expanduser())
 
 
@@ -201,13 +238,64 @@ class AugmentedCifar(Dataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
+class BatchedAugmentedCifar:
+    """The same augmentation as :class:`AugmentedCifar` (random crop with 4 pixels of zero
+    padding, horizontal flip with probability 1/2, normalisation), drawn for a whole batch
+    at once on uint8 tensors: one gather per batch instead of ``batch_size`` transform calls.
+
+    Not a ``Dataset`` of items: ``batch(indices, generator)`` returns normalised float32
+    images (optionally channels_last) and labels; draws come from ``generator`` only, so a
+    batch is a function of its indices and the generator's state.
+
+    >>> import numpy as np, torch
+    >>> data = BatchedAugmentedCifar(np.zeros((4, 32, 32, 3), np.uint8), np.arange(4))
+    >>> x, y = data.batch(torch.arange(4), torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), x.dtype, y.tolist()
+    ((4, 3, 32, 32), torch.float32, [0, 1, 2, 3])
+    """
+
+    PAD = 4
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, channels_last: bool = False):
+        images = _to_chw_tensor(images)
+        # padded once: (N, 3, 40, 40) uint8 with zero borders, the same fill as RandomCrop(padding=4)
+        self.padded = torch.nn.functional.pad(images, (self.PAD,) * 4)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.channels_last = channels_last
+        self.mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) * 255.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        count, side = len(indices), 32
+        offsets = torch.randint(0, 2 * self.PAD + 1, (count, 2), generator=generator)
+        flips = torch.rand(count, generator=generator) < 0.5
+        steps = torch.arange(side)
+        rows = (offsets[:, 0:1] + steps).view(count, 1, side, 1)
+        cols = offsets[:, 1:2] + steps
+        cols = torch.where(flips.view(count, 1), cols.flip(1), cols).view(count, 1, 1, side)
+        crops = self.padded[indices.view(count, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1), rows, cols]
+        if self.channels_last:
+            crops = crops.contiguous(memory_format=torch.channels_last)
+        images = (crops.float() - self.mean) / self.std
+        return images, self.labels[indices]
+
+
 def evaluation_tensors(arrays: CifarArrays) -> Tuple[torch.Tensor, torch.Tensor]:
     """Normalised test images (N, 3, 32, 32) float32 and labels."""
     return _normalise()(_to_chw_tensor(arrays.x_test)), torch.as_tensor(arrays.y_test, dtype=torch.int64)
 
 
-def train_dataset(arrays: CifarArrays) -> AugmentedCifar:
-    """The augmented training set."""
+def train_dataset(arrays: CifarArrays, augmentation: str = "per_image",
+                  channels_last: bool = False) -> Union[AugmentedCifar, BatchedAugmentedCifar]:
+    """The augmented training set: ``'per_image'`` (:class:`AugmentedCifar`, torchvision v2 per
+    image) or ``'batched'`` (:class:`BatchedAugmentedCifar`, the same transforms per batch)."""
+    if augmentation == "batched":
+        return BatchedAugmentedCifar(arrays.x_train, arrays.y_train, channels_last=channels_last)
+    if augmentation != "per_image":
+        raise ValueError(f"augmentation must be one of {list(AUGMENTATIONS)}, got {augmentation!r}")
     return AugmentedCifar(arrays.x_train, arrays.y_train)
 
 

@@ -30,9 +30,9 @@ import torch
 
 from .backends import SPEEDUP_LOGGER, StepError, prune_with_backend
 from .backends import step as _step
-from .baseline import Baseline, measure_size, measure_speed
+from .baseline import Baseline, measure_size, measure_speed, training_options
 from .config import BenchmarkConfig, pruner_options_for
-from .data import CifarArrays, calibration_loader, evaluation_loader, train_dataset
+from .data import CifarArrays, calibration_loader, evaluation_loader
 from .measure import layer_widths
 from .store import atomic_torch_save, load_torch_or_none
 from .training import adapt_batchnorm, correct_per_image, fit, seed_everything
@@ -170,11 +170,10 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
 
     seed_everything(seed)
     history = _step("finetune", lambda: fit(
-        model, train_dataset(arrays), evaluation_loader(arrays, config.eval_batch_size),
-        epochs=config.finetune_epochs, lr=config.finetune_lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, batch_size=config.batch_size, seed=seed, device=device,
-        checkpoint=work_dir / "finetune.ckpt", num_workers=config.num_workers,
-        desc=f"{pruner} s={sparsity:g} seed={seed}", progress=progress))
+        model, test_loader=evaluation_loader(arrays, config.eval_batch_size),
+        epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed, device=device,
+        checkpoint=work_dir / "finetune.ckpt", desc=f"{pruner} s={sparsity:g} seed={seed}", progress=progress,
+        **training_options(config, arrays)))
     # epoch 0 of the curve: the model fine-tuning starts from (BN-adapted when bn_batches > 0)
     start = measurements.get("acc_after_bn", measurements["acc_after_pruning"])
     curve = [start, *[row["test_acc"] for row in history]]

@@ -9,7 +9,7 @@ Usage::
     python -m benchmarks.run --preset cpu --out-dir OUT --report-only   # re-render OUT's report, run nothing
 
 Exit status: 0 when every run succeeded, 1 when some pruner failed (recorded in the report),
-2 on a usage error, 130 when interrupted (rerun the same command to resume).
+2 on a usage error, 130 when interrupted by Ctrl-C and 143 by SIGTERM (rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +44,7 @@ def _keys_epilog() -> str:
               "recovery.png, accuracy_vs_flops.png, runs/*.json (one per pruner x sparsity x seed), benchmark.log.",
               "Rerunning the same command resumes: finished records and the cached baseline are reused; "
               "failed records are retried.",
-              "exit status: 0 all runs succeeded, 1 some run failed (see report.md), 2 usage error, 130 interrupted."]
+              "exit status: 0 all runs succeeded, 1 some run failed (see report.md), 2 usage error, 130 interrupted (143 on SIGTERM)."]
     return "\n".join(lines)
 
 
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output directory (default: benchmarks/runs/<preset> in the repository)")
     parser.add_argument("--data", default=None,
-                        help="'auto', 'cifar10:ROOT' (torchvision download into ROOT) or PATH.npz; overrides data")
+                        help="'auto' (the whole offline CIFAR-10, else the subset), 'subset', 'cifar10:ROOT' (torchvision download into ROOT) or PATH.npz; overrides data")
     parser.add_argument("--pruners", default=None, help="comma-separated pruner names, e.g. l1,l2,fpgm,topological,random")
     parser.add_argument("--sparsities", default=None, help="comma-separated sparse ratios, e.g. 0.3,0.5,0.7")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
@@ -122,6 +124,26 @@ def _logging_to(out_dir: Path, verbose: bool) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
+@contextmanager
+def _sigterm_as_interrupt(terminated: list) -> Iterator[None]:
+    """SIGTERM (``docker stop``, Slurm, ``kill``) handled like Ctrl-C: the run writes its outputs
+    with status ``interrupted`` and exits 143. ``terminated`` gets an entry when it happened.
+    Only in the main thread (signal handlers cannot be set elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (see the module docstring)."""
     # NNI 3.0 warns about torch's pytree API on import; nothing a benchmark user can act on
@@ -158,8 +180,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .store import LockedError
 
     command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
+    terminated = []
     try:
-        with _logging_to(out_dir, args.verbose), logging_redirect_tqdm():
+        with _logging_to(out_dir, args.verbose), logging_redirect_tqdm(), _sigterm_as_interrupt(terminated):
             logging.getLogger(__name__).info("command: %s", " ".join(command_line))
             if args.baseline_only:
                 _, _, baseline = prepare(config, progress=not args.no_progress)
@@ -176,9 +199,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"python -m benchmarks.run: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted; finished records are kept in {out_dir}; rerun the same command to resume",
+        signal_name = "SIGTERM" if terminated else "SIGINT"
+        print(f"interrupted ({signal_name}); finished records are kept in {out_dir}; rerun the same command to resume",
               file=sys.stderr)
-        return 130
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
 import time
 import traceback
@@ -40,7 +41,7 @@ from .config import BenchmarkConfig, pruner_spec, run_key, stable_hash
 from .data import REPO_ROOT, CifarArrays, load_data, subsample
 from .environment import git_state, machine_info, package_versions
 from .executors import LocalExecutor
-from .experiment import StepError, run_experiment
+from .experiment import StepError, convergence_epoch, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
 from .scratch import SCRATCH_PREFIX, run_scratch_e, scratch_e_key, split_scratch
@@ -110,13 +111,15 @@ class BenchmarkState:
     #: set by --report-only: the code that re-rendered stored records (``context`` describes the runs)
     rendered_by: Optional[Dict[str, Any]] = None
 
-    def load_finished(self, out_dir: Path, baseline_hash: str) -> List[tuple]:
+    def load_finished(self, out_dir: Path, baseline_hash: str, provenance: Optional[Dict[str, Optional[str]]] = None,
+                      legacy_ok: bool = False) -> List[tuple]:
         """Take every reusable record of the plan from ``out_dir/runs`` into ``records``; returns the
-        plan entries still to run, in plan order."""
+        plan entries still to run, in plan order (``provenance``, ``legacy_ok``: :func:`reusable_record`)."""
         pending = []
         for entry in self.plan:
             sparsity, seed, pruner = entry
-            record = reusable_record(self.config, baseline_hash, pruner, sparsity, seed, out_dir)
+            record = reusable_record(self.config, baseline_hash, pruner, sparsity, seed, out_dir, provenance,
+                                     legacy_ok)
             if record is None:
                 pending.append(entry)
             else:
@@ -135,8 +138,12 @@ class BenchmarkState:
         return "complete with failures" if self.failed() else "complete"
 
     def results(self) -> Dict[str, Any]:
-        ordered = [self.records[record_name(p, s, seed)] for s, seed, p in self.plan
-                   if record_name(p, s, seed) in self.records]
+        # convergence is a reading of the stored curve at this run's tolerance (a render-time
+        # setting, not part of any key): recomputed here so the report never states one
+        # tolerance beside epochs counted at another
+        ordered = [with_convergence(self.records[record_name(p, s, seed)], self.baseline.get("test_acc"),
+                                    self.config.convergence_tolerance)
+                   for s, seed, p in self.plan if record_name(p, s, seed) in self.records]
         summary = summarize(ordered)
         failures = [record for record in ordered if record["status"] != "ok"]
         return {
@@ -159,6 +166,20 @@ class BenchmarkState:
             "matched_flops": matched_flops(summary),
             **({"rendered_by": self.rendered_by} if self.rendered_by else {}),
         }
+
+
+def with_convergence(record: Dict[str, Any], reference: Optional[float], tolerance: float) -> Dict[str, Any]:
+    """``record`` with ``convergence_epoch`` recomputed from its curve against ``reference`` (the
+    unpruned accuracy) at ``tolerance``; failed records and records without a curve as they are.
+
+    >>> with_convergence({"status": "ok", "curve": [0.1, 0.5, 0.7]}, 0.72, 0.05)["convergence_epoch"]
+    2
+    >>> with_convergence({"status": "ok", "curve": [0.1, 0.5, 0.7]}, 0.72, 0.7)["convergence_epoch"]
+    0
+    """
+    if record.get("status") != "ok" or not isinstance(record.get("curve"), list) or reference is None:
+        return record
+    return {**record, "convergence_epoch": convergence_epoch(record["curve"], reference, tolerance)}
 
 
 def write_outputs(state: BenchmarkState, out_dir: Path, plots: bool = True) -> Dict[str, Any]:
@@ -213,6 +234,24 @@ def baseline_mismatch(stored: Any, current: Dict[str, Any]) -> Optional[str]:
             "or use a new --out-dir to redo every record from this baseline")
 
 
+def data_set_mismatch(stored: Any, arrays: CifarArrays) -> Optional[str]:
+    """Why an out-dir whose results.json describes data ``stored`` cannot take records made on
+    ``arrays`` (``None`` when they are the same data, or nothing is stored): one out-dir, one data set."""
+    if not isinstance(stored, dict) or not stored.get("content_sha256"):
+        return None
+    current = arrays.describe()
+    if stored["content_sha256"] == current["content_sha256"]:
+        return None
+
+    def name(data: Dict[str, Any]) -> str:
+        return (f"{Path(str(data.get('location', '?'))).name} ({data.get('train_images')} train / "
+                f"{data.get('test_images')} test images, content {str(data.get('content_sha256'))[:12]}...)")
+
+    return (f"this --out-dir holds records made on {name(stored)}, and this run's data is {name(current)}; "
+            "records of two data sets are never mixed: use another --out-dir, or pass the --data "
+            "(and train_size/test_size) that made these records")
+
+
 #: keys every finished record holds, with their types (a record missing one is redone)
 _RECORD_FIELDS = {"schema_version": int, "run_hash": str, "status": str, "pruner": str, "sparsity": (int, float),
                   "seed": int}
@@ -241,6 +280,21 @@ def record_problem(record: Any) -> Optional[str]:
         if isinstance(value, bool) or not isinstance(value, kind):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             return f"key {key!r} must be {names}, got {type(value).__name__}"
+    where = _non_finite(record)
+    if where is not None:
+        return f"non-finite number (NaN or infinity) at {where}"
+    return None
+
+
+def _non_finite(value: Any, where: str = "record") -> Optional[str]:
+    """Where in a JSON value a NaN or infinity sits (valid JSON to Python, poison to every statistic)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
     return None
 
 
@@ -263,18 +317,38 @@ def _load_record(path: Path) -> Optional[Dict[str, Any]]:
     return existing
 
 
-def _reusable(existing: Dict[str, Any], key_hash: str) -> bool:
-    return (existing.get("schema_version") == SCHEMA_VERSION and existing.get("run_hash") == key_hash
-            and existing.get("status") == "ok")
+def record_provenance(baseline: Baseline, arrays: CifarArrays) -> Dict[str, Optional[str]]:
+    """What every record stores about the inputs it was made from, and is checked against before
+    it is reused: the data's content digest and the baseline's weights digest."""
+    return {"data_content_sha256": arrays.content_sha256(), "baseline_weights_sha256": baseline.info.get("weights_sha256")}
+
+
+def _reusable(existing: Dict[str, Any], key_hash: str, provenance: Dict[str, Optional[str]],
+              legacy_ok: bool = False) -> bool:
+    """A finished record of this key made from these inputs. A record from before provenance was
+    stored is reusable only when ``legacy_ok`` (the out-dir's results.json vouched for its baseline)."""
+    if not (existing.get("schema_version") == SCHEMA_VERSION and existing.get("run_hash") == key_hash
+            and existing.get("status") == "ok"):
+        return False
+    if not any(key in existing for key in provenance):
+        return legacy_ok
+    return all(existing.get(key) == value for key, value in provenance.items())
 
 
 def reusable_record(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: float, seed: int,
-                    out_dir: Path) -> Optional[Dict[str, Any]]:
+                    out_dir: Path, provenance: Optional[Dict[str, Optional[str]]] = None,
+                    legacy_ok: bool = False) -> Optional[Dict[str, Any]]:
     """The finished record of this plan entry in ``out_dir`` if it can be reused as it is, else ``None``
-    (lets the driver skip finished work before handing the rest to an executor)."""
+    (lets the driver skip finished work before handing the rest to an executor). ``provenance``
+    (:func:`record_provenance`) must match the record's; ``None`` (``--report-only``, which
+    re-renders what is stored) checks nothing beyond the key."""
     existing = _load_record(Path(out_dir) / "runs" / f"{record_name(pruner, sparsity, seed)}.json")
     key_hash = stable_hash(record_key(config, baseline_hash, pruner, sparsity, seed))
-    return {**existing, "reused": True} if existing is not None and _reusable(existing, key_hash) else None
+    if existing is None:
+        return None
+    reusable = (_reusable(existing, key_hash, provenance, legacy_ok) if provenance is not None
+                else _reusable(existing, key_hash, {}, legacy_ok=True))
+    return {**existing, "reused": True} if reusable else None
 
 
 def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
@@ -289,8 +363,9 @@ def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     key_hash = stable_hash(key)
     path = out_dir / "runs" / f"{name}.json"
     existing = _load_record(path)
+    provenance = record_provenance(baseline, arrays)
     if existing is not None:
-        if _reusable(existing, key_hash):
+        if _reusable(existing, key_hash, provenance):
             return {**existing, "reused": True}
         reason = ("it failed" if existing.get("status") == "failed" and existing.get("run_hash") == key_hash
                   else "its configuration differs")
@@ -300,7 +375,7 @@ def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     scratch, spec = split_scratch(pruner)
     record: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_hash": key_hash, "run_key": key,
                               "pruner": record_label(pruner), "pruner_name": pruner_spec(spec)[1],
-                              "sparsity": float(sparsity), "seed": int(seed),
+                              "sparsity": float(sparsity), "seed": int(seed), **provenance,
                               "started": started}
     try:
         experiment = run_scratch_e if scratch else run_experiment
@@ -444,6 +519,9 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
                                      {**baseline.info, "key_hash": baseline.key_hash})
         if mismatch:
             raise BenchmarkInputError(mismatch)
+        data_mismatch = data_set_mismatch(stored.get("data") if isinstance(stored, dict) else None, arrays)
+        if data_mismatch:
+            raise BenchmarkInputError(data_mismatch)
         context = {"packages": package_versions(), "git": git_state(REPO_ROOT, ignore=[out_dir]), "machine": machine_info(device),
                    "data": arrays.describe()}
         latency = measure_speed(baseline.fresh_model().to(device), config, device)
@@ -452,7 +530,10 @@ def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
                                plan)
         # finished records are reused here, whatever the executor, and rendered once (not per record:
         # the paired statistics cost grows with the records)
-        pending = state.load_finished(out_dir, baseline.key_hash)
+        # records made before they stored their provenance are vouched for only by a readable
+        # results.json whose baseline matched (checked above)
+        legacy_ok = isinstance(stored, dict) and isinstance(stored.get("baseline"), dict)
+        pending = state.load_finished(out_dir, baseline.key_hash, record_provenance(baseline, arrays), legacy_ok)
         reused = len(state.records)
         if reused:
             _logger.info("%d of %d records already finished in %s, reused", reused, len(plan), out_dir / "runs")

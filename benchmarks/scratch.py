@@ -25,9 +25,9 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
-from .baseline import Baseline
+from .baseline import Baseline, training_options
 from .config import BenchmarkConfig
-from .data import CifarArrays, evaluation_loader, train_dataset
+from .data import CifarArrays, evaluation_loader
 from .store import atomic_torch_save, load_torch_or_none
 from .training import correct_per_image, fit, seed_everything
 
@@ -90,10 +90,10 @@ def run_scratch_e(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArra
     epochs = scratch_e_epochs(config)
     seed_everything(seed)
     history = _step("train", lambda: fit(
-        model, train_dataset(arrays), test_loader, epochs=epochs, lr=config.baseline_lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, batch_size=config.batch_size, seed=seed, device=device,
-        checkpoint=work_dir / "scratch.ckpt", num_workers=config.num_workers,
-        desc=f"scratch_e:{pruner} s={sparsity:g} seed={seed}", progress=progress))
+        model, test_loader=test_loader, epochs=epochs, lr=config.baseline_lr, schedule=config.baseline_schedule,
+        seed=seed, device=device,
+        checkpoint=work_dir / "scratch.ckpt", desc=f"scratch_e:{pruner} s={sparsity:g} seed={seed}",
+        progress=progress, **training_options(config, arrays)))
     curve = [float(initial.mean()), *[row["test_acc"] for row in history]]
     final_hits = _step("measure", lambda: hits_text(correct_per_image(model, test_loader, device)))
     kept = ("params", "flops", "latency", "unpruned_latency", "latency_ratio", "layer_widths", "pruning_seconds",

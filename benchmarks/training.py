@@ -22,6 +22,7 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -34,6 +35,8 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
+from .config import PRECISIONS
+from .data import BatchedAugmentedCifar
 from .store import atomic_torch_save, load_torch_or_none
 
 _logger = logging.getLogger(__name__)
@@ -105,41 +108,70 @@ def adapt_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device, 
     return seen
 
 
-def _train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                     device: torch.device, desc: str, progress: bool) -> Dict[str, float]:
+#: fraction of the one-cycle schedule's steps spent warming up
+ONECYCLE_WARMUP = 0.15
+
+
+def _autocast(precision: str, device: torch.device):
+    """bf16 autocast (matmuls and convolutions in bfloat16, reductions and the loss in float32),
+    or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _train_one_epoch(model: nn.Module, loader: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                     optimizer: torch.optim.Optimizer, device: torch.device, desc: str, progress: bool, *,
+                     precision: str = "fp32", channels_last: bool = False, label_smoothing: float = 0.0,
+                     step_scheduler: Optional[Any] = None, total: Optional[int] = None) -> Dict[str, float]:
     model.train()
-    criterion = nn.CrossEntropyLoss()
-    loss_sum = 0.0
-    correct = seen = 0
-    for inputs, targets in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.int64)
+    seen = 0
+    for inputs, targets in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch", total=total):
         inputs, targets = inputs.to(device), targets.to(device)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        outputs = model(inputs)
-        loss = criterion(outputs, targets)
+        with _autocast(precision, device):
+            outputs = model(inputs)
+            loss = criterion(outputs, targets)
         loss.backward()
         optimizer.step()
-        loss_sum += float(loss.detach()) * len(targets)
-        correct += int((outputs.argmax(dim=1) == targets).sum())
+        if step_scheduler is not None:
+            step_scheduler.step()
+        with torch.no_grad():  # accumulated as tensors: no host sync per batch on an accelerator
+            loss_sum += loss.detach().double().cpu() * len(targets)
+            correct += (outputs.argmax(dim=1) == targets).sum().cpu()
         seen += len(targets)
-    return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+    return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
 
 
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "onecycle")
 
 
-def _optimizer(name: str, model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+def _optimizer(name: str, model: nn.Module, lr: float, momentum: float, weight_decay: float,
+               nesterov: bool = False) -> torch.optim.Optimizer:
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=nesterov)
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     raise ValueError(f"fit(): optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
-def _epoch_loader(train_set: Dataset, batch_size: int, generator: torch.Generator, num_workers: int) -> DataLoader:
-    """The shuffled loader of one epoch. A ``TensorDataset`` is indexed a batch at a time (one
+def _epoch_loader(train_set: Any, batch_size: int, generator: torch.Generator,
+                  num_workers: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+    """The shuffled batches of one epoch. A ``BatchedAugmentedCifar`` draws its permutation and
+    every batch's augmentation from ``generator`` in this process (no workers needed). A ``TensorDataset`` is indexed a batch at a time (one
     tensor gather instead of ``batch_size`` item look-ups and a collate): the same batches in
     the same order, from the same draws of ``generator``, many times faster for small models."""
+    if isinstance(train_set, BatchedAugmentedCifar):
+        order = torch.randperm(len(train_set), generator=generator)
+        return (train_set.batch(order[start:start + batch_size], generator)
+                for start in range(0, len(order), batch_size))
     if isinstance(train_set, TensorDataset):
         batches = BatchSampler(RandomSampler(train_set, generator=generator), batch_size, drop_last=False)
         return DataLoader(train_set, batch_size=None, sampler=batches, generator=generator, num_workers=num_workers)
@@ -151,12 +183,16 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
         batch_size: int, seed: int, device: torch.device, momentum: float = 0.0, weight_decay: float = 0.0,
         optimizer: str = "sgd", schedule: str = "cosine", checkpoint: Optional[Path] = None,
         num_workers: int = 0, desc: str = "train", progress: bool = True,
-        on_epoch: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None) -> List[Dict[str, Any]]:
+        on_epoch: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None, precision: str = "fp32",
+        channels_last: bool = False, label_smoothing: float = 0.0, nesterov: bool = False) -> List[Dict[str, Any]]:
     """Train ``model`` for at most ``epochs`` epochs; test accuracy after every epoch.
 
     ``optimizer``: ``'sgd'`` (with ``momentum``) or ``'adam'``, both with ``weight_decay``;
-    ``schedule``: ``'cosine'`` (the learning rate falls from ``lr`` to 0 over ``epochs``) or
-    ``'constant'``. ``on_epoch`` is called with each epoch's row; when it returns ``True``
+    ``schedule``: ``'cosine'`` (the learning rate falls from ``lr`` to 0 over ``epochs``),
+    ``'constant'`` or ``'onecycle'`` (per batch: up from ``lr / 25`` to ``lr`` over the first
+    ``ONECYCLE_WARMUP`` of the steps, then cosine down to ``lr / 2.5e5``; Smith & Topin 2019).
+    ``precision='bf16'`` trains under bfloat16 autocast (evaluation stays float32);
+    ``channels_last`` stores the model and its inputs in NHWC, which oneDNN's convolutions prefer. ``on_epoch`` is called with each epoch's row; when it returns ``True``
     training stops after that epoch (an early stop).
 
     With ``checkpoint`` set, the state after each epoch is saved there atomically and a later
@@ -169,10 +205,21 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
         raise ValueError(f"fit(): optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"fit(): schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"fit(): precision must be one of {PRECISIONS}, got {precision!r}")
     model.to(device)
-    optimiser = _optimizer(optimizer, model, lr, momentum, weight_decay)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs)) if schedule == "cosine"
-                 else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimiser = _optimizer(optimizer, model, lr, momentum, weight_decay, nesterov=nesterov)
+    steps_per_epoch = -(-len(train_set) // batch_size)
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=ONECYCLE_WARMUP,
+            anneal_strategy="cos", cycle_momentum=False)
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
     history: List[Dict[str, Any]] = []
     stopped = False  # an early stop already saved in the checkpoint
     if checkpoint is not None:
@@ -192,8 +239,12 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # shuffling
         loader = _epoch_loader(train_set, batch_size, generator, num_workers)
         current_lr = optimiser.param_groups[0]["lr"]
-        stats = _train_one_epoch(model, loader, optimiser, device, f"{desc} {epoch}/{epochs}", progress)
-        scheduler.step()
+        per_step = schedule == "onecycle"
+        stats = _train_one_epoch(model, loader, optimiser, device, f"{desc} {epoch}/{epochs}", progress,
+                                 precision=precision, channels_last=channels_last, label_smoothing=label_smoothing,
+                                 step_scheduler=scheduler if per_step else None, total=steps_per_epoch)
+        if not per_step:
+            scheduler.step()
         row = {"epoch": epoch, "test_acc": evaluate(model, test_loader, device), "lr": current_lr,
                **stats, "seconds": time.perf_counter() - started}
         history.append(row)

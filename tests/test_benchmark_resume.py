@@ -229,7 +229,7 @@ def test_fit_resumes_from_checkpoint_bit_for_bit(tmp_path, monkeypatch):
 def test_interrupted_baseline_resumes_at_its_last_epoch(tmp_path, monkeypatch):
     config = apply_overrides(preset_config("smoke"), ["train_size=128", "test_size=64", "baseline_epochs=2",
                                                       f"cache_dir={tmp_path / 'a'}"])
-    arrays = subsample(load_data("auto"), config.train_size, config.test_size)
+    arrays = subsample(load_data(config.data), config.train_size, config.test_size)
     straight = benchmarks.baseline.load_or_train_baseline(config, arrays, torch.device("cpu"), progress=False)
 
     resumable = apply_overrides(config, [f"cache_dir={tmp_path / 'b'}"])

@@ -64,7 +64,7 @@ def test_npz_layout_is_checked_with_a_clear_error(tmp_path):
     np.savez(path, x_train=np.zeros((4, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="missing array"):
         load_npz(path)
-    with pytest.raises(ValueError, match="'auto', 'cifar10:ROOT' or a path ending in .npz"):
+    with pytest.raises(ValueError, match="'auto', 'subset', 'cifar10:ROOT' or a path ending in .npz"):
         load_data("data.bin")
     with pytest.raises(ValueError, match="needs a root directory"):
         load_data("cifar10:")
@@ -72,7 +72,7 @@ def test_npz_layout_is_checked_with_a_clear_error(tmp_path):
 
 @needs_offline_data
 def test_offline_subset_loads_with_checksum():
-    arrays = load_data("auto")
+    arrays = load_data("subset")
     assert arrays.x_train.shape == (5170, 32, 32, 3) and arrays.x_test.shape == (1017, 32, 32, 3)
     assert len(arrays.file_sha256) == 64
     small = subsample(arrays, 100, 50)
