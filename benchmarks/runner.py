@@ -21,8 +21,10 @@ Example (needs a trained baseline, so not a doctest)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import shlex
 import shutil
 import time
 import traceback
@@ -45,7 +47,8 @@ from .experiment import StepError, convergence_epoch, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
 from .scratch import SCRATCH_PREFIX, run_scratch_e, scratch_e_key, split_scratch
-from .store import atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine
+from .store import (atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine,
+                    run_output_problem)
 from .summary import compare_with_control, matched_flops, paired_comparisons, pairwise_comparisons, summarize
 
 _logger = logging.getLogger(__name__)
@@ -463,6 +466,65 @@ def _lost_record(config: BenchmarkConfig, baseline_hash: str, entry: tuple, erro
             "error": {**_failure(error), "step": "executor"}, "reused": False}
 
 
+def stored_results(out_dir: Path) -> Dict[str, Any]:
+    """The results.json of the ``benchmarks.run`` output directory ``out_dir``, for ``--report-only``,
+    read without changing anything (a corrupt file stays where it is). Raises
+    :class:`BenchmarkInputError` when it is missing, corrupt, not a benchmarks.run output or lacks
+    what a report renders."""
+    path = Path(out_dir) / "results.json"
+    fix = "run the benchmark into this --out-dir first (without --report-only)"
+    if not path.is_file():
+        raise BenchmarkInputError(f"--report-only: {path} is missing; {fix}")
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BenchmarkInputError(
+            f"--report-only: {path} is corrupt ({type(error).__name__}: {error}), so there is nothing to re-render "
+            f"from; rerun the command without --report-only (it sets the file aside and reuses the finished "
+            f"records in runs/)") from None
+    problem = run_output_problem(stored, path)
+    if problem is not None:
+        raise BenchmarkInputError(f"--report-only: {problem}; {fix}")
+    missing = [key for key in ("packages", "git", "machine") if not isinstance(stored.get(key), dict)]
+    missing += [] if "key_hash" in stored["baseline"] else ["baseline.key_hash"]
+    if missing:
+        raise BenchmarkInputError(f"--report-only: {path} lacks {missing}; {fix}")
+    return stored
+
+
+def _peek_record(path: Path) -> Optional[Dict[str, Any]]:
+    """The record file at ``path`` if it is a usable record, read without moving anything aside."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if record_problem(record) is None else None
+
+
+def check_report_only(config: BenchmarkConfig, out_dir: Path) -> Dict[str, Any]:
+    """What ``--report-only`` would render from ``out_dir`` with ``config``, checked without writing
+    anything: the stored results (:func:`stored_results`), and at least one finished record of the
+    plan. A command that matches none of the stored records (another preset, other settings) is
+    refused rather than rendered as an empty report over the stored one; the error names the
+    command stored there. Returns the stored results."""
+    out_dir = Path(out_dir)
+    stored = stored_results(out_dir)
+    baseline_hash = stored["baseline"]["key_hash"]
+    plan = benchmark_plan(config)
+    for sparsity, seed, pruner in plan:
+        record = _peek_record(out_dir / "runs" / f"{record_name(pruner, sparsity, seed)}.json")
+        if record is not None and _reusable(record, stable_hash(record_key(config, baseline_hash, pruner, sparsity,
+                                                                           seed)), {}, legacy_ok=True):
+            return stored
+    command = stored.get("command_line")
+    made_by = (f"re-render with the command stored there: {shlex.join(command)} --report-only"
+               if isinstance(command, list) and all(isinstance(arg, str) for arg in command)
+               else "pass the command that made them")
+    raise BenchmarkInputError(
+        f"--report-only: this command matches none of the records in {out_dir / 'runs'} (it plans {len(plan)} "
+        f"records, none stored under its settings), so its report would be empty; {made_by}")
+
+
 def render_stored(config: BenchmarkConfig, *, preset: str, out_dir: Path, command_line: Sequence[str]) -> int:
     """Rewrite ``out_dir``'s results.json, report.md and plots from the records already there, with
     this version's summary and report code; prunes, trains and measures nothing (``--report-only``).
@@ -471,17 +533,13 @@ def render_stored(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
     the measurement context (packages, git, machine, data) come from the stored results.json, so
     the report keeps describing the runs that made the numbers. A plan entry with no finished
     record stays missing: status ``incomplete``, and the log names the missing records. Returns 0.
-    Raises :class:`BenchmarkInputError` without a readable results.json.
+    Raises :class:`BenchmarkInputError` (and writes nothing) when :func:`check_report_only` refuses:
+    no readable results.json of a benchmarks.run output, or a plan that matches no stored record.
     """
     out_dir = Path(out_dir).resolve()
+    check_report_only(config, out_dir)  # before the lock file: a refused --report-only creates nothing
     with process_lock(out_dir, "benchmark outputs"):
-        stored = load_json_or_none(out_dir / "results.json")
-        missing_keys = None if not isinstance(stored, dict) else [
-            key for key in ("baseline", "packages", "git", "machine", "data") if not isinstance(stored.get(key), dict)]
-        if stored is None or missing_keys or "key_hash" not in stored["baseline"]:
-            problem = "is missing" if stored is None else f"lacks {missing_keys or ['baseline.key_hash']}"
-            raise BenchmarkInputError(f"--report-only: {out_dir / 'results.json'} {problem}; run the benchmark "
-                                      f"into this --out-dir first (without --report-only)")
+        stored = check_report_only(config, out_dir)  # again, now that no other process can change it
         context = {key: stored[key] for key in ("packages", "git", "machine", "data")}
         plan = benchmark_plan(config)
         state = BenchmarkState(config, preset, list(command_line), context, stored["baseline"], plan,
