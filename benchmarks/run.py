@@ -169,15 +169,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ExecutorError as error:
         parser.error(str(error))
     out_dir = args.out_dir if args.out_dir is not None else DEFAULT_OUT_ROOT / args.preset
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .runner import BenchmarkInputError, check_report_only, prepare, render_stored, run_benchmark
+    from .store import LockedError, UnwritablePathError, unwritable_path_message, writable_directory
+
+    try:  # before anything is created: a refused command leaves no directory, lock or log behind
+        if args.report_only:
+            check_report_only(config, out_dir)
+        else:
+            writable_directory(out_dir, "--out-dir")
+    except (BenchmarkInputError, UnwritablePathError) as error:
+        print(f"python -m benchmarks.run: error: {error}", file=sys.stderr)
+        return 2
 
     from nni.runtime.log import silence_stdout
 
     silence_stdout()  # NNI's own stdout handler would repeat what our handlers already log
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .runner import BenchmarkInputError, prepare, render_stored, run_benchmark
-    from .store import LockedError
+    from .baseline import cache_dir_for
 
     command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
     terminated = []
@@ -197,6 +206,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  progress=not args.no_progress, executor=executor)
     except (BenchmarkInputError, LockedError, ExecutorError) as error:
         print(f"python -m benchmarks.run: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path it must write: read-only, a file where a directory belongs
+        message = unwritable_path_message(error, {"--out-dir": out_dir, "--cache-dir": cache_dir_for(config)})
+        if message is None:
+            raise
+        print(f"python -m benchmarks.run: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         signal_name = "SIGTERM" if terminated else "SIGINT"

@@ -14,11 +14,13 @@ Example
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import pickle
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -71,6 +73,88 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 def atomic_torch_save(payload: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
     _atomic_write(path, lambda stream: torch.save(payload, stream), "wb")
+
+
+class UnwritablePathError(ValueError):
+    """A directory or file the command must write cannot be written (a usage error, not a crash)."""
+
+
+def writable_directory(path: Path, option: str) -> Path:
+    """Create the directory ``path`` (and its parents) if needed and check that a file can be
+    written in it; :class:`UnwritablePathError` naming ``option`` and ``path`` otherwise. The probe
+    file is anonymous (deleted by the OS), so an existing directory is left as it was.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> writable_directory(folder / "out", "--out-dir") == folder / "out"
+    True
+    >>> (folder / "file").write_text("x")
+    1
+    >>> writable_directory(folder / "file", "--out-dir")
+    Traceback (most recent call last):
+    ...
+    benchmarks.store.UnwritablePathError: --out-dir ... is a file, not a directory; pass a directory (it is created if missing)
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UnwritablePathError(f"{option} {path} is a file, not a directory; pass a directory (it is created "
+                                  f"if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UnwritablePathError(f"{option} {path}: cannot write there ({error.strerror or error}); pass a "
+                                  f"directory this user can write") from None
+    return path
+
+
+#: the errors of a path that cannot be written (or created) as asked: the user's to fix, not a crash
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR, errno.EISDIR}
+
+
+def unwritable_path_message(error: BaseException, options: Optional[dict] = None) -> Optional[str]:
+    """One line for an ``OSError`` about a path the command cannot write or create (permission,
+    read-only file system, a file where a directory belongs), naming the path and, where ``options``
+    (flag -> directory) holds it, the flag it came from; ``None`` for any other error.
+
+    >>> import errno
+    >>> unwritable_path_message(PermissionError(errno.EACCES, "Permission denied", "/data/out/.lock"),
+    ...                         {"--out-dir": "/data/out"})
+    '/data/out/.lock: Permission denied (in --out-dir /data/out); pass a --out-dir this user can write'
+    >>> unwritable_path_message(OSError(errno.ENOSPC, "No space left on device", "/x")) is None
+    True
+    """
+    if not isinstance(error, OSError) or error.errno not in _PATH_ERRNOS or not error.filename:
+        return None
+    path = Path(os.fsdecode(error.filename)).absolute()
+    for option, folder in (options or {}).items():
+        folder = Path(folder).absolute()
+        if path == folder or folder in path.parents:
+            return (f"{error.filename}: {error.strerror} (in {option} {folder}); pass a {option} this user can "
+                    f"write")
+    return f"{error.filename}: {error.strerror}; check that this user can write there"
+
+
+def run_output_problem(stored: Any, path: Path) -> Optional[str]:
+    """Why ``stored`` (the JSON read from ``path``) is not the results.json of a ``benchmarks.run``
+    output directory (``None`` when it is one): ``baseline`` and ``data`` objects, a ``runs`` list.
+
+    >>> run_output_problem({"baseline": {}, "data": {}, "runs": []}, Path("out/results.json")) is None
+    True
+    >>> run_output_problem([1, 2], Path("out/results.json"))
+    'out is not a benchmarks.run output directory (its results.json holds a JSON list, not the object benchmarks.run writes)'
+    """
+    where = f"{path.parent} is not a benchmarks.run output directory"
+    if not isinstance(stored, dict):
+        return f"{where} (its {path.name} holds a JSON {type(stored).__name__}, not the object benchmarks.run writes)"
+    if isinstance(stored.get("experiment"), str):
+        return f"{where} (its {path.name} holds results of {stored['experiment']})"
+    missing = [key for key, kind in (("baseline", dict), ("data", dict), ("runs", list))
+               if not isinstance(stored.get(key), kind)]
+    if missing:
+        return f"{where} (its {path.name} has no {' / '.join(missing)} of the kind benchmarks.run writes)"
+    return None
 
 
 class LockedError(RuntimeError):

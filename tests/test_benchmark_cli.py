@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
 from benchmarks.config import BenchmarkConfig, PRESETS
 from benchmarks.run import build_parser, main
 from tests.offline_data import needs_offline_data
+
+COMMITTED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "vgg16_cifar10_cpu" / "results.json"
 
 
 def _error(capsys, argv):
@@ -118,3 +122,127 @@ def test_truncated_npz_and_unreachable_dataset_are_usage_errors(tmp_path, capsys
     assert main([*base, "--data", f"cifar10:{tmp_path / 'cifar'}"]) == 2
     message = capsys.readouterr().err
     assert "cifar10:" in message and "URLError" in message
+
+
+# ------------------------------------------------------------- --report-only refusals, unwritable outputs
+
+def _stored_out_dir(folder, pruners="l1", seeds="0"):
+    """An out-dir as ``benchmarks.run --preset smoke`` leaves it, with one finished record per plan
+    entry (built here, not trained: these tests are about what --report-only refuses)."""
+    from benchmarks.config import stable_hash
+    from benchmarks.run import resolve_config
+    from benchmarks.runner import SCHEMA_VERSION, benchmark_plan, record_key, record_name
+
+    command = ["python", "-m", "benchmarks.run", "--preset", "smoke", "--out-dir", str(folder),
+               "--pruners", pruners, "--seeds", seeds]
+    config = resolve_config(build_parser().parse_args(command[3:]))
+    baseline_hash = "b" * 16
+    (folder / "runs").mkdir(parents=True)
+    for sparsity, seed, pruner in benchmark_plan(config):
+        key = record_key(config, baseline_hash, pruner, sparsity, seed)
+        # a real record's measurements, under this plan entry's key
+        record = {**json.loads((COMMITTED.parent / "runs" / "l1_sparsity0.5_seed0.json").read_text()),
+                  "run_hash": stable_hash(key), "run_key": key, "pruner": pruner, "sparsity": sparsity, "seed": seed}
+        (folder / "runs" / f"{record_name(pruner, sparsity, seed)}.json").write_text(json.dumps(record))
+    # the measurement context of a real run (what a report renders), under this out-dir's baseline key
+    context = json.loads(COMMITTED.read_text())
+    stored = {"schema_version": SCHEMA_VERSION, "status": "complete", "preset": "smoke", "command_line": command,
+              **{key: context[key] for key in ("packages", "git", "machine", "data")},
+              "baseline": {**context["baseline"], "key_hash": baseline_hash}, "runs": []}
+    (folder / "results.json").write_text(json.dumps(stored))
+    (folder / "report.md").write_text("the stored report\n")
+    return command
+
+
+def _snapshot(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_report_only_refuses_a_command_that_matches_no_stored_record(tmp_path, capsys):
+    """Issue 26, item 11: --preset cpu on a smoke out-dir rendered an empty '0 of 45' report over
+    the stored one and replaced the stored command."""
+    out = tmp_path / "out"
+    command = _stored_out_dir(out)
+    before = _snapshot(out)
+    assert main(["--preset", "cpu", "--out-dir", str(out), "--report-only", "--no-progress"]) == 2
+    message = capsys.readouterr().err
+    assert "matches none of the records" in message and shlex.join(command) in message
+    assert _snapshot(out) == before  # results.json, report.md and the stored command untouched
+    # the command that made the records still re-renders them
+    assert main([*command[3:], "--report-only"]) == 0
+    rendered = json.loads((out / "results.json").read_text())
+    assert rendered["command_line"] == command and rendered["finished_runs"] == 1
+
+
+def test_report_only_on_an_empty_missing_or_foreign_directory_creates_nothing(tmp_path, capsys):
+    """Issue 26, item 21: the refusal left .lock and benchmark.log behind (and created the directory)."""
+    missing = tmp_path / "missing"
+    assert main(["--preset", "smoke", "--out-dir", str(missing), "--report-only"]) == 2
+    assert "run the benchmark into this --out-dir first" in capsys.readouterr().err
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--preset", "smoke", "--out-dir", str(empty), "--report-only"]) == 2
+    assert list(empty.iterdir()) == []
+    for name, content in (("list", "[1, 2]"), ("experiment", '{"experiment": "benchmarks.convergence_study"}')):
+        foreign = tmp_path / name
+        foreign.mkdir()
+        (foreign / "results.json").write_text(content)
+        assert main(["--preset", "smoke", "--out-dir", str(foreign), "--report-only"]) == 2
+        assert "not a benchmarks.run output directory" in capsys.readouterr().err
+        assert sorted(p.name for p in foreign.iterdir()) == ["results.json"]
+
+
+def test_report_only_says_a_corrupt_results_file_is_corrupt_and_keeps_it(tmp_path, capsys):
+    """Issue 26, item 21: a corrupt results.json was renamed, then reported missing."""
+    out = tmp_path / "out"
+    _stored_out_dir(out)
+    (out / "results.json").write_text('{"baseline": ')
+    before = _snapshot(out)
+    assert main(["--preset", "smoke", "--out-dir", str(out), "--pruners", "l1", "--seeds", "0", "--report-only"]) == 2
+    message = capsys.readouterr().err
+    assert "is corrupt" in message and "results.json" in message and "is missing" not in message
+    assert _snapshot(out) == before
+
+
+def _one_line_error(capsys, code, path):
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+def test_an_out_dir_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    """Issue 26, item 12: FileExistsError and exit 1."""
+    target = tmp_path / "out"
+    target.write_text("not a directory\n")
+    code = main(["--preset", "smoke", "--out-dir", str(target), "--pruners", "l1", "--no-progress"])
+    assert "--out-dir" in _one_line_error(capsys, code, target)
+    nested = target / "below"
+    code = main(["--preset", "smoke", "--out-dir", str(nested), "--pruners", "l1", "--no-progress"])
+    _one_line_error(capsys, code, nested)
+
+
+def _read_only_dir(path):
+    import os
+
+    path.mkdir()
+    path.chmod(0o500)
+    if os.access(path, os.W_OK):  # root writes anyway: the case cannot be made here
+        path.chmod(0o700)
+        pytest.skip("chmod does not stop this user from writing (root)")
+    return path
+
+
+def test_read_only_out_dir_and_cache_dir_are_usage_errors(tmp_path, capsys):
+    """Issue 26, item 12: PermissionError and exit 1."""
+    locked = _read_only_dir(tmp_path / "locked")
+    try:
+        code = main(["--preset", "smoke", "--out-dir", str(locked / "out"), "--pruners", "l1", "--no-progress"])
+        assert "--out-dir" in _one_line_error(capsys, code, locked / "out")
+        code = main(["--preset", "smoke", "--out-dir", str(tmp_path / "out"), "--cache-dir", str(locked / "cache"),
+                     "--pruners", "l1", "--no-progress"])
+        assert "--cache-dir" in _one_line_error(capsys, code, locked / "cache")
+    finally:
+        locked.chmod(0o700)
