@@ -12,7 +12,8 @@ Usage::
 
 ``--against same`` (default) compares each candidate pruner with the reference pruner of the
 same label; ``random`` with the reference's random control; ``best-norm`` with the reference's
-best of L1/L2/FPGM at that sparsity; ``all`` does the three. Exit status 2 on unusable input.
+best of L1/L2/FPGM at that sparsity; ``all`` does the three. Exit status 2 on unusable input (a
+directory that is not a ``benchmarks.run`` output, other baselines, an ``--out`` it cannot write).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .store import atomic_write_text
+from .store import atomic_write_text, run_output_problem
 from .summary import CONTROL, NORM_PRUNERS, finished_groups, paired_difference
 
 METRICS = ("acc_after_bn", "acc_after_pruning", "recoverability")
@@ -34,15 +35,20 @@ class CompareInputError(ValueError):
 
 
 def load_results(directory: Path) -> Dict[str, Any]:
-    """The ``results.json`` of a benchmark output directory."""
+    """The ``results.json`` of a ``benchmarks.run`` output directory; :class:`CompareInputError`
+    when it is missing, unreadable or not one (another experiment's results, a foreign file)."""
     path = Path(directory) / "results.json"
     try:
-        return json.loads(path.read_text())
+        stored = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise CompareInputError(f"{path} does not exist: give a benchmark --out-dir") from error
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CompareInputError(f"{path} cannot be read as JSON ({error}); rerun the benchmark to rewrite it") \
             from error
+    problem = run_output_problem(stored, path)
+    if problem is not None:
+        raise CompareInputError(f"{problem}: give two --out-dir of python -m benchmarks.run")
+    return stored
 
 
 def _mean(records: Sequence[Dict[str, Any]], key: str) -> Optional[float]:
@@ -138,7 +144,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table = render_rows(rows)
     sys.stdout.write(table)
     if args.out:
-        atomic_write_text(table, args.out)
+        try:
+            atomic_write_text(table, args.out)
+        except OSError as error:  # read-only, a directory there, a missing parent ...
+            print(f"error: --out {args.out}: cannot write it ({error.strerror or error}); pass a file path this "
+                  f"user can write", file=sys.stderr)
+            return 2
     return 0
 
 

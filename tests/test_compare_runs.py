@@ -104,3 +104,47 @@ def test_report_shows_fine_tuning_rows_only_when_there_was_fine_tuning():
     assert "after fine-tuning" in with_ft and "after BN re-estimation" in with_ft
     assert "after fine-tuning" not in without_ft and "after BN re-estimation" in without_ft
     assert "right after pruning" not in with_ft
+
+
+@pytest.mark.parametrize("content", [
+    [1, 2],  # valid JSON, not an object
+    {"experiment": "benchmarks.convergence_study", "records": {}},  # another experiment's results
+    {"schema_version": 1, "config": {}},  # a foreign object: compared to nothing, it gave an empty table
+])
+def test_a_directory_that_is_not_a_benchmark_output_is_refused(tmp_path, capsys, content):
+    """Issue 26, item 14: AttributeError on a list or another experiment's results; a foreign dict
+    gave an empty table and exit 0."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(results([run("l1", 0, 80)])))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text(json.dumps(content))
+    for argv in ([str(tmp_path / "other"), str(tmp_path / "a")], [str(tmp_path / "a"), str(tmp_path / "other")]):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        [line] = captured.err.strip().splitlines()
+        assert "not a benchmarks.run output directory" in line and str(tmp_path / "other") in line
+
+
+def test_the_committed_convergence_study_is_not_a_benchmark_output(capsys):
+    from pathlib import Path
+
+    study = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "convergence" / "cpu"
+    assert main([str(study), str(study)]) == 2
+    assert "not a benchmarks.run output directory" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_file_is_one_line_and_exit_2(tmp_path, capsys):
+    """Issue 26, item 12: `--out` into a directory that cannot take the file raised OSError."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results([run("l1", 0, 80)])))
+    target = tmp_path / "a"  # a directory where the file belongs: the same refusal as a read-only path
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(target)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--out" in line and str(target) in line
+    (tmp_path / "file").write_text("x")
+    missing_parent = tmp_path / "file" / "t.md"
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(missing_parent)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--out" in line and str(missing_parent) in line
