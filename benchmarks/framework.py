@@ -49,7 +49,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, Type
 
 import torch
 from tqdm.auto import tqdm
@@ -57,7 +57,8 @@ from tqdm.auto import tqdm
 from .config import apply_overrides, stable_hash
 from .data import REPO_ROOT
 from .environment import git_state, machine_info, package_versions
-from .store import LockedError, atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine
+from .store import (LockedError, UnwritablePathError, atomic_write_json, atomic_write_text, load_json_or_none,
+                    process_lock, quarantine, unwritable_path_message, writable_directory)
 
 SCHEMA_VERSION = 1
 #: a record as the plan names it: (key in results.json, the inputs it depends on)
@@ -169,9 +170,13 @@ def load_results(experiment: Experiment, out_dir: Path, fresh: bool) -> Optional
         return None
     config = experiment.config_dict()
     if stored.get("config") != config:
+        before = stored.get("config") if isinstance(stored.get("config"), dict) else {}
+        differ = "; ".join(f"{key}: stored {before.get(key, '(none)')}, asked {config.get(key, '(none)')}"
+                           for key in sorted(set(before) | set(config), key=str)
+                           if before.get(key) != config.get(key))
         raise ExperimentUsageError(
             f"{path} holds results of a different configuration; rerun with --fresh to replace them "
-            f"or pick another --out-dir.\n stored: {stored.get('config')}\n asked:  {config}")
+            f"or pick another --out-dir ({differ})")
     stored[experiment.records_field] = _stored_records(experiment, stored, path)
     return stored
 
@@ -262,28 +267,42 @@ def main(experiment_class: Type[Experiment], argv: Optional[Sequence[str]] = Non
          description: Optional[str] = None) -> int:
     """The command line of an experiment: ``raise SystemExit(main(MyExperiment))``.
 
-    A usage error (a bad flag value, another configuration in ``--out-dir``, a directory in use)
-    exits with its message; rerunning the same command resumes.
+    A usage error (a bad flag value, another configuration in ``--out-dir``, a directory in use or
+    one it cannot write) exits with status 2 and one line naming the input, as every command line
+    in ``benchmarks/`` does; rerunning the same command resumes.
     """
     experiment = experiment_class()
     parser = build_parser(experiment, description)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prog = parser.prog
+
+    def usage_error(message: str) -> NoReturn:
+        parser.exit(2, f"{prog}: error: {message}\n")
+
     try:
         config = apply_overrides(experiment.presets[args.preset], args.assignments)
         experiment.args = args
         experiment.config = experiment.configure(config, args)
-    except ValueError as error:
-        raise SystemExit(f"{prog}: error: {error}") from None
+    except (ValueError, TypeError) as error:
+        usage_error(str(error))
     out_dir = args.out_dir if args.out_dir is not None else experiment.default_out_dir(args.preset)
     if out_dir is None:
         parser.error("--out-dir is required")
+    try:
+        writable_directory(out_dir, "--out-dir")
+    except UnwritablePathError as error:
+        usage_error(str(error))
     command = f"{prog} " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         results = run(experiment, out_dir, command=command, fresh=args.fresh, progress=not args.no_progress)
     except (ExperimentUsageError, LockedError) as error:
-        raise SystemExit(f"{prog}: error: {error}") from None
+        usage_error(str(error))
+    except OSError as error:  # a file it must write there turned out read-only
+        message = unwritable_path_message(error, {"--out-dir": out_dir})
+        if message is None:
+            raise
+        usage_error(message)
     print(f"{len(results[experiment.records_field])} {experiment.records_field} in {out_dir / 'results.json'}; "
           f"report: {out_dir / 'report.md'}")
     return 0

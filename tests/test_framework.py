@@ -80,10 +80,21 @@ def test_a_record_whose_inputs_changed_is_redone(squares, counting, tmp_path, mo
     assert counting == ["n2", "n3", "n3", "n2", "n3"]
 
 
-def test_another_config_is_refused_unless_fresh(squares, counting, tmp_path):
+def _usage_error(capsys, call):
+    """Issue 26, item 22: one rule for every CLI in benchmarks/: exit status 2, one line."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+def test_another_config_is_refused_unless_fresh(squares, counting, tmp_path, capsys):
     _main(squares, tmp_path, "--set", "numbers=2")
-    with pytest.raises(SystemExit, match="different configuration; rerun with --fresh"):
-        _main(squares, tmp_path, "--set", "power=3")
+    message = _usage_error(capsys, lambda: _main(squares, tmp_path, "--set", "power=3"))
+    assert "different configuration; rerun with --fresh" in message
+    assert "power: stored 2, asked 3" in message
     assert counting == ["n2"]
     _main(squares, tmp_path, "--set", "power=3", "--fresh")
     results = json.loads((tmp_path / "results.json").read_text())
@@ -109,12 +120,38 @@ def test_unreadable_results_file_is_moved_aside(squares, counting, tmp_path):
     assert counting == ["n1", "n2", "n3"]
 
 
-def test_usage_errors_name_the_fix(squares, tmp_path):
-    with pytest.raises(SystemExit, match="unknown config key 'nubmers'.*known keys: numbers, power"):
-        _main(squares, tmp_path, "--set", "nubmers=1")
+def test_usage_errors_name_the_fix(squares, tmp_path, capsys):
+    message = _usage_error(capsys, lambda: _main(squares, tmp_path, "--set", "nubmers=1"))
+    assert re.search("unknown config key 'nubmers'.*known keys: numbers, power", message)
     with process_lock(tmp_path, "a test"):
-        with pytest.raises(SystemExit, match="another process is using"):
-            _main(squares, tmp_path)
+        assert "another process is using" in _usage_error(capsys, lambda: _main(squares, tmp_path))
+
+
+@pytest.mark.parametrize("module", ["benchmarks.convergence_study", "benchmarks.betti_threshold"])
+def test_the_experiments_exit_2_on_usage_errors(module, tmp_path, capsys):
+    """Issue 26, item 22: convergence_study and betti_threshold exited 1 on `--set foo=1`."""
+    import importlib
+
+    experiment = importlib.import_module(module)
+    preset = sorted(experiment.main.__globals__["PRESETS"])[0]
+    message = _usage_error(capsys, lambda: experiment.main(["--preset", preset, "--set", "foo=1",
+                                                            "--out-dir", str(tmp_path)]))
+    assert "unknown config key 'foo'" in message
+
+
+def test_an_unwritable_out_dir_is_a_usage_error(squares, counting, tmp_path, capsys):
+    """Issue 26, item 12: an --out-dir that is a file raised FileExistsError (exit 1)."""
+    target = tmp_path / "out"
+    target.write_text("a file\n")
+    message = _usage_error(capsys, lambda: _main(squares, target))
+    assert "--out-dir" in message and str(target) in message and "is a file" in message
+    message = _usage_error(capsys, lambda: _main(squares, target / "below"))
+    assert "--out-dir" in message and str(target / "below") in message
+    assert counting == []
+    from benchmarks.convergence_study import main as convergence_main
+
+    message = _usage_error(capsys, lambda: convergence_main(["--preset", "smoke", "--out-dir", str(target)]))
+    assert "--out-dir" in message and str(target) in message
 
 
 def test_the_experiments_are_built_on_the_framework():
