@@ -4,17 +4,21 @@ measured side by side in one run (machines here are noisy: read the ratios).
     python -m benchmarks.pruner_speed                      # full-width CIFAR VGG-16, 0.5 on all 13 convs
     python -m benchmarks.pruner_speed --width 0.25 --repeats 1 --homology-dims 0 1
 
-Prints a Markdown table and, with ``--json``, writes the raw timings.
+Prints a Markdown table and, with ``--json``, writes the raw timings. Exit status 2, before
+anything is timed, on a bad option (one line naming it).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import math
+import pickle
 import platform
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
@@ -35,7 +39,8 @@ def _time_pruner(name: str, model: torch.nn.Module, config_list, options: Dict) 
 
 
 def main(argv: List[str] | None = None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pruner_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=float, default=1.0, help="VGG-16 width multiplier (1.0 = full width)")
     parser.add_argument("--sparse-ratio", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per pruner (median reported)")
@@ -53,13 +58,32 @@ def main(argv: List[str] | None = None) -> Dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--json", help="write the raw timings to this file")
     args = parser.parse_args(argv)
+    # every option checked before anything is timed: a usage error is one line and exit 2
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if not 0 < args.sparse_ratio < 1:
+        parser.error(f"--sparse-ratio must lie strictly between 0 and 1, got {args.sparse_ratio}")
+    if not (math.isfinite(args.width) and args.width > 0):
+        parser.error(f"--width must be a positive number (1.0 = full width), got {args.width}")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
+    if args.weights and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights} is not a file (a state dict such as benchmarks/cache/baseline-*/model.pt)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
-    model = build_vgg16(width=args.width).eval()
+    try:
+        model = build_vgg16(width=args.width).eval()
+    except ValueError as error:
+        parser.error(f"--width: {error}")
     if args.weights:
-        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+        try:
+            model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            parser.error(f"--weights {args.weights} is not a state dict of a CIFAR VGG-16 of --width {args.width} "
+                         f"({first})")
     config_list = [{"op_types": ["Conv2d"], "sparse_ratio": args.sparse_ratio}]
     topo_options = {"seed": args.seed, "workers": args.workers, "progress": False}
     for key, value in (("homology_dims", args.homology_dims), ("distance", args.distance),
@@ -67,6 +91,12 @@ def main(argv: List[str] | None = None) -> Dict:
                        ("zero_anchor", None if args.zero_anchor is None else args.zero_anchor == "true")):
         if value is not None:
             topo_options[key] = tuple(value) if key == "homology_dims" else value
+    try:  # the pruner validates its own options at construction: ask it before timing anything
+        create_pruner("topological", copy.deepcopy(model), copy.deepcopy(config_list), **topo_options)
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        flag = next((f"--{key.replace('_', '-')}" for key in topo_options if message.startswith(key)), None)
+        parser.error(f"{flag}: {message}" if flag else f"TopologicalPruner options {topo_options}: {message}")
     pruners: Dict[str, Callable[[], float]] = {
         "l1": lambda: _time_pruner("l1", model, config_list, {}),
         "fpgm": lambda: _time_pruner("fpgm", model, config_list, {}),
@@ -98,8 +128,12 @@ def main(argv: List[str] | None = None) -> Dict:
         print(f"| {name} | {median[name]:.3f} | {median[name] / median['fpgm']:.2f}x | {median[name] / median['l1']:.1f}x |")
     print(f"peak RSS {result['peak_rss_mib']:.0f} MiB")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+        try:
+            with open(args.json, "w") as handle:
+                json.dump(result, handle, indent=1)
+        except OSError as error:
+            parser.error(f"--json {args.json}: cannot write it ({error.strerror or error}); the table above has the "
+                         f"medians")
     return result
 
 

@@ -246,3 +246,68 @@ def test_read_only_out_dir_and_cache_dir_are_usage_errors(tmp_path, capsys):
         assert "--cache-dir" in _one_line_error(capsys, code, locked / "cache")
     finally:
         locked.chmod(0o700)
+
+
+# ------------------------------------------------------------- one rule for every command line in benchmarks/
+
+def _exit_status(call):
+    try:
+        return call()
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--repeats", "0"), ("--sparse-ratio", "1.5"), ("--sparse-ratio", "0"), ("--width", "0"), ("--width", "nan"),
+    ("--weights", "missing.pt"), ("--distance", "foo"), ("--cloud-metric", "foo"), ("--workers", "0"),
+    ("--homology-dims", "-1"), ("--wasserstein-order", "0.5"), ("--threads", "-1"),
+])
+def test_pruner_speed_refuses_bad_options_up_front(tmp_path, capsys, option, value):
+    """Issue 26, item 17: each of these ended in a traceback (exit 1), some after timing L1 and FPGM."""
+    from benchmarks.pruner_speed import main as pruner_speed
+
+    value = str(tmp_path / value) if option == "--weights" else value
+    argv = ["--width", "0.0625", "--repeats", "1", option, value]
+    assert _exit_status(lambda: pruner_speed(argv)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before anything was timed
+    last = captured.err.strip().splitlines()[-1]
+    assert option in last and "Traceback" not in captured.err, captured.err
+
+
+def test_pruner_speed_refuses_weights_of_another_model(tmp_path, capsys):
+    import torch
+
+    from benchmarks.models import build_vgg16
+    from benchmarks.pruner_speed import main as pruner_speed
+
+    weights = tmp_path / "model.pt"
+    torch.save(build_vgg16(width=0.125).state_dict(), weights)
+    assert _exit_status(lambda: pruner_speed(["--width", "0.0625", "--weights", str(weights)])) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--weights" in last and "--width" in last
+
+
+@pytest.mark.parametrize("module, argv, names", [
+    ("benchmarks.run", ["--preset", "smoke", "--set", "foo=1"], "foo"),
+    ("benchmarks.convergence_study", ["--preset", "smoke", "--set", "foo=1"], "foo"),
+    ("benchmarks.betti_threshold", ["--preset", "smoke", "--set", "foo=1"], "foo"),
+    ("benchmarks.pruner_speed", ["--repeats", "0"], "--repeats"),
+    ("benchmarks.compare_runs", ["a", "b", "--same-as", "l1"], "--same-as"),
+    ("benchmarks.engine_speed", ["--sections", "nope"], "nope"),
+    ("benchmarks.backends_smoke", ["--sparsity", "2"], "--sparsity"),
+    ("benchmarks.cpu_throughput", ["--steps", "0"], "--steps"),
+    ("benchmarks.baseline_store", ["status", "--preset", "smoke", "--set", "foo=1"], "foo"),
+    ("benchmarks.allocation_curves", ["--weights", "missing.pt"], "--weights"),
+])
+def test_every_cli_exits_2_on_a_usage_error_with_one_line_naming_the_input(tmp_path, capsys, module, argv, names):
+    """Issue 26, item 22: one rule for every command line in benchmarks/ (usage error: exit 2, one
+    line naming the input, no traceback)."""
+    import importlib
+
+    main_of = importlib.import_module(module).main
+    argv = [str(tmp_path / arg) if arg in ("a", "b", "missing.pt") else arg for arg in argv]
+    assert _exit_status(lambda: main_of(argv)) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert names in last and "Traceback" not in err, err
