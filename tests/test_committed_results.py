@@ -9,6 +9,7 @@ preset with its Scratch-E row asked for and nothing else: its defaults must be t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Dict, List
 
@@ -91,3 +92,23 @@ def test_a_changed_protocol_is_caught():
                for name, fields in shorter["keys"].items())
     narrower = _plan_mismatches(BenchmarkConfig(**{**config.to_dict(), "seeds": [0, 1]}), folder)
     assert len(narrower["unplanned"]) == 18 and narrower["missing"] == []
+
+
+def test_committed_results_carry_no_machine_paths():
+    """Issue 26, item 24: the baseline's cache_path and the data's location were absolute paths of
+    the machine that made them (in results.json and the reports' "Data:" line); they are relative
+    to the repository (benchmarks.data.portable_path), so a reader's checkout finds them."""
+    absolute = {}
+    for path in sorted(RESULTS.glob("**/results.json")):
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict):
+            continue
+        for section, key in (("baseline", "cache_path"), ("data", "location")):
+            value = stored.get(section, {}).get(key) if isinstance(stored.get(section), dict) else None
+            if isinstance(value, str) and Path(value).is_absolute():
+                absolute[f"{path.parent.relative_to(RESULTS).as_posix()}: {section}.{key}"] = value
+    for path in sorted(RESULTS.glob("**/report.md")):
+        for line in path.read_text().splitlines():
+            if line.startswith("- Data: ") and re.search(r"`/[^`]*`", line):
+                absolute[f"{path.parent.relative_to(RESULTS).as_posix()}: report.md"] = line
+    assert absolute == {}
