@@ -216,7 +216,7 @@ def test_polish_ends_on_a_local_optimum_and_reports_it():
     assert result.best_fitness >= result.lower_bound - 1e-12
     kept, pruned = np.flatnonzero(result.keep_mask), np.flatnonzero(~result.keep_mask)
     neighbours = [np.sort(np.append(np.delete(kept, i), j)) for i in range(len(kept)) for j in pruned]
-    assert fitness.batch(neighbours).min() >= result.best_fitness - 1e-6 * fitness.scale  # no swap improves
+    assert fitness.batch(neighbours).min() >= result.best_fitness - 1e-5 * fitness.scale  # no swap improves
     # a random start is rarely a local optimum: the polish must have worked here
     assert result.polish_swaps > 0 and result.best_fitness < result.ga_fitness
     capped = polish_by_swaps(fitness, np.arange(20) < 8, fitness(np.arange(20) < 8), tol=0.0, reached=0.0,
