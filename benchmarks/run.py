@@ -172,9 +172,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .runner import BenchmarkInputError, check_report_only, prepare, render_stored, run_benchmark
     from .store import LockedError, UnwritablePathError, unwritable_path_message, writable_directory
 
+    command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
+    # the report's "Command:" is the one that reproduces (and resumes) the records
+    rendering_command = [arg for arg in command_line if arg != "--report-only"]
     try:  # before anything is created: a refused command leaves no directory, lock or log behind
         if args.report_only:
-            check_report_only(config, out_dir)
+            check_report_only(config, out_dir, rendering_command)
         else:
             writable_directory(out_dir, "--out-dir")
     except (BenchmarkInputError, UnwritablePathError) as error:
@@ -188,7 +191,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from .baseline import cache_dir_for
 
-    command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
     terminated = []
     try:
         with _logging_to(out_dir, args.verbose), logging_redirect_tqdm(), _sigterm_as_interrupt(terminated):
@@ -199,9 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"{baseline.info['train_seconds_total']:.0f} s of training, cached in {baseline.info['cache_path']}")
                 return 0
             if args.report_only:
-                # the report's "Command:" is the one that reproduces (and resumes) the records
-                return render_stored(config, preset=args.preset, out_dir=out_dir,
-                                     command_line=[arg for arg in command_line if arg != "--report-only"])
+                return render_stored(config, preset=args.preset, out_dir=out_dir, command_line=rendering_command)
             return run_benchmark(config, preset=args.preset, out_dir=out_dir, command_line=command_line,
                                  progress=not args.no_progress, executor=executor)
     except (BenchmarkInputError, LockedError, ExecutorError) as error:

@@ -501,12 +501,14 @@ def _peek_record(path: Path) -> Optional[Dict[str, Any]]:
     return record if record_problem(record) is None else None
 
 
-def check_report_only(config: BenchmarkConfig, out_dir: Path) -> Dict[str, Any]:
+def check_report_only(config: BenchmarkConfig, out_dir: Path,
+                      command_line: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """What ``--report-only`` would render from ``out_dir`` with ``config``, checked without writing
     anything: the stored results (:func:`stored_results`), and at least one finished record of the
     plan. A command that matches none of the stored records (another preset, other settings) is
     refused rather than rendered as an empty report over the stored one; the error names the
-    command stored there. Returns the stored results."""
+    command stored there, or, when ``command_line`` (without ``--report-only``) is that command,
+    says the records are under keys of an older version. Returns the stored results."""
     out_dir = Path(out_dir)
     stored = stored_results(out_dir)
     baseline_hash = stored["baseline"]["key_hash"]
@@ -517,6 +519,12 @@ def check_report_only(config: BenchmarkConfig, out_dir: Path) -> Dict[str, Any]:
                                                                            seed)), {}, legacy_ok=True):
             return stored
     command = stored.get("command_line")
+    if command_line is not None and list(command_line) == command:
+        raise BenchmarkInputError(
+            f"--report-only: the command stored in {out_dir / 'results.json'} matches none of the records in "
+            f"{out_dir / 'runs'}: they were made under keys an older version computed (compare a record's run_key "
+            f"with the config), so this version cannot re-render them; keep the report as it is, or rerun without "
+            f"--report-only (into a new --out-dir) to redo them")
     made_by = (f"re-render with the command stored there: {shlex.join(command)} --report-only"
                if isinstance(command, list) and all(isinstance(arg, str) for arg in command)
                else "pass the command that made them")
@@ -537,9 +545,9 @@ def render_stored(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
     no readable results.json of a benchmarks.run output, or a plan that matches no stored record.
     """
     out_dir = Path(out_dir).resolve()
-    check_report_only(config, out_dir)  # before the lock file: a refused --report-only creates nothing
+    check_report_only(config, out_dir, command_line)  # before the lock file: a refusal creates nothing
     with process_lock(out_dir, "benchmark outputs"):
-        stored = check_report_only(config, out_dir)  # again, now that no other process can change it
+        stored = check_report_only(config, out_dir, command_line)  # again, now that no other process can change it
         context = {key: stored[key] for key in ("packages", "git", "machine", "data")}
         plan = benchmark_plan(config)
         state = BenchmarkState(config, preset, list(command_line), context, stored["baseline"], plan,

@@ -311,3 +311,17 @@ def test_every_cli_exits_2_on_a_usage_error_with_one_line_naming_the_input(tmp_p
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert names in last and "Traceback" not in err, err
+
+
+def test_report_only_of_records_under_older_keys_says_so(tmp_path, capsys):
+    """Issue 26, item 11: when even the stored command matches none of the records (they were made
+    under keys an older version computed), the refusal says that rather than suggest the same command."""
+    out = tmp_path / "out"
+    command = _stored_out_dir(out)
+    for path in (out / "runs").glob("*.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "run_hash": "0" * 16}))
+    before = _snapshot(out)
+    assert main([*command[3:], "--report-only"]) == 2
+    message = capsys.readouterr().err
+    assert "older version" in message and "re-render with the command stored there" not in message
+    assert _snapshot(out) == before
