@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .config import apply_overrides, preset_config, pruner_spec, validate
 from .data import REPO_ROOT
+from .store import UnwritablePathError, writable_directory
 
 _logger = logging.getLogger(__name__)
 
@@ -216,8 +217,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     command_line = ["python", "-m", "benchmarks.backends_smoke", *(sys.argv[1:] if argv is None else argv)]
     try:
+        writable_directory(args.out_dir, "--out-dir")
         return run(args.out_dir, pruners, args.sparsity, args.seed, command_line)
-    except ValueError as error:
+    except (ValueError, UnwritablePathError) as error:
         parser.error(str(error))
     return 2
 

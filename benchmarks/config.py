@@ -265,6 +265,20 @@ def _known_pruner(name: str) -> None:
         pass
 
 
+def _check_op_types(op_types: Sequence[str]) -> None:
+    """Every entry names a layer class of ``torch.nn`` (exactly: NNI matches type names by case),
+    so a typo stops the run here instead of failing every record."""
+    import torch
+
+    layers = {name for name in dir(torch.nn) if isinstance(getattr(torch.nn, name), type)
+              and issubclass(getattr(torch.nn, name), torch.nn.Module)}
+    for name in op_types:
+        if name not in layers:
+            close = [layer for layer in sorted(layers) if layer.lower() == str(name).lower()]
+            hint = f"; did you mean {close[0]!r}?" if close else " (a torch.nn layer class name, e.g. Conv2d, Linear)"
+            raise ValueError(f"op_types: {name!r} is not a torch.nn layer type{hint}")
+
+
 def _is_registered(name: str) -> bool:
     from nni_topo_pruner.registry import get_pruner
 
@@ -344,6 +358,7 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
         raise ValueError(f"seeds lists a seed twice: {config.seeds}")
     if not config.op_types:
         raise ValueError("op_types must name at least one layer type, e.g. Conv2d")
+    _check_op_types(config.op_types)
     unknown_scratch = sorted({label.lower() for label in config.scratch_e} - set(lowered))
     if unknown_scratch:
         raise ValueError(f"scratch_e names pruner label(s) {unknown_scratch} that are not in pruners "

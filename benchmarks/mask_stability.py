@@ -124,6 +124,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="append the markdown rows to this file")
     args = parser.parse_args(argv)
+    if args.weights is not None and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights}: no such file (a state dict saved with torch.save)")
+    if args.width <= 0 or args.trials < 1 or not 0 < args.sparsity < 1 or args.rel < 0:
+        parser.error("--width must be > 0, --trials >= 1, --sparsity in (0, 1) and --rel >= 0")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = build_model(args.width, args.weights, args.seed)
     source = args.weights or "random-init"

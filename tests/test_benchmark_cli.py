@@ -299,6 +299,9 @@ def test_pruner_speed_refuses_weights_of_another_model(tmp_path, capsys):
     ("benchmarks.cpu_throughput", ["--steps", "0"], "--steps"),
     ("benchmarks.baseline_store", ["status", "--preset", "smoke", "--set", "foo=1"], "foo"),
     ("benchmarks.allocation_curves", ["--weights", "missing.pt"], "--weights"),
+    ("benchmarks.mask_stability", ["--weights", "missing.pt"], "--weights"),
+    ("benchmarks.backends_smoke", ["--out-dir", "a-file"], "--out-dir"),
+    ("benchmarks.recipe_check", ["--cache-dir", "c", "--seeds", "x"], "--seeds"),
 ])
 def test_every_cli_exits_2_on_a_usage_error_with_one_line_naming_the_input(tmp_path, capsys, module, argv, names):
     """Issue 26, item 22: one rule for every command line in benchmarks/ (usage error: exit 2, one
@@ -306,7 +309,8 @@ def test_every_cli_exits_2_on_a_usage_error_with_one_line_naming_the_input(tmp_p
     import importlib
 
     main_of = importlib.import_module(module).main
-    argv = [str(tmp_path / arg) if arg in ("a", "b", "missing.pt") else arg for arg in argv]
+    (tmp_path / "a-file").write_text("not a directory")
+    argv = [str(tmp_path / arg) if arg in ("a", "b", "missing.pt", "a-file", "c") else arg for arg in argv]
     assert _exit_status(lambda: main_of(argv)) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]

@@ -83,14 +83,16 @@ def test_rerun_resumes_without_retraining(smoke_run, caplog):
     assert len(after["invocations"]) == 2 and after["invocations"][1]["runs_before"] == 2
 
 
-def test_other_config_in_same_dir_is_refused(smoke_run):
-    with pytest.raises(SystemExit, match="--fresh"):
+def test_other_config_in_same_dir_is_refused(smoke_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # a usage error: exit 2, one line naming the fix
         cs.main(["--preset", "smoke", "--out-dir", str(smoke_run), "--max-epochs", "5", "--no-progress"])
+    assert exit_info.value.code == 2 and "--fresh" in capsys.readouterr().err
 
 
-def test_unknown_activation_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="unknown activations"):
+def test_unknown_activation_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         cs.main(["--preset", "smoke", "--out-dir", str(tmp_path), "--activations", "relu,swish", "--no-progress"])
+    assert exit_info.value.code == 2 and "unknown activations" in capsys.readouterr().err
 
 
 def _fake_results(epochs):

@@ -344,3 +344,11 @@ def test_every_config_field_is_keyed_or_documented_as_not():
         same_baseline = stable_hash(baseline_key(changed, "d")) == stable_hash(baseline_key(base, "d"))
         same_run = stable_hash(run_key(changed, "b", "l1", 0.5, 0)) == stable_hash(run_key(base, "b", "l1", 0.5, 0))
         assert not (same_baseline and same_run), f"{name} changes no key"
+
+
+@pytest.mark.parametrize("op_types,hint", [("conv2d", "did you mean 'Conv2d'"), ("Conv5d", "not a torch.nn layer")])
+def test_unknown_op_types_are_refused_before_any_record(op_types, hint):
+    """Issue 26 item 4, the benchmark's half: a typo in op_types is a usage error, not 45 failed records."""
+    with pytest.raises(ValueError, match=hint):
+        validate(apply_overrides(preset_config("smoke"), [f"op_types={op_types}"]))
+    validate(apply_overrides(preset_config("smoke"), ["op_types=Conv2d,Linear"]))
