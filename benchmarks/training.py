@@ -126,8 +126,8 @@ def _train_one_epoch(model: nn.Module, loader: Iterable[Tuple[torch.Tensor, torc
                      step_scheduler: Optional[Any] = None, total: Optional[int] = None) -> Dict[str, float]:
     model.train()
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     for inputs, targets in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch", total=total):
         inputs, targets = inputs.to(device), targets.to(device)
@@ -141,9 +141,9 @@ def _train_one_epoch(model: nn.Module, loader: Iterable[Tuple[torch.Tensor, torc
         optimizer.step()
         if step_scheduler is not None:
             step_scheduler.step()
-        with torch.no_grad():  # accumulated as tensors: no host sync per batch on an accelerator
-            loss_sum += loss.detach().double().cpu() * len(targets)
-            correct += (outputs.argmax(dim=1) == targets).sum().cpu()
+        with torch.no_grad():  # accumulated on the device: no host sync per batch on an accelerator
+            loss_sum += loss.detach().double() * len(targets)
+            correct += (outputs.argmax(dim=1) == targets).sum()
         seen += len(targets)
     return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
 
@@ -165,9 +165,10 @@ def _optimizer(name: str, model: nn.Module, lr: float, momentum: float, weight_d
 def _epoch_loader(train_set: Any, batch_size: int, generator: torch.Generator,
                   num_workers: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
     """The shuffled batches of one epoch. A ``BatchedAugmentedCifar`` draws its permutation and
-    every batch's augmentation from ``generator`` in this process (no workers needed). A ``TensorDataset`` is indexed a batch at a time (one
-    tensor gather instead of ``batch_size`` item look-ups and a collate): the same batches in
-    the same order, from the same draws of ``generator``, many times faster for small models."""
+    every batch's augmentation from ``generator`` in this process (no workers needed). A
+    ``TensorDataset`` is indexed a batch at a time (one tensor gather instead of ``batch_size``
+    item look-ups and a collate): the same batches in the same order, from the same draws of
+    ``generator``, many times faster for small models."""
     if isinstance(train_set, BatchedAugmentedCifar):
         order = torch.randperm(len(train_set), generator=generator)
         return (train_set.batch(order[start:start + batch_size], generator)
@@ -192,8 +193,9 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
     ``'constant'`` or ``'onecycle'`` (per batch: up from ``lr / 25`` to ``lr`` over the first
     ``ONECYCLE_WARMUP`` of the steps, then cosine down to ``lr / 2.5e5``; Smith & Topin 2019).
     ``precision='bf16'`` trains under bfloat16 autocast (evaluation stays float32);
-    ``channels_last`` stores the model and its inputs in NHWC, which oneDNN's convolutions prefer. ``on_epoch`` is called with each epoch's row; when it returns ``True``
-    training stops after that epoch (an early stop).
+    ``channels_last`` stores the model and its inputs in NHWC, which oneDNN's convolutions
+    prefer. ``on_epoch`` is called with each epoch's row; when it returns ``True`` training
+    stops after that epoch (an early stop).
 
     With ``checkpoint`` set, the state after each epoch is saved there atomically and a later
     call with the same arguments resumes after the last finished epoch (or returns at once
