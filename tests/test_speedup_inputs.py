@@ -2,24 +2,14 @@
 used to turn into a wrong model or an obscure error. Real NNI pruners and ModelSpeedup."""
 from __future__ import annotations
 
-import logging
 
 import pytest
 import torch
-from nni.compression.pruning import L1NormPruner
 from torch import nn
 
 from nni_topo_pruner.speedup import speedup_model
+from tests.test_speedup_checks import QUIET, _l1  # one helper for both speed-up test files
 
-QUIET = logging.getLogger("tests.quiet_speedup_inputs")
-QUIET.setLevel(logging.CRITICAL)
-
-
-def _l1(model: nn.Module, config: list) -> dict:
-    pruner = L1NormPruner(model, config)
-    _, masks = pruner.compress()
-    pruner.unwrap_model()
-    return masks
 
 
 def _cnn() -> nn.Module:
