@@ -33,9 +33,12 @@ stays as close as possible to the whole layer's.
 ``generations`` counts the generations bred after the initial population, so ``history``
 has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one). With
 elitism the GA stops early once the best individual reaches the fitness's proven lower
-bound (:meth:`SubsetFitness.lower_bound`, up to a relative rounding tolerance of
-``BOUND_TOLERANCE``): nothing can change after that, so the result is the full run's, for
-fewer evaluations.
+bound (:meth:`SubsetFitness.lower_bound`, up to the tie tolerance): nothing can change after
+that, so the result is the full run's, for fewer evaluations. The salience-seeded individual
+is evaluated first, alone: when it already sits on the bound (the usual case for the default
+criterion) the GA's population is never evaluated, and the result is that individual, which
+the full run would also have returned (it is first in the population and nothing can beat
+the bound by more than the tolerance).
 
 Example:
     >>> import numpy as np
@@ -297,6 +300,14 @@ def evolve_neuron_mask(
     lower_bound = fitness.lower_bound(n_keep)
     tol = fitness_tolerance(fitness)
     reached = lower_bound + max(tol, BOUND_TOLERANCE * abs(lower_bound))
+    if initial_mask is not None and config.elitism:
+        initial_fitness = fitness(initial_mask)
+        if initial_fitness <= reached:  # optimal already: the GA's first generation could not beat it
+            logger.debug("GA n=%d keep=%d: the salience-seeded subset is on the bound (%.6g <= %.6g); no GA run",
+                         n, n_keep, initial_fitness, lower_bound)
+            return GAResult(initial_mask, float(initial_fitness), [float(initial_fitness)] * (config.generations + 1),
+                            fitness.evaluations - before, float(initial_fitness), 0, lower_bound,
+                            ga_fitness=float(initial_fitness), converged=True)
     with _GLOBAL_RANDOM_LOCK:
         saved_random = random.getstate()
         saved_numpy = np.random.get_state()

@@ -28,8 +28,13 @@ its ``pruning_ratio_dict`` entry for the group's layers, channel groups (grouped
 choice shared by every channel group) and ``round_to``. Under ``global_pruning`` or
 ``isomorphic`` pruning Torch-Pruning ranks channels across groups and its per-group counts are
 not known in advance: each group then keeps ``n - int(n * (1 - ratio))`` by the engine, and
-Torch-Pruning's cross-group threshold may move a few channels (a warning says so). Called
-outside a pruner (``imp(group)``), the importance uses its own ``pruning_ratio`` option.
+Torch-Pruning's cross-group threshold may move a few channels (a warning says so).
+
+Called outside a pruner (``imp(group)``, as Torch-Pruning's own tests and user code call any
+importance), there is no count to choose for: the scores are then the criterion's *ranking*,
+``t`` above (salience order, ties by the engine's canonical order), each in (0, 1) and no GA
+is run; with the ``pruning_ratio`` option the importance instead chooses
+``int(n * (1 - pruning_ratio))`` channels by the engine, as inside a pruner.
 
 :class:`BettiImportance` does the same for the BMVC paper's Betti criterion (BettiPruner's scores
 from feature maps on calibration images; see its docstring).
@@ -129,8 +134,11 @@ class TopologicalImportance:
 
     pruning_ratio
         Used only when the importance is called outside a Torch-Pruning pruner (``imp(group)``):
-        the fraction of the group's channels to prune. Inside ``BasePruner.step()`` the pruner's
-        own ratio, ``pruning_ratio_dict`` and ``round_to`` decide (see the module docstring).
+        the fraction of the group's channels to prune, chosen by the engine (kept channels score
+        above 1). ``None`` (the default): such a call returns the criterion's ranking instead
+        (salience order, ties by canonical order; scores in (0, 1); no GA). Inside
+        ``BasePruner.step()`` the pruner's own ratio, ``pruning_ratio_dict`` and ``round_to``
+        decide (see the module docstring).
 
     After a ``step()``, :attr:`choices` maps each unit's name to its :class:`GroupChoice`.
     """
@@ -188,18 +196,18 @@ class TopologicalImportance:
                              f"coordinates; fix the checkpoint or add the layers to ignored_layers")
         name = "+".join(members)
         root = _name(graph, group[0].dep.target.module)
-        scores, choice = self._scores(name, members, root, points, n_keep, channel_groups, kind)
-        self.choices[name] = choice
+        if n_keep is None:
+            scores = self._ranking(points)
+        else:
+            scores, choice = self._scores(name, members, root, points, n_keep, channel_groups, kind)
+            self.choices[name] = choice
         return torch.as_tensor(np.tile(scores, channel_groups), dtype=torch.float32)
 
     # ------------------------------------------------------------------ helpers
-    def _n_keep(self, pruner: Any, group: Any, graph: Any, n: int) -> int:
+    def _n_keep(self, pruner: Any, group: Any, graph: Any, n: int) -> Optional[int]:
         if pruner is None:
-            if self.pruning_ratio is None:
-                raise ValueError("TopologicalImportance was called outside a Torch-Pruning pruner's step() and "
-                                 "cannot know how many channels will be pruned: pass pruning_ratio= to "
-                                 "TopologicalImportance, or call it through tp.pruner.BasePruner")
-            return int(n * (1 - self.pruning_ratio))
+            # no count to choose for: None asks _scores for the criterion's ranking alone
+            return None if self.pruning_ratio is None else int(n * (1 - self.pruning_ratio))
         n_pruned, shared = torch_pruning_count(pruner, group, n)
         if shared and not self._warned_shared_scope:
             self._warned_shared_scope = True
@@ -212,6 +220,14 @@ class TopologicalImportance:
                         "round_to); it refuses and keeps them all", n)
             return n
         return n - max(n_pruned, 0)
+
+    def _ranking(self, points: np.ndarray) -> np.ndarray:
+        """The criterion's ranking of the cloud's channels as scores in (0, 1), higher = keep:
+        salience order (within the engine's tolerance), ties by canonical rank."""
+        n = points.shape[0]
+        if n < 2:
+            return np.full(n, 0.5)
+        return _rank_scores(analyse_unit(self.calculator, points, zero_anchor=self.zero_anchor))
 
     def _scores(self, name: str, members: List[str], root: str, points: np.ndarray, n_keep: int,
                 channel_groups: int, kind: str) -> Tuple[np.ndarray, GroupChoice]:
@@ -230,18 +246,23 @@ class TopologicalImportance:
                            self.calculator.distance, self.calculator.cloud_metric)
         kept = choose_kept(self.calculator, analysed, n_keep, unit_ga_config(self.ga_config, name))
         keep = kept.keep_mask
-        salience = analysed.salience
-        # Rank by salience (within the engine's tolerance: rounding must not reorder), ties by canonical rank.
-        order = np.lexsort((-analysed.ranks, tie_groups(salience, analysed.tolerance)))
-        position = np.empty(n)
-        position[order] = np.arange(n)
-        scores = keep.astype(np.float64) + (position + 1.0) / (n + 1.0)
+        scores = keep.astype(np.float64) + _rank_scores(analysed)
         choice = GroupChoice(name, members, root, n, int(keep.sum()), np.flatnonzero(keep), channel_groups,
-                             salience=salience, initial_distance=float(kept.ga.initial_fitness),
+                             salience=analysed.salience, initial_distance=float(kept.ga.initial_fitness),
                              final_distance=float(kept.ga.best_fitness), cloud=kind)
         logger.info("TopologicalImportance: %s keeps %d of %d (distance %.4g -> %.4g)", name, n_keep, n,
                     choice.initial_distance, choice.final_distance)
         return scores, choice
+
+
+def _rank_scores(analysed: Any) -> np.ndarray:
+    """``(position + 1) / (n + 1)`` of each stored channel in the salience order (values within
+    the engine's tolerance tied: rounding must not reorder them), ties by canonical rank."""
+    n = analysed.n
+    order = np.lexsort((-analysed.ranks, tie_groups(analysed.salience, analysed.tolerance)))
+    position = np.empty(n)
+    position[order] = np.arange(n)
+    return (position + 1.0) / (n + 1.0)
 
 
 _CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)

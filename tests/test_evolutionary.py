@@ -11,6 +11,7 @@ from nni_topo_pruner.evolutionary import (
     GAResult,
     NeuronMaskGA,
     evolve_neuron_mask,
+    fitness_tolerance,
     random_subset_mask,
     set_crossover,
     swap_mutation,
@@ -230,3 +231,42 @@ def test_early_stop_at_the_lower_bound_gives_the_full_runs_result():
     assert np.array_equal(early.keep_mask, full.keep_mask)
     assert early.history == full.history
     assert early.evaluations < full.evaluations
+
+
+@pytest.mark.parametrize("shape", [(16, 64), (40, 200), (96, 400)])
+def test_a_start_on_the_bound_costs_one_evaluation_and_keeps_the_full_runs_mask(shape):
+    """Issue 30: the salience-seeded subset is evaluated first and alone; when it is on the bound
+    (zero-anchored Gaussian rows, as in a randomly initialised layer) the result (mask, fitness,
+    history) is the full run's, for one evaluation instead of a population and generations."""
+    from nni_topo_pruner.engine import AnchoredFitness, analyse_unit, salience_seed
+
+    calc = MetricCalculator(distance="wasserstein")
+    for seed in range(4):
+        x = np.random.default_rng(seed).standard_normal(shape)
+        unit = analyse_unit(calc, x, zero_anchor=True)
+        n_keep = shape[0] // 2
+        start = salience_seed(unit.canonical_salience, n_keep, unit.tolerance)
+        cfg = GAConfig(population_size=12, generations=5, seed=seed)
+        early = evolve_neuron_mask(AnchoredFitness(calc.subset_fitness(unit.topology)), shape[0], n_keep, cfg,
+                                   initial_keep=start)
+        full = evolve_neuron_mask(_NoBound(AnchoredFitness(calc.subset_fitness(unit.topology))), shape[0], n_keep,
+                                  cfg, initial_keep=start)
+        assert early.initial_fitness <= early.lower_bound + fitness_tolerance(calc.subset_fitness(unit.topology))
+        assert (early.evaluations, early.generations_run, early.converged) == (1, 0, True)
+        assert full.generations_run == 5 and full.evaluations > 12
+        assert np.array_equal(early.keep_mask, full.keep_mask)
+        assert early.best_fitness == full.best_fitness and early.history == full.history
+
+
+def test_a_start_off_the_bound_still_runs_the_ga():
+    from nni_topo_pruner.engine import analyse_unit, salience_seed
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 27)) * rng.uniform(0.01, 1.0, size=(40, 1))  # spread norms: off the bound
+    calc = MetricCalculator(distance="wasserstein")
+    unit = analyse_unit(calc, x)
+    start = salience_seed(unit.canonical_salience, 20, unit.tolerance)
+    result = evolve_neuron_mask(calc.subset_fitness(unit.topology), 40, 20,
+                                GAConfig(population_size=8, generations=3, seed=0), initial_keep=start)
+    assert result.initial_fitness > result.lower_bound
+    assert result.generations_run == 3 and result.evaluations > 8

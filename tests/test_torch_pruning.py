@@ -177,14 +177,88 @@ def test_scores_put_every_kept_channel_above_every_pruned_one():
     model = odd_cnn()
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.rand(1, 3, 16, 16))
     group = graph.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=list(range(13)))
-    with pytest.raises(ValueError, match="pruning_ratio"):
-        TopologicalImportance(seed=0)(group)                    # outside a pruner: the count is unknown
     imp = TopologicalImportance(seed=0, pruning_ratio=0.5, **FAST_GA)
     scores = imp(group)
     assert scores.shape == (13,) and len(set(scores.tolist())) == 13
     kept = imp.choices["conv1"].kept
     assert len(kept) == 6
     assert scores[kept].min() > 1.0 > scores[np.setdiff1d(np.arange(13), kept)].max()
+
+
+# --------------------------------------------------------------------------- the importance contract
+def issue_group():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    g = tp.DependencyGraph().build_dependency(m, example_inputs=torch.randn(1, 3, 16, 16)).get_pruning_group(
+        m[0], tp.prune_conv_out_channels, idxs=list(range(8)))
+    return m, g
+
+
+def test_direct_call_returns_the_criterions_ranking():
+    """Called as Torch-Pruning's tests call any importance (the issue's snippet): one score per
+    channel, the salience order (ties: canonical order), no count needed and no GA run."""
+    m, g = issue_group()
+    assert tp.importance.RandomImportance()(g).shape == (8,)
+    imp = TopologicalImportance()
+    scores = imp(g)
+    assert scores.shape == (8,) and scores.dtype == torch.float32
+    assert len(set(scores.tolist())) == 8 and 0 < scores.min() and scores.max() < 1
+    assert imp.choices == {}                                    # nothing was chosen
+    calculator, _ = build_criterion()
+    points = m[0].weight.detach().flatten(1).double().numpy()
+    analysed = analyse_unit(calculator, points, zero_anchor=True)
+    salience = analysed.salience
+    assert np.array_equal(np.argsort(scores.numpy(), kind="stable"), np.argsort(salience, kind="stable"))
+    # the top-k of the ranking is the engine's salience-seeded start for every k
+    for k in range(1, 8):
+        top = np.sort(np.argsort(-scores.numpy())[:k])
+        assert top.tolist() == np.sort(choose_kept(calculator, analysed, k, unit_ga_config(
+            build_criterion()[1], "0")).initial_keep).tolist()
+
+
+def test_direct_call_ranking_is_permutation_equivariant():
+    m, g = issue_group()
+    before = TopologicalImportance()(g).numpy()
+    perm = np.random.default_rng(3).permutation(8)
+    with torch.no_grad():
+        m[0].weight.copy_(m[0].weight[perm].clone())
+        m[0].bias.copy_(m[0].bias[perm].clone())
+    after = TopologicalImportance()(g).numpy()
+    assert np.array_equal(after, before[perm])
+
+
+class _SubclassPruner(tp.pruner.BasePruner):
+    """A MetaPruner-style subclass, as Torch-Pruning's algorithms are."""
+
+
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(iterative_steps=3),
+    dict(global_pruning=True),
+    dict(isomorphic=True, global_pruning=True),
+], ids=["local", "iterative", "global", "isomorphic"])
+@pytest.mark.parametrize("pruner_class", [tp.pruner.BasePruner, tp.pruner.MetaPruner, _SubclassPruner],
+                         ids=["BasePruner", "MetaPruner", "subclass"])
+def test_inside_any_pruner_the_count_is_torch_prunings(pruner_class, options):
+    """Inside a pruner (any subclass, local / iterative / global / isomorphic) the importance finds
+    the pruner and chooses Torch-Pruning's count: every step prunes what Torch-Pruning asked for."""
+    model = odd_cnn()
+    imp = TopologicalImportance(seed=0, **FAST_GA)
+    pruner = pruner_class(model, torch.rand(1, 3, 16, 16), importance=imp, pruning_ratio=0.5,
+                          ignored_layers=[model.head], **options)
+    stock = copy.deepcopy(model)
+    reference = pruner_class(stock, torch.rand(1, 3, 16, 16), importance=tp.importance.MagnitudeImportance(p=2),
+                             pruning_ratio=0.5, ignored_layers=[stock.head], **options)
+    for _ in range(options.get("iterative_steps", 1)):
+        pruner.step()
+        reference.step()
+        widths = [model.conv1.out_channels, model.conv2.out_channels, model.conv3.out_channels]
+        if not options.get("global_pruning"):   # local counts do not depend on the importance
+            assert widths == [stock.conv1.out_channels, stock.conv2.out_channels, stock.conv3.out_channels]
+        for name, choice in imp.choices.items():
+            assert choice.n_keep < choice.n              # a count, not the direct-call ranking
+    assert imp.choices and model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
+    assert n_params(model) < n_params(odd_cnn())
 
 
 def test_choice_is_the_engine_call_on_the_group_cloud(residual_cnn):
