@@ -133,7 +133,8 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
        cosine ignores norms, so they must not decide anything; unit-length activation
        clouds tie here and fall through);
     2. decreasing sum of distances to the other neurons (of the directions when
-       ``scale_free``): the more isolated neuron first;
+       ``scale_free``): the more isolated neuron first; computed for the rows tied on the
+       norm only, with a tolerance scaled by the largest of their sums;
     3. the coordinates (of the directions when ``scale_free``), first to last, ascending;
     4. only for rows equal within tolerance in all of the above: their raw bytes.
 
@@ -150,14 +151,19 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
     # each norm from a contiguous copy of its own row: independent of where the row is stored
     norms = np.array([np.sqrt(np.dot(r, r)) for r in (np.ascontiguousarray(points[i]) for i in range(n))])
     keyed = points / np.where(norms > 0, norms, 1.0)[:, None] if scale_free else points
-    squared = np.sum(keyed * keyed, axis=1)
-    gram = keyed @ keyed.T
-    spread = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0)).sum(axis=1)
-    keys = [] if scale_free else [-norms]
-    keys.append(-spread)
     groups = [np.arange(n, dtype=np.intp)]
-    for key in keys:
-        groups = _split(groups, key, tolerance(np.max(np.abs(key), initial=0.0), rtol))
+    if not scale_free:
+        groups = _split(groups, -norms, tolerance(np.max(norms, initial=0.0), rtol))
+    tied = np.concatenate([g for g in groups if len(g) > 1] or [np.zeros(0, dtype=np.intp)])
+    if len(tied):
+        # the spread of the tied rows only (trained and random layers rarely tie on norms: this
+        # skips an n x n x d product); its tolerance's scale is the largest of them (all rows
+        # when all are tied: unit-length activation clouds, the cosine metric)
+        squared = np.sum(keyed * keyed, axis=1)
+        gram = keyed[tied] @ keyed.T
+        spread = np.zeros(n)
+        spread[tied] = np.sqrt(np.maximum(squared[tied, None] + squared[None, :] - 2.0 * gram, 0.0)).sum(axis=1)
+        groups = _split(groups, -spread, tolerance(np.max(spread[tied]), rtol))
     coordinate_tol = tolerance(np.max(np.abs(keyed), initial=0.0), rtol)
     for column in range(keyed.shape[1]):
         if all(len(g) == 1 for g in groups):
