@@ -20,7 +20,7 @@ Example
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from typing import Dict, List, Mapping, Tuple
 
@@ -42,6 +42,9 @@ class PruningUnit:
     channels: np.ndarray                    # indices into the layers' output channels
     points: np.ndarray                      # (len(channels), features) float64
     global_group_id: object = None          # units of one global group share one budget
+    # channels of this unit already masked out (a scheduled pruner's earlier step): not in
+    # ``channels``/``points``, and pruned again by the unit's mask
+    dead: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n(self) -> int:

@@ -1,5 +1,6 @@
-"""A base for our one-shot NNI pruners: masks from the weights (or calibration data) once,
-no training-aware (fused) compression.
+"""A base for our NNI pruners: masks from the weights (or calibration data) once per
+``compress()``, or at an evaluator's optimizer steps when NNI's ``AGPPruner`` /
+``LinearPruner`` or fused compression drives them (:class:`~.scheduled.ScheduledMasks`).
 
 Construction is shared: NNI's config-list schema errors become a ``ValueError`` naming the
 pruner, and the subclass's :meth:`OneShotPruner._check_target_spaces` runs on NNI's parsed
@@ -7,8 +8,10 @@ target spaces; if it refuses them, the model is unwrapped again so the user's mo
 as it was.
 
 NNI 3.0's ``Compressor.compress(max_steps, max_epochs)`` dispatches to
-``_single_compress`` or to the fused path; a one-shot pruner supports only the former and
-says so clearly instead of failing deep inside NNI.
+``_single_compress`` or to the fused path. On its own, like NNI's norm pruners, the pruner is
+one-shot and says so clearly when given a training budget instead of failing deep inside NNI;
+training-aware pruning goes through a scheduler or a fused compressor, which call the
+``_fuse_preprocess`` trigger of :class:`~.scheduled.ScheduledMasks`.
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ from schema import SchemaError
 from torch import nn
 
 from . import compat
+from .scheduled import ScheduledMasks
 
 
-class OneShotPruner(Pruner):
-    """``compress()`` computes masks once and applies them; returns ``(model, masks)``."""
+class OneShotPruner(ScheduledMasks, Pruner):
+    """``compress()`` computes masks once and applies them; returns ``(model, masks)``. As the
+    bound pruner of NNI's ``AGPPruner`` / ``LinearPruner`` masks follow the schedule."""
 
     def __init__(self, model: nn.Module, config_list: List[Dict], evaluator: Optional[Evaluator] = None,
                  existed_wrappers=None) -> None:
@@ -44,15 +49,10 @@ class OneShotPruner(Pruner):
 
     def _single_compress(self, max_steps: Optional[int], max_epochs: Optional[int]) -> None:
         if max_steps is not None or max_epochs is not None:
-            raise ValueError(f"{type(self).__name__} is a one-shot pruner: call compress() without "
-                             f"max_steps/max_epochs")
+            raise ValueError(f"{type(self).__name__} is a one-shot pruner on its own: call compress() without "
+                             f"max_steps/max_epochs, or prune during training by wrapping it in NNI's AGPPruner or "
+                             f"LinearPruner (with an evaluator), as for L1NormPruner")
         self.update_masks(self.generate_masks())
-
-    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
-        raise ValueError(f"{type(self).__name__} does not support fused (training-aware) compression")
-
-    def _fuse_postprocess(self, evaluator: Evaluator) -> None:
-        raise ValueError(f"{type(self).__name__} does not support fused (training-aware) compression")
 
     def compress(self, max_steps: Optional[int] = None, max_epochs: Optional[int] = None):
         """Compute masks and apply them; returns ``(model, masks)`` like NNI's pruners."""

@@ -128,6 +128,12 @@ class TopologicalPruner(OneShotPruner):
         Processes over which layers are analysed in parallel (``1`` = in this process).
     progress
         Show a tqdm progress bar over the layers.
+
+    Gradual pruning: as the bound pruner of NNI's ``AGPPruner`` / ``LinearPruner`` (with an
+    evaluator) the masks are regenerated at the schedule's steps on the current trained, masked
+    weights; channels already masked out stay out (each step keeps a subset of the previous
+    step's channels) and the criterion sees only the live ones. ``pruner.reports`` holds one
+    report per step, ``pruner.steps`` their ratios, counts and seconds.
     """
 
     requires_calibration_data = False
@@ -160,6 +166,8 @@ class TopologicalPruner(OneShotPruner):
         self.cloud, self.calibration_loader, self.num_images = cloud, calibration_loader, num_images
         self.progress = check_bool(progress, "progress")
         self.report: Optional[PruningReport] = None
+        #: one report per generate_masks() call (a schedule's steps); ``report`` is the last
+        self.reports: List[PruningReport] = []
         config_list = normalised_config_list(config_list)
         check_config_list(model, config_list)  # NNI's own errors for these are bare asserts / KeyErrors / silence
         check_no_tied_targets(model, config_list)  # NNI's wrapping would untie them silently
@@ -188,8 +196,16 @@ class TopologicalPruner(OneShotPruner):
     # ----------------------------------------------------------------- NNI hooks
     def _collect_data(self) -> List[PruningUnit]:
         """Data collector: the active weight targets grouped into pruning units, each with
-        its point cloud (weight rows, or channel responses for ``cloud='activations'``)."""
-        units = collect_pruning_units(active_sparse_targets_filter(self._target_spaces), self._target_spaces)
+        its point cloud (weight rows, or channel responses for ``cloud='activations'``), of the
+        channels that the current masks keep (the weights as the masked network uses them)."""
+        data = active_sparse_targets_filter(self._target_spaces)
+        for module_name, targets in data.items():
+            for target_name, weight in targets.items():
+                mask = self._target_spaces[module_name][target_name].mask
+                if mask is not None:
+                    targets[target_name] = weight * mask.to(weight)
+        units = allocator.without_masked_channels(collect_pruning_units(data, self._target_spaces),
+                                                  self._target_spaces)
         if self.cloud == "activations":
             units = self._with_activation_clouds(units)
         return units
@@ -217,6 +233,7 @@ class TopologicalPruner(OneShotPruner):
                 for unit, result, n_keep in zip(units, analysed, budgets)]
         kept, ga_seconds = self._map(_choose_kept, jobs, "evolution")
         self.report = self._build_report(units, analysed, kept, metrics.seconds, ga_seconds)
+        self.reports.append(self.report)
         _logger.info("TopologicalPruner: %d units in %.2f s (analysis) + %.2f s", len(units), sum(metrics.seconds),
                      time.perf_counter() - started)
         return allocator.unit_masks(units, [k.keep_mask for k in kept], self._target_spaces)

@@ -23,13 +23,16 @@ from nni.compression.pruning.tools import norm_metrics
 from . import compat
 from .checks import check_config_list
 from .masks_io import Masks
+from .scheduled import ScheduledMasks, dead_channels_last
 from .topology.validation import check_int
 
 
-class RandomPruner(L1NormPruner):
+class RandomPruner(ScheduledMasks, L1NormPruner):
     """Prunes uniformly random output channels; ``seed`` makes the masks reproducible.
 
     The global torch RNG is not touched: scores come from a private ``torch.Generator``.
+    Under NNI's ``AGPPruner`` / ``LinearPruner`` every step draws the same scores and channels
+    already masked out rank last, so each step keeps a subset of the previous step's channels.
     """
 
     def __init__(self, model: torch.nn.Module, config_list: List[Dict], *, seed: int = 0, **kwargs):
@@ -48,4 +51,4 @@ class RandomPruner(L1NormPruner):
             for target_name in sorted(shaped[module_name]):
                 metric = shaped[module_name][target_name]
                 metrics[module_name][target_name] = torch.rand(metric.shape, generator=generator).to(metric)
-        return metrics
+        return dead_channels_last(metrics, self._target_spaces)

@@ -14,6 +14,11 @@ here what it means for ``L1NormPruner``:
 3. :func:`unit_masks` writes the chosen channels straight into weight masks and gives every
    aligned target (the bias) its source's channels, by NNI's ``align`` rule.
 
+Channels that the model's current masks already remove (an earlier step of NNI's
+``AGPPruner`` / ``LinearPruner``) stay removed: :func:`without_masked_channels` takes them out
+of the units' clouds (``PruningUnit.dead``); they rank below every live channel in the
+budgets and their masks stay zero, so each step keeps a subset of the previous step's channels.
+
 Example
 -------
 >>> import numpy as np
@@ -22,6 +27,7 @@ array([ True, False,  True])
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -39,6 +45,28 @@ def channel_keep_mask(mask: torch.Tensor) -> np.ndarray:
     return mask.detach().reshape(mask.shape[0], -1).ne(0).any(dim=1).cpu().numpy()
 
 
+def without_masked_channels(units: Sequence[PruningUnit], target_spaces) -> List[PruningUnit]:
+    """Each unit without the channels that its members' current weight masks remove (moved to
+    ``dead``): what the masked network computes, so that a pruned channel is never chosen again.
+    Units of an unmasked model come back unchanged."""
+    restricted = []
+    for unit in units:
+        live = np.ones(unit.n, dtype=bool)
+        for module_name, target_name in unit.members:
+            mask = target_spaces[module_name][target_name].mask
+            if mask is not None:
+                live &= channel_keep_mask(mask)[unit.channels]
+        if live.all():
+            restricted.append(unit)
+            continue
+        if not live.any():
+            raise ValueError(f"{unit.name!r}: every output channel is already masked out, so none can be chosen; "
+                             f"exclude the layer from the config list")
+        restricted.append(replace(unit, channels=unit.channels[live], points=unit.points[live],
+                                  dead=np.concatenate([unit.dead, unit.channels[~live]]).astype(np.int64)))
+    return restricted
+
+
 def normalised_scores(values: np.ndarray) -> np.ndarray:
     """Map scores to [0, 1) preserving order, so that layers of different scale are comparable
     in a global group: divide by the layer's largest score (all-zero stays zero)."""
@@ -52,7 +80,8 @@ def normalised_scores(values: np.ndarray) -> np.ndarray:
 def salience_metrics(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray], target_spaces) -> Masks:
     """NNI metrics of the units' salience: per weight target one value per output channel
     (shape ``(n, 1, ...)``, the weight's dtype), each unit's salience scaled into [0, 1) by
-    :func:`normalised_scores` so that NNI's rules can rank channels of different units."""
+    :func:`normalised_scores` so that NNI's rules can rank channels of different units; a
+    unit's ``dead`` channels get -1, below every live one, so NNI's rules prune them first."""
     metrics: Masks = {}
     for unit, values in zip(units, saliences):
         for module_name, target_name in unit.members:
@@ -64,6 +93,7 @@ def salience_metrics(units: Sequence[PruningUnit], saliences: Sequence[np.ndarra
                 metrics[module_name][target_name] = target
             target.view(-1)[torch.as_tensor(unit.channels)] = torch.as_tensor(normalised_scores(values),
                                                                               dtype=target.dtype)
+            target.view(-1)[torch.as_tensor(unit.dead)] = -1.0
     return metrics
 
 
@@ -101,7 +131,8 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
     scale compete fairly. Unlike NNI 3.0 (whose global threshold path ignores
     ``max_sparse_ratio`` and can empty a layer), every layer keeps at least
     ``n - int(n * max_sparse_ratio)`` channels (at least one when no maximum is set) and
-    prunes at least ``int(n * min_sparse_ratio)``. Greedy: a channel is pruned only while the
+    prunes at least ``int(n * min_sparse_ratio)``. A unit's ``dead`` channels count as pruned
+    (``n`` and the budget include them); the returned counts are of live channels kept. Greedy: a channel is pruned only while the
     pruned weights stay within the budget, so the total is at most one channel's weights
     short of it. Scores within ``RTOL`` of each other (a chain of small gaps,
     :func:`~nni_topo_pruner.topology.ties.tie_groups`) are equal, so that rounding cannot
@@ -115,18 +146,19 @@ def global_budgets(units: Sequence[PruningUnit], saliences: Sequence[np.ndarray]
         module_name, target_name = unit.members[0]
         space = target_spaces[module_name][target_name]
         ratios.add(space.sparse_ratio)
-        n = unit.n
-        lows.append(int(n * space.min_sparse_ratio) if space.min_sparse_ratio else 0)
-        highs.append(min(n - 1, int(n * space.max_sparse_ratio)) if space.max_sparse_ratio else n - 1)
+        n, dead = unit.n + len(unit.dead), len(unit.dead)
+        # counted over the unit's live channels: the dead ones are pruned already
+        lows.append(max(0, (int(n * space.min_sparse_ratio) if space.min_sparse_ratio else 0) - dead))
+        highs.append(max(0, (min(n - 1, int(n * space.max_sparse_ratio)) if space.max_sparse_ratio else n - 1) - dead))
         grains.append(int(np.prod(space.shape[1:])))  # weights per output channel
     if len(ratios) != 1:
         raise ValueError(f"global group {group_id!r} mixes sparse_ratio values {sorted(ratios)}; "
                          f"all layers of one global group must share one sparse_ratio")
     ratio = ratios.pop()
-    total = sum(unit.n * grain for unit, grain in zip(units, grains))
+    total = sum((unit.n + len(unit.dead)) * grain for unit, grain in zip(units, grains))
     budget_weights = int(total * ratio)
     pruned = list(lows)
-    spent = sum(low * grain for low, grain in zip(lows, grains))
+    spent = sum((low + len(unit.dead)) * grain for unit, low, grain in zip(units, lows, grains))
     # cheapest first; among equal scores (within RTOL) the channel ranked last canonically goes first
     scores = [normalised_scores(s) for s in saliences]
     labels = np.split(tie_groups(np.concatenate(scores) if scores else np.zeros(0), RTOL),
@@ -149,12 +181,13 @@ def unit_masks(units: Sequence[PruningUnit], keep_masks: Sequence[np.ndarray], t
     """NNI target masks of the chosen channels.
 
     Each member's weight mask is ones of the weight's shape and dtype with the unit's pruned
-    channels (output rows) zeroed; a target with NNI's ``align`` (the bias, aligned to the
+    and ``dead`` channels (output rows) zeroed; a target with NNI's ``align`` (the bias, aligned to the
     weight on dim 0) takes its source mask reduced onto the aligned dims, as NNI does.
     """
     masks: Masks = {}
     for unit, keep in zip(units, keep_masks):
-        pruned = torch.as_tensor(unit.channels[~np.asarray(keep, dtype=bool)], dtype=torch.long)
+        pruned = torch.as_tensor(np.concatenate([unit.channels[~np.asarray(keep, dtype=bool)], unit.dead]),
+                                 dtype=torch.long)
         for module_name, target_name in unit.members:
             space = target_spaces[module_name][target_name]
             mask = masks.setdefault(module_name, {}).get(target_name)

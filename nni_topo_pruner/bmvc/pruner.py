@@ -75,6 +75,7 @@ from tqdm.auto import tqdm
 from ..feature_collector import SUPPORTED_REDUCTIONS, FeatureCollector, feed_calibration_loader
 from ..masks_io import Masks
 from ..one_shot import OneShotPruner
+from ..scheduled import dead_channels_last
 from ..checks import check_config_list
 from ..topology.validation import check_bool, check_choice, check_homology_dims, check_int, check_number
 from .scoring import BettiScale, betti_importance, layer_betti
@@ -117,6 +118,12 @@ class BettiPruner(OneShotPruner):
         Seed of the random projection (per layer: derived from the layer name).
     progress
         tqdm progress bars for collection and scoring.
+
+    Gradual pruning: as the bound pruner of NNI's ``AGPPruner`` / ``LinearPruner`` the feature
+    maps are recorded again at every step (from ``calibration_loader``, which is then required)
+    on the current trained, masked model; channels already masked out stay out (a masked
+    filter's output is constant, the smallest Betti score, which would otherwise keep it).
+    ``pruner.steps`` records each step.
     """
 
     requires_calibration_data = True
@@ -268,7 +275,7 @@ class BettiPruner(OneShotPruner):
         return metrics
 
     def _generate_sparsity(self, metrics: Masks) -> Masks:
-        masks = generate_sparsity(metrics, self._sparsity_spaces())
+        masks = generate_sparsity(dead_channels_last(metrics, self._target_spaces), self._sparsity_spaces())
         for module_name, targets in masks.items():
             weight = targets.get("weight")
             if weight is not None and not weight.flatten(1).any():
@@ -278,6 +285,16 @@ class BettiPruner(OneShotPruner):
                                 np.unique(self.scores.get(module_name, np.array([]))).tolist()[:10])
         return masks
 
+
+    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
+        # checked here, where NNI's schedulers and fused compressors start the training loop
+        if self.calibration_loader is None:
+            raise ValueError("BettiPruner under AGPPruner/LinearPruner or fused compression needs calibration_loader=: "
+                             "its evaluator is training the model, so evaluate() cannot be run for the feature maps")
+        if self.betti_threshold is not None:
+            raise ValueError("betti_threshold is not scheduled by AGPPruner/LinearPruner (it would apply whole at the "
+                             "first step); give a 'sparse_ratio' in the config list for gradual pruning")
+        super()._fuse_preprocess(evaluator)
 
     # ----------------------------------------------------------------- data
     def _run_loader(self, collector: FeatureCollector) -> None:
