@@ -1,5 +1,6 @@
 """Compatibility patches that make NNI 3.0's concrete tracer, ``ModelSpeedup`` and dependency
-analysis work on current PyTorch (tested: torch 2.14.1, torchvision 0.29.1) and Python 3.11.
+analysis work on current PyTorch (tested: torch 2.14.1, torchvision 0.29.1) and Python 3.11, and
+its ``LightningEvaluator`` on pytorch-lightning 2.x (tested: 2.6.6).
 
 NNI 3.0 is NNI's last release; its ``ModelSpeedup`` traces the model with its own
 "concrete tracer", which breaks on today's torch and Python in several places. Every patch
@@ -27,7 +28,8 @@ from __future__ import annotations
 import logging
 
 from . import (builtin_generics, depthwise_parent_search, jit_trace_grad_mode, legacy_total_sparsity,
-               node_is_impure, nomask_output_randomize, py311_bytecode, pytree_size_leaf, tensorbase_qualname)
+               lightning_max_steps, node_is_impure, nomask_output_randomize, py311_bytecode, pytree_size_leaf,
+               tensorbase_qualname)
 from .base import MARKER, Patch
 
 _logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ _logger = logging.getLogger(__name__)
 PATCHES: tuple[Patch, ...] = tuple(module.PATCH for module in (
     tensorbase_qualname, node_is_impure, py311_bytecode, builtin_generics, jit_trace_grad_mode,
     nomask_output_randomize, depthwise_parent_search, legacy_total_sparsity, pytree_size_leaf,
+    lightning_max_steps,
 ))
 
 __all__ = ["MARKER", "PATCHES", "Patch", "apply", "applied_patches", "describe"]
