@@ -21,6 +21,10 @@ from nni.common.concrete_trace_utils import concrete_proxy, concrete_trace, conc
 compat.apply()  # what a user of raw NNI does
 
 ALL_PATCHES = [patch.name for patch in compat.PATCHES]
+try:  # the LightningEvaluator patch has a symptom only where pytorch-lightning is installed (the dev extra)
+    import pytorch_lightning  # noqa: F401
+except ImportError:
+    ALL_PATCHES.remove("lightning-fit-loop-max-steps")
 
 
 # ----------------------------------------------------------------------------------------
@@ -363,3 +367,40 @@ def test_legacy_total_sparsity_fails_without_patch(monkeypatch):
     monkeypatch.setattr(compressor, "trans_legacy_config_list", original)
     with pytest.raises(schema.SchemaError, match="Wrong key 'group_id'"):
         L1NormPruner(_two_linear_model(), LEGACY_TOTAL)
+
+
+def test_lightning_evaluator_trains_with_a_step_budget():
+    pl = pytest.importorskip("pytorch_lightning")
+    import nni
+    from nni.compression.utils import LightningEvaluator
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.fc(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return nni.trace(torch.optim.SGD)(self.parameters(), lr=0.1)
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            data = torch.utils.data.TensorDataset(torch.rand(8, 4), torch.randint(0, 2, (8,)))
+            return torch.utils.data.DataLoader(data, batch_size=2)
+
+    trainer = nni.trace(pl.Trainer)(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                    enable_model_summary=False, accelerator="cpu")
+    evaluator = LightningEvaluator(trainer, nni.trace(Data)())
+    module = Module()
+    evaluator._init_optimizer_helpers(module)
+    evaluator.bind_model(module)
+    steps = []
+    evaluator.patch_optimizer_step([], [lambda: steps.append(1)])
+    original = LightningEvaluator.train.__wrapped_original__
+    with pytest.raises(AttributeError, match="max_steps"):
+        original(evaluator, max_steps=3)  # NNI's own code: the symptom
+    evaluator.train(max_steps=3)  # patched: stops after 3 optimizer steps (not 5 epochs of 4)
+    assert len(steps) == 3
+    evaluator.unbind_model()
