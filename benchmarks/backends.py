@@ -191,8 +191,29 @@ def prune_with_nni(config: BenchmarkConfig, model: nn.Module, pruner: str, confi
                    seed: int, dummy: torch.Tensor, calibration: Optional[CalibrationFactory] = None,
                    progress: bool = True) -> Pruned:
     """The registry pruner's masks, then ``unwrap_model()`` and NNI's ``ModelSpeedup``."""
-    from nni_topo_pruner.registry import create_pruner, get_pruner
+    from nni_topo_pruner.registry import create_pruner
     from nni_topo_pruner.speedup import speedup_model
+
+    name, options, loader = nni_pruner_inputs(config, pruner, seed, calibration, progress)
+    started = time.perf_counter()
+    instance = step("create", lambda: create_pruner(name, model, config_list, calibration_loader=loader, **options))
+    _, masks = step("compress", instance.compress)
+    pruning_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    step("unwrap", instance.unwrap_model)
+    step("speedup", lambda: speedup_model(model, dummy, masks, logger=SPEEDUP_LOGGER))
+    speedup_seconds = time.perf_counter() - started
+
+    return Pruned(model, pruning_seconds, speedup_seconds, kept_channels(masks), options,
+                  criterion=criterion_summary(instance),
+                  calibration_images=None if loader is None else _dataset_size(loader))
+
+
+def nni_pruner_inputs(config: BenchmarkConfig, pruner: str, seed: int, calibration: Optional[CalibrationFactory] = None,
+                      progress: bool = True) -> Tuple[str, Dict[str, Any], Optional[Iterable]]:
+    """``(registry name, keyword options, calibration loader or None)`` of the NNI-backend pruner ``pruner``."""
+    from nni_topo_pruner.registry import get_pruner
 
     from .experiment import pruner_options  # the NNI pruner's keyword options (seed, progress)
 
@@ -204,29 +225,26 @@ def prune_with_nni(config: BenchmarkConfig, model: nn.Module, pruner: str, confi
     if calibration is not None and (getattr(pruner_class, "requires_calibration_data", False) or (
             getattr(pruner_class, "accepts_calibration_data", False) and options.get("cloud") == "activations")):
         loader = calibration()
+    return name, options, loader
 
-    started = time.perf_counter()
-    instance = step("create", lambda: create_pruner(name, model, config_list, calibration_loader=loader, **options))
-    _, masks = step("compress", instance.compress)
-    pruning_seconds = time.perf_counter() - started
 
-    started = time.perf_counter()
-    step("unwrap", instance.unwrap_model)
-    step("speedup", lambda: speedup_model(model, dummy, masks, logger=SPEEDUP_LOGGER))
-    speedup_seconds = time.perf_counter() - started
-
-    kept = {module: torch.nonzero(mask["weight"].flatten(1).abs().sum(1)).flatten().tolist()
+def kept_channels(masks: Dict[str, Dict[str, torch.Tensor]]) -> Dict[str, List[int]]:
+    """Per masked module, the output channels its weight mask keeps."""
+    return {module: torch.nonzero(mask["weight"].flatten(1).abs().sum(1)).flatten().tolist()
             for module, mask in masks.items() if "weight" in mask}
-    criterion = None
+
+
+def criterion_summary(instance: Any) -> Optional[Dict[str, Any]]:
+    """How the Topological Pruner's criterion ranked, per unit, from its (last) report; ``None``
+    for other pruners."""
     report = getattr(instance, "report", None)
-    if report is not None and hasattr(report, "units"):  # the Topological Pruner says how its criterion ranked
-        criterion = {unit.name: {"distinct_saliences": len(set(unit.salience)),
-                                 "salience_tied": bool(getattr(unit, "salience_tied", False)),
-                                 "initial_distance": unit.initial_distance,
-                                 "final_distance": unit.final_distance}
-                     for unit in report.units}
-    return Pruned(model, pruning_seconds, speedup_seconds, kept, options, criterion=criterion,
-                  calibration_images=None if loader is None else _dataset_size(loader))
+    if report is None or not hasattr(report, "units"):
+        return None
+    return {unit.name: {"distinct_saliences": len(set(unit.salience)),
+                        "salience_tied": bool(getattr(unit, "salience_tied", False)),
+                        "initial_distance": unit.initial_distance,
+                        "final_distance": unit.final_distance}
+            for unit in report.units}
 
 
 def _dataset_size(loader: Iterable) -> Optional[int]:

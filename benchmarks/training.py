@@ -185,7 +185,8 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
         optimizer: str = "sgd", schedule: str = "cosine", checkpoint: Optional[Path] = None,
         num_workers: int = 0, desc: str = "train", progress: bool = True,
         on_epoch: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None, precision: str = "fp32",
-        channels_last: bool = False, label_smoothing: float = 0.0, nesterov: bool = False) -> List[Dict[str, Any]]:
+        channels_last: bool = False, label_smoothing: float = 0.0, nesterov: bool = False,
+        optimizer_instance: Optional[torch.optim.Optimizer] = None) -> List[Dict[str, Any]]:
     """Train ``model`` for at most ``epochs`` epochs; test accuracy after every epoch.
 
     ``optimizer``: ``'sgd'`` (with ``momentum``) or ``'adam'``, both with ``weight_decay``;
@@ -199,7 +200,10 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
 
     With ``checkpoint`` set, the state after each epoch is saved there atomically and a later
     call with the same arguments resumes after the last finished epoch (or returns at once
-    after an early stop). The model is trained in place; returns one dict per epoch
+    after an early stop). ``optimizer_instance``, when given, is used instead of building
+    ``optimizer`` (it must hold ``model``'s parameters with ``lr`` set): NNI's ``TorchEvaluator``
+    re-creates the optimizer and patches its ``step`` to run a scheduled pruner's triggers.
+    The model is trained in place; returns one dict per epoch
     (``epoch``, ``test_acc``, ``train_loss``, ``train_acc`` -- the running accuracy over the
     epoch's batches, in train mode --, ``lr``, ``seconds``).
     """
@@ -212,7 +216,8 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimiser = _optimizer(optimizer, model, lr, momentum, weight_decay, nesterov=nesterov)
+    optimiser = (optimizer_instance if optimizer_instance is not None
+                 else _optimizer(optimizer, model, lr, momentum, weight_decay, nesterov=nesterov))
     steps_per_epoch = -(-len(train_set) // batch_size)
     if schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
