@@ -38,6 +38,9 @@ TRAINING_RECIPE_DEFAULTS: Dict[str, Any] = {"nesterov": False, "label_smoothing"
 
 # Who prunes: NNI (masks + ModelSpeedup) or Torch-Pruning (importance + DepGraph); see benchmarks.backends.
 BACKENDS = ("nni", "torch-pruning")
+#: when the masks are made: once before fine-tuning, or by NNI's AGPPruner / LinearPruner during it
+#: (benchmarks.gradual); 'oneshot' leaves every key as it was before schedules existed
+PRUNING_SCHEDULES = ("oneshot", "agp", "linear")
 
 C = TypeVar("C")  # a config dataclass
 
@@ -102,6 +105,15 @@ class BenchmarkConfig:
     finetune_epochs: int = _option(8, "fine-tuning budget in epochs (recoverability is measured after it)")
     finetune_lr: float = _option(0.01, "fine-tuning SGD learning rate (cosine schedule)")
     convergence_tolerance: float = _option(0.01, "converged = test accuracy within this of the unpruned model")
+    schedule: str = _option("oneshot", "when the masks are made: 'oneshot' (prune the baseline once, then fine-tune "
+                                       "for finetune_epochs) or 'agp' / 'linear' (NNI's AGPPruner / LinearPruner "
+                                       "around the pruner: schedule_steps mask updates during the same "
+                                       "finetune_epochs of training from the baseline, then the speed-up; "
+                                       "benchmarks/gradual.py, backend 'nni' only)")
+    schedule_steps: int = _option(5, "mask updates of schedule 'agp' / 'linear' (NNI's total_times), one every "
+                                     "(finetune_epochs x batches per epoch) // (schedule_steps + 1) optimizer steps, "
+                                     "so the last one leaves at least that many steps at the final sparsity; "
+                                     "ignored by 'oneshot'")
     scratch_e: List[str] = _option([], "pruner labels whose pruned architecture is also re-initialised and trained "
                                        "from scratch for baseline_epochs + finetune_epochs epochs (Scratch-E rows "
                                        "'scratch_e:LABEL', Liu et al. ICLR 2019); default none")
@@ -383,6 +395,7 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
             or not 0 <= config.label_smoothing < 1:
         raise ValueError(f"label_smoothing must be a number in [0, 1), got {config.label_smoothing!r}")
     _check_backend(config)
+    _check_schedule(config)
     if config.allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got {config.allocation!r}")
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
@@ -414,6 +427,63 @@ def _check_backend(config: BenchmarkConfig) -> None:
             raise ValueError(f"backend='torch-pruning': {error}") from None
         for spec in config.pruners:
             torch_pruning_name(spec)  # names the pruners Torch-Pruning can run
+
+
+def schedulable(pruner_class: type) -> bool:
+    """Whether NNI's ``AGPPruner`` / ``LinearPruner`` can drive ``pruner_class``: NNI's norm pruners
+    (``_NormPruner``: level, l1, l2, fpgm) and ours (``nni_topo_pruner.scheduled.ScheduledMasks``),
+    the pruners with the ``interval_steps`` / ``total_times`` trigger that ``_ComboPruner`` needs."""
+    from nni.compression.pruning.basic_pruner import _NormPruner
+
+    from nni_topo_pruner.scheduled import ScheduledMasks
+
+    return isinstance(pruner_class, type) and issubclass(pruner_class, (_NormPruner, ScheduledMasks))
+
+
+def _check_schedule(config: BenchmarkConfig) -> None:
+    schedule = getattr(config, "schedule", "oneshot")
+    if schedule not in PRUNING_SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(PRUNING_SCHEDULES)}, got {schedule!r}")
+    steps = getattr(config, "schedule_steps", 1)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"schedule_steps must be an int >= 1, got {steps!r}")
+    if schedule == "oneshot":
+        return
+    if config.finetune_epochs < 1:
+        raise ValueError(f"schedule={schedule!r} updates the masks during the finetune_epochs of training: "
+                         f"finetune_epochs must be >= 1, got {config.finetune_epochs}")
+    if getattr(config, "backend", "nni") != "nni":
+        raise ValueError(f"schedule={schedule!r} runs NNI's {'AGPPruner' if schedule == 'agp' else 'LinearPruner'} "
+                         f"and needs backend='nni', got backend={config.backend!r} (Torch-Pruning's iterative_steps "
+                         f"is not benchmarked); use --backend nni or schedule=oneshot")
+    from nni_topo_pruner.registry import get_pruner
+
+    for spec in config.pruners:
+        _, name = pruner_spec(spec)
+        try:
+            pruner_class = get_pruner(name)
+        except Exception:  # noqa: BLE001 - a module that fails to import fails its runs, recorded
+            continue
+        if not schedulable(pruner_class):
+            raise ValueError(f"pruners: {spec!r} ({pruner_class.__name__}) cannot run under schedule={schedule!r}: "
+                             f"NNI's scheduled pruners drive only pruners with the interval_steps/total_times "
+                             f"trigger (l1, l2, fpgm, level, topological, random, betti); drop it or use "
+                             f"schedule=oneshot")
+
+
+def schedule_key(config: BenchmarkConfig) -> Dict[str, Any]:
+    """What a scheduled run adds to its key (``{}`` for 'oneshot': older keys stay as they were).
+
+    >>> schedule_key(BenchmarkConfig())
+    {}
+    >>> schedule_key(BenchmarkConfig(schedule="agp", schedule_steps=4))
+    {'schedule': {'kind': 'agp', 'total_times': 4, 'interval': 'budget // (total_times + 1)'}}
+    """
+    schedule = getattr(config, "schedule", "oneshot")
+    if schedule == "oneshot":
+        return {}
+    return {"schedule": {"kind": schedule, "total_times": config.schedule_steps,
+                         "interval": "budget // (total_times + 1)"}}
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:
@@ -482,4 +552,5 @@ def run_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: 
             # only when not NNI: records made before backends existed keep their keys (and are reused)
             **({"backend": config.backend} if getattr(config, "backend", "nni") != "nni" else {}),
             **({"allocation": config.allocation} if config.allocation != "uniform" else {}),
+            **schedule_key(config),
             **training_recipe(config)}

@@ -156,7 +156,12 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
 def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
                    sparsity: float, seed: int, device: torch.device, work_dir: Path,
                    progress: bool = True) -> Dict[str, Any]:
-    """The full record for (``pruner``, ``sparsity``, ``seed``); raises :class:`StepError` on failure."""
+    """The full record for (``pruner``, ``sparsity``, ``seed``); raises :class:`StepError` on failure.
+    Under ``config.schedule`` 'agp' or 'linear' the record is :func:`benchmarks.gradual.run_scheduled`'s."""
+    if getattr(config, "schedule", "oneshot") != "oneshot":
+        from .gradual import run_scheduled
+
+        return run_scheduled(config, baseline, arrays, pruner, sparsity, seed, device, work_dir, progress)
     started = time.perf_counter()
     pruned_path = work_dir / "pruned.pt"
     stage = load_torch_or_none(pruned_path)

@@ -247,6 +247,14 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         f"weight decay {config['weight_decay']}. Recoverability = test accuracy after the budget; convergence = "
         f"first epoch within {100 * config['convergence_tolerance']:.1f} point(s) of the unpruned model "
         f"(0 = already right after pruning).",
+        *([] if config.get("schedule", "oneshot") == "oneshot" else [
+            f"- **Pruning schedule `{config['schedule']}`**: NNI's "
+            f"`{'AGPPruner' if config['schedule'] == 'agp' else 'LinearPruner'}` around each pruner makes "
+            f"{config.get('schedule_steps')} mask updates, evenly spaced, while the unpruned baseline trains for the "
+            f"budget above (the same epochs, batches and learning rates as one-shot), then the speed-up; no further "
+            f"training. \"Right after pruning\" and \"after BN re-estimation\" are the masked model right after the "
+            f"last update (BN re-estimated on a side copy), the curve starts at the unpruned model and convergence "
+            f"counts from the first epoch after the last update (benchmarks/gradual.py)."]),
         f"- FLOPs are thop's multiply-accumulates for one 32x32 image. Latency: median of "
         f"{config['latency_repeats']} forward passes at batch {config['latency_batch_size']} "
         f"(after {config['latency_warmup']} warm-up passes), on a machine possibly shared with other work.",

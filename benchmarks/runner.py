@@ -182,7 +182,12 @@ def with_convergence(record: Dict[str, Any], reference: Optional[float], toleran
     """
     if record.get("status") != "ok" or not isinstance(record.get("curve"), list) or reference is None:
         return record
-    return {**record, "convergence_epoch": convergence_epoch(record["curve"], reference, tolerance)}
+    # under a pruning schedule (benchmarks.gradual) the early epochs are at a lower sparsity: count from
+    # the first epoch at the final one
+    schedule = record.get("pruning_schedule")
+    start = schedule.get("first_full_sparsity_epoch", 0) if isinstance(schedule, dict) else 0
+    epoch = convergence_epoch(record["curve"][start:], reference, tolerance)
+    return {**record, "convergence_epoch": None if epoch is None else epoch + start}
 
 
 def write_outputs(state: BenchmarkState, out_dir: Path, plots: bool = True) -> Dict[str, Any]:
