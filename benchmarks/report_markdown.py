@@ -251,8 +251,8 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
             f"- **Pruning schedule `{config['schedule']}`**: NNI's "
             f"`{'AGPPruner' if config['schedule'] == 'agp' else 'LinearPruner'}` around each pruner makes "
             f"{config.get('schedule_steps')} mask updates, evenly spaced, while the unpruned baseline trains for the "
-            f"budget above (the same epochs, batches and learning rates as one-shot), then the speed-up; no further "
-            f"training. \"Right after pruning\" and \"after BN re-estimation\" are the masked model right after the "
+            f"budget above (the same epochs, batches and learning rates as one-shot), then the speed-up and one "
+            f"BatchNorm re-estimation; no further training. \"Right after pruning\" and \"after BN re-estimation\" are the masked model right after the "
             f"last update (BN re-estimated on a side copy), the curve starts at the unpruned model and convergence "
             f"counts from the first epoch after the last update (benchmarks/gradual.py)."]),
         f"- FLOPs are thop's multiply-accumulates for one 32x32 image. Latency: median of "

@@ -175,14 +175,19 @@ def test_agp_and_one_shot_at_the_same_budget_end_to_end(tmp_path):
             [(r["epoch"], r["lr"]) for r in one["finetune_history"]]
         assert run["layer_widths"] == one["layer_widths"]
         assert (run["params"], run["flops"]) == (one["params"], one["flops"])
-        # the curve starts at the unpruned baseline and ends at the sped-up model
+        # the curve starts at the unpruned baseline and ends at the sped-up, BN-re-estimated model
         assert run["curve"][0] == baseline["test_acc"] and len(run["curve"]) == 3
         assert run["curve"][-1] == run["recoverability"] == run["hits_final"].count("1") / 128
+        assert schedule["masked_acc"] == run["finetune_history"][-1]["test_acc"]
+        assert schedule["final_bn_images"] == 4 * 64 and 0 <= schedule["sped_up_acc"] <= 1
         assert run["hits_after_bn"].count("1") / 128 == run["acc_after_bn"] and run["bn_images"] == 4 * 64
         assert run["pruning_seconds"] == pytest.approx(sum(u["seconds"] for u in schedule["updates"]))
     assert [r["train_loss"] for r in nobn["l1"]["finetune_history"]] == \
         [r["train_loss"] for r in agp["l1"]["finetune_history"]]
     assert nobn["l1"]["acc_after_pruning"] == agp["l1"]["acc_after_pruning"] and "acc_after_bn" not in nobn["l1"]
+    # without re-estimation the final model is the sped-up one as it is
+    assert nobn["l1"]["pruning_schedule"]["final_bn_images"] == 0
+    assert nobn["l1"]["recoverability"] == nobn["l1"]["pruning_schedule"]["sped_up_acc"]
 
     assert "**Pruning schedule `agp`**: NNI's `AGPPruner`" in (tmp_path / "agp" / "report.md").read_text()
     assert "Pruning schedule" not in (tmp_path / "oneshot" / "report.md").read_text()
