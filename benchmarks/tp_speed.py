@@ -10,8 +10,12 @@ Each case builds the model from ``torch.manual_seed(0)`` (random initialisation:
 downloaded), then for each importance a fresh copy is pruned by ``tp.pruner.BasePruner`` at
 ``pruning_ratio=0.5`` (with the case's ``iterative_steps``); the timed part is the pruning steps
 (``step()`` calls, which include Torch-Pruning's own work on the groups), and separately the time
-spent inside the importance (``estimate_importance``). Importances run interleaved per repeat,
-so drifts in machine load hit all of them alike. Exit status 2 on a bad option.
+spent inside the importance (``estimate_importance``), each as wall-clock and as this process's
+CPU time. The ratios use CPU time: on a shared machine (these have 2 cores, often busy with a
+training run) wall-clock time measures the neighbours, while CPU time measures the work; run
+with ``--threads 1`` so that both importances do it on one thread (Torch-Pruning's FPGM uses
+torch's threads, ours NumPy's). Importances run interleaved per repeat. Exit status 2 on a bad
+option.
 """
 from __future__ import annotations
 
@@ -89,23 +93,24 @@ def time_case(model: torch.nn.Module, example: torch.Tensor, steps: int, ignored
     pruner = tp.pruner.BasePruner(model, example, importance=importance, pruning_ratio=0.5,
                                   iterative_steps=steps, ignored_layers=ignored)
     graph_s = time.perf_counter() - started
-    inside = [0.0]
+    inside = [0.0, 0.0]
     estimate = pruner.estimate_importance
 
     def timed_estimate(group: Any) -> Any:
-        begun = time.perf_counter()
+        begun, begun_cpu = time.perf_counter(), time.process_time()
         try:
             return estimate(group)
         finally:
             inside[0] += time.perf_counter() - begun
+            inside[1] += time.process_time() - begun_cpu
 
     pruner.estimate_importance = timed_estimate  # the importance still finds the pruner on the stack
     if profile is not None:
         profile.enable()
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         pruner.step()
-    steps_s = time.perf_counter() - started
+    steps_s, steps_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
     if profile is not None:
         profile.disable()
     params = sum(p.numel() for p in model.parameters())
@@ -113,7 +118,8 @@ def time_case(model: torch.nn.Module, example: torch.Tensor, steps: int, ignored
     if importance_name == "topological":
         choices = list(importance.choices.values())
         on_bound = sum(1 for c in choices if c.initial_distance == c.final_distance)
-    return {"steps_s": steps_s, "importance_s": inside[0], "graph_s": graph_s, "params_after": params,
+    return {"steps_s": steps_s, "importance_s": inside[0], "steps_cpu_s": steps_cpu_s, "importance_cpu_s": inside[1],
+            "graph_s": graph_s, "params_after": params,
             "groups_on_start": on_bound}
 
 
@@ -134,14 +140,15 @@ def run(cases: List[str], repeats: int, profile: bool) -> Dict[str, Any]:
                     warnings.simplefilter("ignore")
                     timings[imp].append(time_case(model, example, steps, ignored_of(model), imp,
                                                   prof if (imp == "topological" and repeat == 0) else None))
-                logger.info("%s / %s: %.2f s steps (%.2f s in the importance)", name, imp,
-                            timings[imp][-1]["steps_s"], timings[imp][-1]["importance_s"])
-        median = {imp: sorted(t, key=lambda r: r["steps_s"])[len(t) // 2] for imp, t in timings.items()}
+                last = timings[imp][-1]
+                logger.info("%s / %s: steps %.2f s CPU (%.2f s wall), in the importance %.2f s CPU", name, imp,
+                            last["steps_cpu_s"], last["steps_s"], last["importance_cpu_s"])
+        median = {imp: sorted(t, key=lambda r: r["steps_cpu_s"])[len(t) // 2] for imp, t in timings.items()}
         row = {"case": name, "input": "x".join(map(str, shape[1:])), "steps": steps, "repeats": repeats,
                "timings": timings, "median": median,
-               "ratio_steps_topological_to_fpgm": median["topological"]["steps_s"] / median["fpgm"]["steps_s"],
+               "ratio_steps_topological_to_fpgm": median["topological"]["steps_cpu_s"] / median["fpgm"]["steps_cpu_s"],
                "ratio_importance_topological_to_fpgm":
-                   median["topological"]["importance_s"] / max(median["fpgm"]["importance_s"], 1e-9)}
+                   median["topological"]["importance_cpu_s"] / max(median["fpgm"]["importance_cpu_s"], 1e-9)}
         rows.append(row)
         print(markdown_row(row), flush=True)
         if prof is not None:
@@ -151,16 +158,19 @@ def run(cases: List[str], repeats: int, profile: bool) -> Dict[str, Any]:
     return {"rows": rows, "profiles": profiles}
 
 
-HEADER = ("| case | input | steps | TopologicalImportance (s) | in the importance (s) | TP FPGMImportance (s) "
-          "| in the importance (s) | ratio (steps) | TP Magnitude (s) |\n"
-          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+HEADER = ("| case | input | steps | TopologicalImportance: steps (in the importance), CPU s "
+          "| TP FPGMImportance: steps (in the importance), CPU s | ratio: steps (importance) "
+          "| TP Magnitude: steps, CPU s | wall s: topological / FPGM |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
 
 def markdown_row(row: Dict[str, Any]) -> str:
     m = row["median"]
-    return (f"| {row['case']} | {row['input']} | {row['steps']} | {m['topological']['steps_s']:.2f} | "
-            f"{m['topological']['importance_s']:.2f} | {m['fpgm']['steps_s']:.2f} | {m['fpgm']['importance_s']:.2f} | "
-            f"{row['ratio_steps_topological_to_fpgm']:.2f}x | {m['magnitude']['steps_s']:.2f} |")
+    topo, fpgm = m["topological"], m["fpgm"]
+    return (f"| {row['case']} | {row['input']} | {row['steps']} | {topo['steps_cpu_s']:.2f} "
+            f"({topo['importance_cpu_s']:.2f}) | {fpgm['steps_cpu_s']:.2f} ({fpgm['importance_cpu_s']:.2f}) | "
+            f"{row['ratio_steps_topological_to_fpgm']:.2f}x ({row['ratio_importance_topological_to_fpgm']:.2f}x) | "
+            f"{m['magnitude']['steps_cpu_s']:.2f} | {topo['steps_s']:.1f} / {fpgm['steps_s']:.1f} |")
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

@@ -38,6 +38,7 @@ import numpy as np
 
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
 from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness, keep_indices, salience_ranked_subset
+from .topology.distances import distance_matrix
 from .topology.ties import RTOL, tie_groups, tolerance
 from .topology.validation import check_homology_dims
 
@@ -119,7 +120,8 @@ def unit_ga_config(config: GAConfig, unit_name: str) -> GAConfig:
     return replace(config, seed=(config.seed * 1_000_003 + zlib.crc32(unit_name.encode())) % 2**32)
 
 
-def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float = RTOL) -> np.ndarray:
+def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float = RTOL,
+                    spread: np.ndarray | None = None) -> np.ndarray:
     """Indices that put the rows of ``points`` in an order that depends only on their values,
     and not on rounding: ``points[canonical_order(points)]`` is the same array for every
     permutation of the rows, and a relative change of the values well below ``rtol``
@@ -134,7 +136,10 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
        clouds tie here and fall through);
     2. decreasing sum of distances to the other neurons (of the directions when
        ``scale_free``): the more isolated neuron first; computed for the rows tied on the
-       norm only, with a tolerance scaled by the largest of their sums;
+       norm only, with a tolerance scaled by the largest of their sums. A caller that has the
+       cloud's distance matrix passes its row sums as ``spread`` (:func:`analyse_unit` does:
+       the same sums under the Euclidean and cosine metrics, the metric's own under the
+       others), so that no second n x n product is computed;
     3. the coordinates (of the directions when ``scale_free``), first to last, ascending;
     4. only for rows equal within tolerance in all of the above: their raw bytes.
 
@@ -155,7 +160,10 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
     if not scale_free:
         groups = _split(groups, -norms, tolerance(np.max(norms, initial=0.0), rtol))
     tied = np.concatenate([g for g in groups if len(g) > 1] or [np.zeros(0, dtype=np.intp)])
-    if len(tied):
+    if len(tied) and spread is not None:
+        spread = np.asarray(spread, dtype=np.float64)
+        groups = _split(groups, -spread, tolerance(np.max(spread[tied]), rtol))
+    elif len(tied):
         # the spread of the tied rows only (trained and random layers rarely tie on norms: this
         # skips an n x n x d product); its tolerance's scale is the largest of them (all rows
         # when all are tied: unit-length activation clouds, the cosine metric)
@@ -304,14 +312,25 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
     (not ``cosine``). Under ``cosine`` the canonical order ignores the neurons' norms.
     """
     points = np.asarray(points)
-    order = canonical_order(points, scale_free=calculator.cloud_metric == "cosine")
-    cloud = points[order]
     anchored = check_zero_anchor(zero_anchor, calculator.cloud_metric)  # validated and resolved once
+    cloud = points
     if anchored:
-        cloud = np.vstack([np.zeros((1, cloud.shape[1]), dtype=cloud.dtype), cloud])
+        cloud = np.vstack([np.zeros((1, points.shape[1]), dtype=points.dtype), points])
+    # One distance matrix, in stored order: the canonical order's spread key is its row sums
+    # (over the neurons, not the anchor), then the matrix is permuted, not recomputed. The
+    # stored order can change its last bits (BLAS blocking); every decision below is tolerant.
+    distances = distance_matrix(cloud, calculator.cloud_metric)  # validates: NaN/Inf -> ValueError
+    first = 1 if anchored else 0
+    neurons = distances[first:, first:]
+    cosine = calculator.cloud_metric == "cosine"
+    # cosine distances are |u - v|^2 / 2 between directions: the sums of |u - v| as canonical_order's own
+    spread = np.sqrt(2.0 * neurons).sum(axis=1) if cosine else neurons.sum(axis=1)
+    order = canonical_order(points, scale_free=cosine, spread=spread)
+    full = np.concatenate([[0], order + 1]).astype(np.intp) if anchored else order
     # the anchor is never removed, so its own salience is not needed (and in a star-shaped MST
     # it would be the one expensive leave-one-out)
-    topology = calculator.analyse(cloud, skip_salience=(0,) if anchored else ())
+    topology = calculator.analyse(cloud[full], skip_salience=(0,) if anchored else (),
+                                  distances=distances[np.ix_(full, full)])
     return AnalysedUnit(order, topology, anchored)
 
 

@@ -31,6 +31,7 @@ from .topology.diagram_distance import (
 )
 from .topology.bounds import enclosing_radius, higher_dim_bottleneck_bound, max_persistence, smallest_positive_distance
 from .topology.distances import check_metric, distance_matrix
+from .topology.validation import check_distance_matrix
 from .topology.mst import mst_edge_lengths_batch
 from .topology.persistence import check_persistence_method, persistence_diagrams
 from .topology.salience import leave_one_out_salience
@@ -138,15 +139,24 @@ class MetricCalculator:
             f"persistence_method={self.persistence_method!r})"
         )
 
-    def analyse(self, points: np.ndarray, *, progress: bool = False, skip_salience: Sequence[int] = ()) -> LayerTopology:
+    def analyse(self, points: np.ndarray, *, progress: bool = False, skip_salience: Sequence[int] = (),
+                distances: np.ndarray | None = None) -> LayerTopology:
         """Distance matrix, diagrams and per-neuron salience of one layer's cloud.
 
         Args:
             points: (n, d) array, one row per neuron; NaN/Inf raise a ValueError.
             progress: tqdm bar for the leave-one-out loop of dimensions above 0.
             skip_salience: points whose salience is not computed (0), e.g. an anchor.
+            distances: ``distance_matrix(points, self.cloud_metric)`` when the caller has it
+                already (validated as a distance matrix of ``len(points)`` points, not recomputed).
         """
-        dist = distance_matrix(points, self.cloud_metric)  # validates: NaN/Inf -> ValueError
+        if distances is None:
+            dist = distance_matrix(points, self.cloud_metric)  # validates: NaN/Inf -> ValueError
+        else:
+            dist = check_distance_matrix(distances, "distances")
+            if dist.shape[0] != len(points):
+                raise ValueError(f"distances must be {len(points)} x {len(points)} (one row per point), "
+                                 f"got {dist.shape[0]} x {dist.shape[1]}")
         diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method)
         salience = leave_one_out_salience(
             dist,

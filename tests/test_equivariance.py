@@ -65,7 +65,11 @@ def test_engine_masks_are_equivariant_under_permutation(options):
             perm = rng.permutation(len(points))
             mask_p, salience_p = kept(points[perm], 12, options)
             np.testing.assert_array_equal(mask_p, mask[perm], err_msg=f"{name} {options}")
-            np.testing.assert_array_equal(salience_p, salience[perm], err_msg=f"{name} {options}")
+            # the salience values are equal within rounding, not bit for bit: the distance matrix is
+            # computed once in stored order (issue 30) and BLAS rounds by position; no decision rests on
+            # those bits (issue 25), so the masks above are exactly equivariant
+            np.testing.assert_allclose(salience_p, salience[perm], rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{name} {options}")
 
 
 def test_canonical_order_depends_only_on_the_rows():

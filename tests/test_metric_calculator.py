@@ -142,3 +142,44 @@ def test_h1_skip_is_used_in_high_dimension_and_matches_gudhi():
         ref = persistence_diagrams(layer.distances[np.ix_(sub, sub)], (0, 1), method="gudhi")
         want = max(gudhi.bottleneck_distance(layer.diagrams[d], ref[d], e=0) for d in (0, 1))
         assert value == pytest.approx(want, abs=1e-10)
+
+
+def test_analyse_takes_the_distance_matrix_the_caller_has():
+    """Issue 30: the engine computes the cloud's distances once (stored order) and hands the
+    permuted matrix to analyse; the result is the one analyse computes itself."""
+    from nni_topo_pruner.topology.distances import distance_matrix
+
+    points = np.random.default_rng(5).standard_normal((30, 7))
+    calc = MetricCalculator(distance="wasserstein")
+    own = calc.analyse(points)
+    given = calc.analyse(points, distances=distance_matrix(points))
+    np.testing.assert_array_equal(given.distances, own.distances)
+    np.testing.assert_array_equal(given.salience, own.salience)
+    with pytest.raises(ValueError, match="distances must be 30 x 30"):
+        calc.analyse(points, distances=distance_matrix(points[:29]))
+    with pytest.raises(ValueError, match="distances must hold finite"):
+        calc.analyse(points, distances=np.full((30, 30), np.nan))
+
+
+def test_engine_distances_computed_once_equal_the_canonical_clouds_own():
+    """The engine's distance matrix (computed in stored order, then permuted) equals, within
+    rounding, the matrix of the canonically ordered cloud computed directly, with and without
+    the zero anchor and under every metric; the kept neurons are the same either way."""
+    from nni_topo_pruner.engine import AnalysedUnit, analyse_unit, choose_kept
+    from nni_topo_pruner.evolutionary import GAConfig
+    from nni_topo_pruner.topology.distances import distance_matrix
+
+    rng = np.random.default_rng(6)
+    points = rng.standard_normal((40, 9)) * rng.uniform(0.1, 2.0, size=(40, 1))
+    for metric, anchored in (("euclidean", True), ("euclidean", False), ("cosine", False), ("manhattan", True)):
+        calc = MetricCalculator(distance="wasserstein", cloud_metric=metric)
+        unit = analyse_unit(calc, points, zero_anchor=anchored)
+        cloud = points[unit.order]
+        if anchored:
+            cloud = np.vstack([np.zeros((1, 9)), cloud])
+        np.testing.assert_allclose(unit.topology.distances, distance_matrix(cloud, metric), rtol=1e-12, atol=1e-13)
+        reference = calc.analyse(cloud, skip_salience=(0,) if anchored else ())
+        np.testing.assert_allclose(unit.topology.salience, reference.salience, rtol=1e-9, atol=1e-12)
+        ga = GAConfig(seed=0, population_size=8, generations=3)
+        direct = AnalysedUnit(unit.order, reference, anchored)
+        assert np.array_equal(choose_kept(calc, unit, 20, ga).keep_mask, choose_kept(calc, direct, 20, ga).keep_mask)
