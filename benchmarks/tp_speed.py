@@ -5,6 +5,7 @@
     python -m benchmarks.tp_speed                                  # every case, results to stdout
     python -m benchmarks.tp_speed --out benchmarks/results/tp_speed   # + results.json and README.md
     python -m benchmarks.tp_speed --cases resnet18 mlp --profile   # + where the topological time goes
+    python -m benchmarks.tp_speed --regularize --out benchmarks/results/tp_speed   # sparse training's cost
 
 Each case builds the model from ``torch.manual_seed(0)`` (random initialisation: no weights are
 downloaded), then for each importance a fresh copy is pruned by ``tp.pruner.BasePruner`` at
@@ -158,6 +159,29 @@ def run(cases: List[str], repeats: int, profile: bool) -> Dict[str, Any]:
     return {"rows": rows, "profiles": profiles}
 
 
+def regularize_cost(calls: int = 10) -> str:
+    """Markdown table: CPU seconds of one ``GroupNormPruner.regularize()`` call on resnet18 (64 px),
+    which asks the importance for every group (sparse training does it on every batch)."""
+    tp = import_torch_pruning()
+    rows = ["| importance | CPU s per regularize() call (mean of %d) |" % calls, "| --- | ---: |"]
+    for label, make in (("TopologicalImportance", lambda: TopologicalImportance(seed=0)),
+                        ("TopologicalImportance(regularize_every=10)",
+                         lambda: TopologicalImportance(seed=0, regularize_every=10)),
+                        ("TP FPGMImportance", tp.importance.FPGMImportance),
+                        ("TP GroupMagnitudeImportance", tp.importance.GroupMagnitudeImportance)):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None)
+        pruner = tp.pruner.GroupNormPruner(model, torch.rand(1, 3, 64, 64), importance=make(), pruning_ratio=0.5,
+                                           ignored_layers=[model.fc])
+        model(torch.rand(2, 3, 64, 64)).sum().backward()
+        started = time.process_time()
+        for _ in range(calls):
+            pruner.regularize(model)
+        rows.append(f"| {label} | {(time.process_time() - started) / calls:.3f} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 HEADER = ("| case | input | steps | TopologicalImportance: steps (in the importance), CPU s "
           "| TP FPGMImportance: steps (in the importance), CPU s | ratio: steps (importance) "
           "| TP Magnitude: steps, CPU s | wall s: topological / FPGM |\n"
@@ -182,6 +206,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--profile", action="store_true", help="profile the topological importance (cProfile, "
                                                                 "first repeat), printed and saved with --out")
+    parser.add_argument("--regularize", action="store_true",
+                        help="instead: the cost of one GroupNormPruner.regularize() call (resnet18), to OUT/regularize.md")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and README.md")
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
@@ -197,6 +223,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     logging.getLogger("nni_topo_pruner").setLevel(logging.WARNING)
     command = " ".join(["python -m benchmarks.tp_speed", *(sys.argv[1:] if argv is None else argv)])
     machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip()
+    if args.regularize:
+        print(f"{command}\n{machine}\n", flush=True)
+        table = regularize_cost()
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "regularize.md").write_text(
+                f"# Sparse training: one GroupNormPruner.regularize() call on resnet18 (64 px)\n\n"
+                f"Command: `{command}`  \nMachine: {machine}\n\n{table}\n")
+        return {"command": command, "regularize": table}
     print(f"{command}\n{machine}\n\n{HEADER}", flush=True)
     result = {"command": command, "machine": machine, "packages": package_versions(), **run(args.cases, args.repeats,
                                                                                             args.profile)}

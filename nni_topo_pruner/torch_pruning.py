@@ -140,6 +140,14 @@ class TopologicalImportance:
         ``BasePruner.step()`` the pruner's own ratio, ``pruning_ratio_dict`` and ``round_to``
         decide (see the module docstring).
 
+    regularize_every
+        Sparse training (``GroupNormPruner`` / ``GrowingRegPruner``, whose ``regularize()`` asks
+        the importance for every group on every batch) gets the criterion's ranking, as a
+        direct call does: one topological analysis per group per call (no GA), about what the
+        analysis part of one pruning step costs. With ``regularize_every=k`` each group's ranking
+        is recomputed on every k-th call only and reused in between, bounding the cost to 1/k
+        of that (the weights move little between batches). Default 1: every call.
+
     After a ``step()``, :attr:`choices` maps each unit's name to its :class:`GroupChoice`.
     """
 
@@ -148,10 +156,12 @@ class TopologicalImportance:
                  population_size: Optional[int] = None, generations: Optional[int] = None,
                  crossover_probability: float = 0.8, mutation_probability: float = 0.2, elitism: bool = True,
                  seed: Optional[int] = 0, zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR,
-                 pruning_ratio: Optional[float] = None) -> None:
+                 pruning_ratio: Optional[float] = None, regularize_every: int = 1) -> None:
         from .topology.validation import check_int
 
         seed = check_int(seed, "seed", 0, allow_none=True)  # np.int64(1) -> 1: random.seed takes no NumPy ints
+        self.regularize_every = check_int(regularize_every, "regularize_every", 1)
+        self._regularize_cache: Dict[str, Tuple[int, np.ndarray]] = {}
         self.calculator, self.ga_config = build_criterion(
             homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
             wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
@@ -177,12 +187,13 @@ class TopologicalImportance:
         tp = import_torch_pruning()
         graph = getattr(group, "_DG", None)
         n_total = len(group[0].idxs)
-        pruner = _calling_pruner(self, tp)
+        pruner, regularizing = _calling_pruner_and_purpose(self, tp)
         channel_groups = int(pruner._get_channel_groups(group)) if pruner is not None else 1
         if channel_groups < 1 or n_total % channel_groups:
             channel_groups = 1
         n = n_total // channel_groups
-        n_keep = self._n_keep(pruner, group, graph, n)
+        # sparse training asks for scores to shrink by, on every batch: the ranking, no count
+        n_keep = None if regularizing else self._n_keep(pruner, group, graph, n)
         cloud = _group_cloud(group, graph, tp, n_total)
         if cloud is None:
             logger.debug("TopologicalImportance: group rooted at %s has no Conv/Linear weights; skipped",
@@ -196,7 +207,9 @@ class TopologicalImportance:
                              f"coordinates; fix the checkpoint or add the layers to ignored_layers")
         name = "+".join(members)
         root = _name(graph, group[0].dep.target.module)
-        if n_keep is None:
+        if n_keep is None and regularizing:
+            scores = self._cached_ranking(name, points)
+        elif n_keep is None:
             scores = self._ranking(points)
         else:
             scores, choice = self._scores(name, members, root, points, n_keep, channel_groups, kind)
@@ -220,6 +233,15 @@ class TopologicalImportance:
                         "round_to); it refuses and keeps them all", n)
             return n
         return n - max(n_pruned, 0)
+
+    def _cached_ranking(self, name: str, points: np.ndarray) -> np.ndarray:
+        """The ranking for a regularisation call: recomputed on every ``regularize_every``-th call
+        for the group (the first included), reused in between."""
+        calls, scores = self._regularize_cache.get(name, (0, None))
+        if scores is None or len(scores) != len(points) or calls % self.regularize_every == 0:
+            scores = self._ranking(points)
+        self._regularize_cache[name] = (calls + 1, scores)
+        return scores
 
     def _ranking(self, points: np.ndarray) -> np.ndarray:
         """The criterion's ranking of the cloud's channels as scores in (0, 1), higher = keep:
@@ -447,18 +469,35 @@ def torch_pruning_count(pruner: Any, group: Any, n: int) -> Tuple[int, bool]:
     return n_pruned, False
 
 
-def _calling_pruner(importance: TopologicalImportance, tp: Any) -> Any:
+#: Torch-Pruning methods that ask the importance for scores to regularise by, not to cut by
+#: (GroupNormPruner.regularize, GrowingRegPruner.regularize / update_reg).
+_REGULARIZING = frozenset({"regularize", "update_reg"})
+
+
+def _calling_pruner(importance: Any, tp: Any) -> Any:
     """The Torch-Pruning pruner whose step is calling ``importance``, found on the call stack."""
+    return _calling_pruner_and_purpose(importance, tp)[0]
+
+
+def _calling_pruner_and_purpose(importance: Any, tp: Any) -> Tuple[Any, bool]:
+    """The calling pruner (or ``None``) and whether it calls from a regularisation method
+    (sparse training) rather than from ``step()``."""
     base = tp.pruner.BasePruner
     frame = sys._getframe(2)
+    pruner = None
     for _ in range(_STACK_DEPTH):
         if frame is None:
-            return None
+            break
         candidate = frame.f_locals.get("self")
-        if isinstance(candidate, base) and getattr(candidate, "importance", None) is importance:
-            return candidate
+        if pruner is None and isinstance(candidate, base) and getattr(candidate, "importance", None) is importance:
+            pruner = candidate
+        if pruner is not None:
+            if candidate is not pruner:
+                break
+            if frame.f_code.co_name in _REGULARIZING:
+                return pruner, True
         frame = frame.f_back
-    return None
+    return pruner, False
 
 
 def _name(graph: Any, module: Any) -> str:

@@ -261,6 +261,34 @@ def test_inside_any_pruner_the_count_is_torch_prunings(pruner_class, options):
     assert n_params(model) < n_params(odd_cnn())
 
 
+@pytest.mark.parametrize("pruner_name", ["GroupNormPruner", "GrowingRegPruner"])
+def test_sparse_training_gets_the_ranking_and_regularize_every_bounds_its_cost(monkeypatch, pruner_name):
+    """regularize() asks for every group on every batch: the importance answers with the ranking
+    (no count, no GA), recomputed on every regularize_every-th call; step() still cuts by count."""
+    model = odd_cnn()
+    imp = TopologicalImportance(seed=0, regularize_every=2, **FAST_GA)
+    calls = []
+    ranking = TopologicalImportance._ranking
+    monkeypatch.setattr(TopologicalImportance, "_ranking", lambda self, points: calls.append(len(points))
+                        or ranking(self, points))
+    pruner = getattr(tp.pruner, pruner_name)(model, torch.rand(1, 3, 16, 16), importance=imp, pruning_ratio=0.5,
+                                             ignored_layers=[model.head])
+    groups = len(list(pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                               root_module_types=pruner.root_module_types)))
+    before = model.conv1.weight.detach().clone()
+    for _ in range(3):
+        model.zero_grad()
+        model(torch.rand(4, 3, 16, 16)).sum().backward()
+        pruner.regularize(model)
+    assert imp.choices == {}                       # no count was chosen, no GA ran
+    assert len(calls) == 2 * groups                # calls 1 and 3 of each group; call 2 reused
+    assert torch.equal(model.conv1.weight, before)  # regularize changes gradients only
+    pruner.step()
+    assert imp.choices and all(c.n_keep < c.n for c in imp.choices.values())
+    with pytest.raises(ValueError, match="regularize_every"):
+        TopologicalImportance(regularize_every=0)
+
+
 def test_choice_is_the_engine_call_on_the_group_cloud(residual_cnn):
     """A residual add couples conv1 and conv3: one cloud, their rows side by side, named 'conv1+conv3'."""
     model = residual_cnn
