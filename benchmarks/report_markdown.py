@@ -196,6 +196,21 @@ def flops_section(view: Dict[str, Any], budget: int) -> List[str]:
     return lines
 
 
+
+def _baseline_recipe(config: Dict[str, Any]) -> str:
+    """The baseline's schedule and the recipe fields that differ from the defaults (e.g. the
+    ``full`` preset's one-cycle, Nesterov, label smoothing, bf16), as the report states them."""
+    parts = [config.get("baseline_schedule", "cosine")]
+    if config.get("nesterov"):
+        parts.append("Nesterov")
+    if config.get("label_smoothing"):
+        parts.append(f"label smoothing {config['label_smoothing']}")
+    if config.get("precision", "fp32") != "fp32":
+        parts.append(f"{config['precision']} autocast")
+    if config.get("channels_last"):
+        parts.append("channels_last")
+    return ", ".join(parts)
+
 def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]]) -> str:
     """The whole report as Markdown, from the results JSON payload."""
     config = results["config"]
@@ -225,7 +240,8 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
         f"- Data: {data['source']} `{data['location']}` (SHA-256 {data['file_sha256']}), "
         f"{data['train_images']} training / {data['test_images']} test images",
         f"- Model: CIFAR VGG-16 at width {config['width']}; baseline trained {config['baseline_epochs']} epochs "
-        f"(SGD lr {config['baseline_lr']}, cosine, batch {config['batch_size']}, seed {config['baseline_seed']}) "
+        f"(SGD lr {config['baseline_lr']}, {_baseline_recipe(config)}, batch {config['batch_size']}, "
+        f"seed {config['baseline_seed']}) "
         f"to **{100 * baseline['test_acc']:.2f}%** test accuracy; cache key `{baseline['key_hash']}`",
         (f"- Pruning: every pruner gets the same NNI config list "
          f"`[{{'op_types': {config['op_types']}, 'sparse_ratio': s}}]`, then `unwrap_model()` and NNI `ModelSpeedup`; "
