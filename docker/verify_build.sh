@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prove that docker/Dockerfile builds and that the image's test and smoke commands pass, on a
 # machine with no Docker daemon, no image registry and no way to run containers: podman builds
-# with chroot isolation on a Debian base made here (docker/make_debian_base.sh); the `verify`
-# stage runs `python -m pytest -q` and the smoke benchmark inside the build, as the image's user.
+# with chroot isolation on a Debian base made here (docker/make_debian_base.sh); the verify
+# stages (docker/Dockerfile.verify, on the built image) run `python -m pytest -q` and the smoke
+# benchmark inside the build, as the image's user.
 # Not part of CI (minutes to tens of minutes). See docs/docker.md for what this does and does not prove.
 #
 # Usage (as root, from anywhere):  bash docker/verify_build.sh [--worktree | --ref GIT_REF] [--tests-only | --smoke-only]
@@ -54,7 +55,7 @@ if ! podman image exists "$BASE_IMAGE"; then
         echo "error: base image '$BASE_IMAGE' not in local storage" >&2; exit 2
     fi
     t=$(date +%s); log "building base image $BASE_IMAGE (debootstrap)"
-    bash "$repo/docker/make_debian_base.sh" "$BASE_IMAGE"
+    ENGINE=podman bash "$repo/docker/make_debian_base.sh" "$BASE_IMAGE"
     log "base image built in $(elapsed "$t")"
 fi
 
@@ -113,16 +114,16 @@ done
 build_args+=(--build-arg "FIND_LINKS=${kept_links[*]}" --build-arg "EXTRA_INDEX_URLS=${kept_indexes[*]}")
 log "pip inside the build: index $index_url; extra indexes: ${kept_indexes[*]:-none}; find-links: ${kept_links[*]:-none}; CA bundle: $ca_bundle"
 
-build() {  # build TARGET [extra podman args...]
-    local target=$1; shift
+build() {  # build DOCKERFILE TARGET [extra podman args...]
+    local dockerfile=$1 target=$2; shift 2
     # shellcheck disable=SC2086  # EXTRA_BUILD_ARGS is a list of words on purpose
-    nice -n 19 podman build --isolation chroot --layers -f "$context/docker/Dockerfile" \
+    nice -n 19 podman build --isolation chroot --layers -f "$context/docker/$dockerfile" \
         --target "$target" "${build_args[@]}" "${mounts[@]}" ${EXTRA_BUILD_ARGS:-} "$@" "$context"
 }
 
 # 4. The image users get (default target).
 t=$(date +%s); log "building target runtime -> $IMAGE"
-build runtime -t "$IMAGE"
+build Dockerfile runtime -t "$IMAGE"
 log "runtime image built in $(elapsed "$t")"
 
 # 5. Its configuration, checked without running it (running containers is not possible here).
@@ -147,7 +148,7 @@ else
 fi
 t=$(date +%s); log "building target $report_target -> $VERIFY_OUT"
 rm -rf "$VERIFY_OUT"; mkdir -p "$VERIFY_OUT"
-build "$report_target" --build-arg "PYTEST_ARGS=${PYTEST_ARGS:-}" --build-arg "VERIFY_RUN_ID=$(date +%s)" "${data_mount[@]}" --output "type=local,dest=$VERIFY_OUT"
+build Dockerfile.verify "$report_target" --build-arg "APP_IMAGE=$IMAGE" --build-arg "PYTEST_ARGS=${PYTEST_ARGS:-}" --build-arg "VERIFY_RUN_ID=$(date +%s)" "${data_mount[@]}" --output "type=local,dest=$VERIFY_OUT"
 log "$report_target passed in $(elapsed "$t")"
 if [[ -f $VERIFY_OUT/pytest.log ]]; then
     log "tests ran as: $(cat "$VERIFY_OUT/user.txt")"
