@@ -38,7 +38,7 @@ import numpy as np
 
 from .evolutionary import GAConfig, GAResult, evolve_neuron_mask
 from .metric_calculator import LayerTopology, MetricCalculator, SubsetFitness, keep_indices, salience_ranked_subset
-from .topology.distances import distance_matrix
+from .topology.distances import distance_matrix, reordered
 from .topology.ties import RTOL, tie_groups, tolerance
 from .topology.validation import check_homology_dims
 
@@ -276,6 +276,12 @@ class AnchoredFitness:
     def evaluations(self) -> int:
         return self.inner.evaluations
 
+    @property
+    def scale(self) -> float:
+        """The anchored cloud's diameter: the scale of the GA's fitness tolerance (without it
+        the GA would compare anchored fitness values exactly, so rounding could decide)."""
+        return self.inner.scale
+
     def lower_bound(self, n_keep: int) -> float:
         return self.inner.lower_bound(n_keep + 1)  # the subsets have n_keep + 1 points
 
@@ -330,7 +336,7 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
     # the anchor is never removed, so its own salience is not needed (and in a star-shaped MST
     # it would be the one expensive leave-one-out)
     topology = calculator.analyse(cloud[full], skip_salience=(0,) if anchored else (),
-                                  distances=distances[np.ix_(full, full)])
+                                  distances=reordered(distances, full))
     return AnalysedUnit(order, topology, anchored)
 
 

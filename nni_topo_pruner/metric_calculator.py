@@ -32,8 +32,8 @@ from .topology.diagram_distance import (
 from .topology.bounds import enclosing_radius, higher_dim_bottleneck_bound, max_persistence, smallest_positive_distance
 from .topology.distances import check_metric, distance_matrix
 from .topology.validation import check_distance_matrix
-from .topology.mst import mst_edge_lengths_batch
-from .topology.persistence import check_persistence_method, persistence_diagrams
+from .topology.mst import mst_edge_lengths_batch, mst_edges
+from .topology.persistence import check_persistence_method, h0_diagram, persistence_diagrams
 from .topology.salience import leave_one_out_salience
 from .topology.ties import tolerant_argsort
 from .topology.validation import check_homology_dims
@@ -157,7 +157,16 @@ class MetricCalculator:
             if dist.shape[0] != len(points):
                 raise ValueError(f"distances must be {len(points)} x {len(points)} (one row per point), "
                                  f"got {dist.shape[0]} x {dist.shape[1]}")
-        diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method)
+        # H0's diagram and its leave-one-out salience both come from the minimum spanning
+        # tree: build it once (the reference methods compute their own H0 diagram).
+        tree = mst_edges(dist) if 0 in self.homology_dims else None
+        if tree is not None and self.persistence_method not in ("gudhi", "ripser"):
+            higher = tuple(d for d in self.homology_dims if d > 0)
+            found = persistence_diagrams(dist, higher, method=self.persistence_method) if higher else {}
+            found[0] = h0_diagram(dist, tree_weights=tree[2])
+            diagrams = {d: found[d] for d in self.homology_dims}
+        else:
+            diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method)
         salience = leave_one_out_salience(
             dist,
             self.homology_dims,
@@ -167,6 +176,7 @@ class MetricCalculator:
             method=self.persistence_method,
             progress=progress,
             skip=skip_salience,
+            tree=tree,
         )
         return LayerTopology(dist, diagrams, salience, self.homology_dims)
 

@@ -270,3 +270,18 @@ def test_a_start_off_the_bound_still_runs_the_ga():
                                 GAConfig(population_size=8, generations=3, seed=0), initial_keep=start)
     assert result.initial_fitness > result.lower_bound
     assert result.generations_run == 3 and result.evaluations > 8
+
+
+def test_the_anchored_fitness_compares_with_the_layers_tolerance_not_exactly():
+    """Regression (issue 25): the zero-anchored fitness (the default criterion's) exposed no
+    ``scale``, so the GA compared its values exactly and rounding could decide between subsets
+    whose fitness differs by float noise. Its tolerance is the anchored cloud's diameter's."""
+    from nni_topo_pruner.engine import AnchoredFitness, analyse_unit
+
+    x = np.random.default_rng(3).standard_normal((24, 50))
+    calc = MetricCalculator(distance="wasserstein")
+    unit = analyse_unit(calc, x, zero_anchor=True)
+    inner = calc.subset_fitness(unit.topology)
+    anchored = AnchoredFitness(inner)
+    assert fitness_tolerance(anchored) == fitness_tolerance(inner) > 0
+    assert anchored.scale == pytest.approx(float(np.max(unit.topology.distances)))

@@ -72,6 +72,27 @@ def test_euclidean_gram_path_is_accurate_for_near_duplicates_far_from_origin():
     np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_gram_distances_do_not_depend_on_the_block_size(monkeypatch, metric):
+    """The in-place passes run a few rows at a time (``_CACHE_ELEMENTS``); any block size,
+    down to one row, gives the same matrix bit for bit, and scipy's within rounding, with
+    near-duplicates (the exact-refinement path) spread across blocks."""
+    from nni_topo_pruner.topology import distances as module
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((70, 40)) * 2 + 3).astype(np.float32)
+    x[1] = x[0]
+    x[50] = x[2] * np.float32(1 + 1e-6)
+    x[69] = x[33] + np.float32(1e-5)
+    default = distance_matrix(x, metric)
+    want = squareform(pdist(np.asarray(x, np.float64), SCIPY_NAME[metric]))
+    np.testing.assert_allclose(default, want, rtol=1e-9, atol=1e-12)
+    for elements in (1, 70 * 3, 70 * 16 + 5):
+        monkeypatch.setattr(module, "_CACHE_ELEMENTS", elements)
+        assert np.array_equal(distance_matrix(x, metric), default)
+    assert default[0, 1] == 0.0
+
+
 def test_cosine_zero_vectors_have_documented_distances():
     x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
     d = distance_matrix(x, "cosine")

@@ -21,7 +21,7 @@ from .diagram_distance import (
     wasserstein_h0,
     wasserstein_h0_sorted,
 )
-from .distances import SUPPORTED_CLOUD_METRICS, diameter, distance_matrix
+from .distances import SUPPORTED_CLOUD_METRICS, diameter, distance_matrix, reordered
 from .mst import mst_edge_lengths, mst_edge_lengths_batch, mst_edges
 from .persistence import SUPPORTED_PERSISTENCE_METHODS, h0_diagram, persistence_diagrams
 from .salience import leave_one_out_salience
@@ -40,6 +40,7 @@ __all__ = [
     "diameter",
     "diagram_distance",
     "distance_matrix",
+    "reordered",
     "h0_diagram",
     "leave_one_out_salience",
     "mst_edge_lengths",

@@ -19,7 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def mst_edges(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# (u, v, w): the tree's edges u[i] - v[i] and their weights, as mst_edges returns them
+MinimumSpanningTree = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def mst_edges(dist: np.ndarray) -> MinimumSpanningTree:
     """Prim's minimum spanning tree of a dense symmetric matrix.
 
     Returns:

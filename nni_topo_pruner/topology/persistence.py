@@ -72,9 +72,10 @@ def _ripser(dist: np.ndarray, dims: tuple[int, ...], cap: float | None = None) -
     return {d: _sorted_rows(dg, cap) for d, dg in zip(dims, diagrams)}
 
 
-def h0_diagram(dist: np.ndarray) -> np.ndarray:
-    """Finite H0 diagram of the Rips filtration of ``dist`` from its minimum spanning tree."""
-    w = mst_edge_lengths(dist)
+def h0_diagram(dist: np.ndarray, *, tree_weights: np.ndarray | None = None) -> np.ndarray:
+    """Finite H0 diagram of the Rips filtration of ``dist`` from its minimum spanning tree
+    (``tree_weights``: that tree's edge weights, when the caller has built it already)."""
+    w = mst_edge_lengths(dist) if tree_weights is None else np.asarray(tree_weights, dtype=np.float64)
     w = np.sort(w[w > 0.0])
     return np.column_stack([np.zeros_like(w), w])
 

@@ -50,7 +50,7 @@ from .bounds import (
     max_persistence,
     smallest_positive_distance,
 )
-from .mst import mst_edges
+from .mst import MinimumSpanningTree, mst_edges
 from .persistence import persistence_diagrams
 from .validation import check_distance_matrix, check_homology_dims
 
@@ -152,11 +152,11 @@ def _replacement_weights(
     return np.asarray(weights)
 
 
-def _leave_one_out_changes(dist: np.ndarray, skip: frozenset = frozenset()):
+def _leave_one_out_changes(dist: np.ndarray, skip: frozenset = frozenset(), tree: MinimumSpanningTree | None = None):
     """The full MST weights, then for each point v not in ``skip``: (v, ids of v's tree edges,
     weights of the edges that reconnect T - v). Yields lazily so that memory stays O(n) per point."""
     n = dist.shape[0]
-    us, vs, ws = mst_edges(dist)
+    us, vs, ws = mst_edges(dist) if tree is None else tree
     yield ws
     if n < 3:
         for v in range(n):
@@ -178,8 +178,9 @@ def _leave_one_out_changes(dist: np.ndarray, skip: frozenset = frozenset()):
         yield v, np.asarray(incident[v], dtype=np.intp), extra
 
 
-def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = frozenset()) -> np.ndarray:
-    changes = _leave_one_out_changes(dist, skip)
+def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = frozenset(),
+                 tree: MinimumSpanningTree | None = None) -> np.ndarray:
+    changes = _leave_one_out_changes(dist, skip, tree)
     full = next(changes)
     n = dist.shape[0]
     full_desc = sorted_descending(full[full > 0.0])
@@ -237,6 +238,7 @@ def leave_one_out_salience(
     max_edge_length: float | None = None,
     progress: bool = False,
     skip: Sequence[int] = (),
+    tree: MinimumSpanningTree | None = None,
 ) -> np.ndarray:
     """Per-point salience: the diagram distance between the cloud and the cloud without it.
 
@@ -251,6 +253,8 @@ def leave_one_out_salience(
         progress: show a tqdm bar over the left-out points of the higher dimensions.
         skip: points whose salience is not needed (e.g. an anchor that is never removed);
             their entry is 0.
+        tree: the cloud's minimum spanning tree, ``mst_edges(dist)``, if already built
+            (the H0 diagram needs the same tree: build it once).
 
     Returns:
         (n,) float64 array; a cloud with fewer than 2 points has salience 0.
@@ -264,7 +268,7 @@ def leave_one_out_salience(
         return np.zeros(n)
     per_dim: list[np.ndarray] = []
     if 0 in dims:
-        per_dim.append(_h0_salience(dist, kind, order, frozenset(int(i) for i in skip)))
+        per_dim.append(_h0_salience(dist, kind, order, frozenset(int(i) for i in skip), tree))
     higher = tuple(d for d in dims if d > 0)
     if higher:
         full = diagrams if diagrams is not None else persistence_diagrams(dist, higher, method=method)

@@ -175,9 +175,11 @@ def check_distance_matrix(dist: np.ndarray, name: str = "dist", *, min_points: i
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < min_points:
         size = "a non-empty " if min_points > 0 else "a "
         raise InvalidParameterError(f"{name} must be {size}square (n, n) distance matrix, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise InvalidParameterError(f"{name} must hold finite distances, got NaN or Inf; compute it from finite points")
-    if arr.size and arr.min() < 0:
-        raise InvalidParameterError(f"{name} must hold non-negative distances, got negative entries "
-                                    f"(min {arr.min():g})")
+    if arr.size:
+        # min and max propagate NaN and show Inf: two passes over the matrix, no n x n temporary
+        low, high = arr.min(), arr.max()
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise InvalidParameterError(f"{name} must hold finite distances, got NaN or Inf; compute it from finite points")
+        if low < 0:
+            raise InvalidParameterError(f"{name} must hold non-negative distances, got negative entries (min {low:g})")
     return arr
