@@ -37,7 +37,8 @@
 #   PIP_CERT, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS  pip settings for the build
 #                  (default: this machine's `pip config`); file:// indexes and local wheel folders
 #                  are served to the build over http://127.0.0.1 (the build runs with
-#                  --network host), the CA bundle is copied into the clone's docker/build-ca/.
+#                  --network host; port VERIFY_INDEX_PORT, default 39467), the CA bundle is
+#                  copied into the clone's docker/build-ca/.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -163,11 +164,14 @@ if want build; then
     fi
     server="none"
     if [[ $n -gt 0 ]]; then
-        nice -n 10 python3 -u -m http.server --bind 127.0.0.1 --directory "$served" 0 > "$work/server.log" 2>&1 &
+        # A fixed port: the URLs are build arguments, part of the cache key of the RUN lines that
+        # see them, so a new port each time would reinstall every dependency.
+        port=${VERIFY_INDEX_PORT:-39467}
+        nice -n 10 python3 -u -m http.server --bind 127.0.0.1 --directory "$served" "$port" > "$work/server.log" 2>&1 &
         server_pid=$!
         for _ in $(seq 50); do grep -q 'port [0-9]' "$work/server.log" 2>/dev/null && break; sleep 0.2; done
-        port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$work/server.log" | head -n 1)
-        [[ -n $port ]] || fail "the local index server did not start: $(cat "$work/server.log")"
+        grep -q 'port [0-9]' "$work/server.log" && kill -0 "$server_pid" 2>/dev/null \
+            || fail "the local index server did not start on 127.0.0.1:$port (port taken? set VERIFY_INDEX_PORT): $(cat "$work/server.log")"
         server=http://127.0.0.1:$port
     fi
     subst() { local out=() word; for word in "$@"; do out+=("${word//@SERVER@/$server}"); done; echo "${out[*]}"; }
