@@ -28,8 +28,9 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from benchmarks.models import build_vgg16
@@ -85,8 +86,8 @@ def perturbed(model: torch.nn.Module, rel: float, seed: int) -> torch.nn.Module:
     return model
 
 
-def kept_channels(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict[str, Tuple[int, ...]]:
-    """Kept output channels per pruned layer (from the pruner's report)."""
+def unit_reports(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict[str, Any]:
+    """The pruner's report per pruned layer (``UnitReport``: kept channels, salience, GA)."""
     from nni_topo_pruner import TopologicalPruner
 
     options = dict(options)
@@ -96,19 +97,43 @@ def kept_channels(model: torch.nn.Module, options: Dict, sparsity: float) -> Dic
     pruner = TopologicalPruner(model, config, progress=False, **options)
     pruner.compress()
     pruner.unwrap_model()
-    return {unit.name: tuple(unit.kept_channels) for unit in pruner.report.units}
+    return {unit.name: unit for unit in pruner.report.units}
 
 
-def measure(model: torch.nn.Module, options: Dict, sparsity: float, trials: int, rel: float) -> Dict[str, float]:
-    reference = kept_channels(copy.deepcopy(model), options, sparsity)
+def kept_channels(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict[str, Tuple[int, ...]]:
+    """Kept output channels per pruned layer (from the pruner's report)."""
+    return {name: tuple(unit.kept_channels) for name, unit in unit_reports(model, options, sparsity).items()}
+
+
+def explain(reference: Any, moved: Any) -> str:
+    """Why one layer's mask moved: how far its salience moved, the salience gap at the cut
+    (both relative to the largest salience), and where the GA stopped in each run."""
+    salience, other = np.asarray(reference.salience), np.asarray(moved.salience)
+    top = float(np.max(np.abs(salience))) or 1.0
+    ranked = np.sort(salience)[::-1]
+    cut = float(ranked[reference.kept - 1] - ranked[reference.kept]) / top if reference.kept < len(ranked) else float("nan")
+
+    def ga(unit: Any) -> str:
+        return (f"start {unit.initial_distance:.6g}, GA {unit.ga_distance:.6g}, final {unit.final_distance:.6g}, "
+                f"{len(unit.ga_history) - 1} generations, {unit.polish_swaps} polish swaps, converged {unit.converged}")
+
+    return (f"{reference.name} ({reference.neurons} channels): salience moved {np.max(np.abs(salience - other)) / top:.2g}, "
+            f"gap at the cut {cut:.2g}; bound {reference.lower_bound:.6g}; reference: {ga(reference)}; perturbed: {ga(moved)}")
+
+
+def measure(model: torch.nn.Module, options: Dict, sparsity: float, trials: int, rel: float,
+            explain_changes: bool = False) -> Dict[str, float]:
+    reference = unit_reports(copy.deepcopy(model), options, sparsity)
     changed = swapped = 0
     started = time.perf_counter()
     for trial in range(trials):
-        masks = kept_channels(perturbed(model, rel, 1000 + trial), options, sparsity)
-        for layer, kept in reference.items():
-            moved = len(set(kept) ^ set(masks[layer])) // 2
+        units = unit_reports(perturbed(model, rel, 1000 + trial), options, sparsity)
+        for layer, unit in reference.items():
+            moved = len(set(unit.kept_channels) ^ set(units[layer].kept_channels)) // 2
             changed += moved > 0
             swapped += moved
+            if moved and explain_changes:
+                logger.info("trial %d, %d channels swapped: %s", trial, moved, explain(unit, units[layer]))
     return {"layers": len(reference) * trials, "changed": changed, "swapped": swapped,
             "seconds": time.perf_counter() - started}
 
@@ -123,6 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="append the markdown rows to this file")
+    parser.add_argument("--explain", action="store_true",
+                        help="log, for every layer mask that moved, how far its salience moved and where the GA stopped")
     args = parser.parse_args(argv)
     if args.weights is not None and not Path(args.weights).is_file():
         parser.error(f"--weights {args.weights}: no such file (a state dict saved with torch.save)")
@@ -133,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     source = args.weights or "random-init"
     rows = ["| model / criterion | layer masks changed | channels swapped | seconds |", "| --- | --- | --- | --- |"]
     for name in args.variants:
-        result = measure(model, VARIANTS[name], args.sparsity, args.trials, args.rel)
+        result = measure(model, VARIANTS[name], args.sparsity, args.trials, args.rel, args.explain)
         rows.append(f"| VGG-16 width {args.width:g} ({source}), {name} | {result['changed']}/{result['layers']} "
                     f"| {result['swapped']} | {result['seconds']:.0f} |")
         logger.info(rows[-1])

@@ -258,3 +258,20 @@ def test_engine_masks_survive_tiny_perturbations(options):
         for trial in range(3):
             noisy = points * (1 + rel * np.random.default_rng(trial).normal(size=points.shape))
             np.testing.assert_array_equal(mask(noisy), reference, err_msg=f"{options} rel={rel}")
+
+
+def test_the_stability_benchmark_explains_a_moved_mask_from_the_two_reports():
+    """``python -m benchmarks.mask_stability --explain``: the salience movement and the cut
+    gap are relative to the largest salience; each run's GA outcome is named."""
+    from benchmarks.mask_stability import explain
+    from nni_topo_pruner.report import UnitReport
+
+    def unit(salience, final):
+        return UnitReport(name="features.0", members=["features.0.weight"], neurons=4, kept=2, kept_channels=[0, 1],
+                          salience=salience, ga_history=[5.0, 4.0, 3.5], initial_distance=5.0, final_distance=final,
+                          evaluations=10, seconds_analyse=0.0, seconds_ga=0.0, ga_distance=final, lower_bound=3.0,
+                          polish_swaps=0, converged=False)
+
+    text = explain(unit([4.0, 3.0, 2.0, 1.0], 3.5), unit([4.0, 3.0, 2.2, 1.0], 3.25))
+    assert "salience moved 0.05" in text and "gap at the cut 0.25" in text
+    assert "final 3.5" in text and "final 3.25" in text and "2 generations" in text and "bound 3" in text
