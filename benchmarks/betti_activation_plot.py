@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from nni_topo_pruner.activation import DEFAULT_CUTOFF, many_to_one  # noqa: E402
+from nni_topo_pruner.bmvc.activation import DEFAULT_CUTOFF, many_to_one  # noqa: E402
 
 
 def plot(out: Path) -> None:

@@ -70,7 +70,7 @@ def run_record(method: str, threshold: float, seed: int, args: argparse.Namespac
                betti_kept: Optional[Dict[str, int]]) -> Dict[str, Any]:
     """One record: prune the baseline with ``method`` at ``threshold`` (the controls prune
     ``betti_kept`` filters per layer), measure, and fine-tune if asked."""
-    from nni_topo_pruner.betti_pruner import BettiPruner
+    from nni_topo_pruner.bmvc.pruner import BettiPruner
     from nni_topo_pruner.random_pruner import RandomPruner
     from nni.compression.pruning import L1NormPruner
     from nni_topo_pruner.speedup import speedup_model

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from nni_topo_pruner.synthetic import BmvcMLP, make_dataset
+from nni_topo_pruner.bmvc.synthetic import BmvcMLP, make_dataset
 from nni_topo_pruner.topology.betti import betti_numbers
 
 from .data import REPO_ROOT

@@ -49,7 +49,7 @@ def test_results_content(smoke_run):
 
 
 def test_input_layer_betti_is_computed_on_the_data(smoke_run):
-    from nni_topo_pruner.synthetic import make_dataset
+    from nni_topo_pruner.bmvc.synthetic import make_dataset
     from nni_topo_pruner.topology.betti import betti_numbers
 
     results = json.loads((smoke_run / "results.json").read_text())
