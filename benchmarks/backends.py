@@ -46,6 +46,7 @@ Example
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -186,7 +187,47 @@ def prune_with_backend(config: BenchmarkConfig, model: nn.Module, pruner: str, c
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
+_ALLOCATED: Dict[tuple, List[Dict[str, Any]]] = {}  # (baseline, sparsity) -> config list, per process
+
+
+def run_config_list(config: BenchmarkConfig, baseline: Any, sparsity: float) -> List[Dict[str, Any]]:
+    """The NNI config list every pruner (either backend) gets at ``sparsity`` from ``baseline``
+    (a :class:`benchmarks.baseline.Baseline`): uniform, or with per-layer ratios
+    from :func:`nni_topo_pruner.allocation.topological_config_list` on the baseline (computed
+    once per process: it does not depend on the pruner or the seed)."""
+    uniform = config.config_list(sparsity)
+    if config.allocation == "uniform":
+        return uniform
+    key = (baseline.key_hash, float(sparsity), tuple(config.op_types))
+    if key not in _ALLOCATED:
+        from nni_topo_pruner.allocation import topological_config_list
+
+        model = baseline.fresh_model().eval()
+        _ALLOCATED[key], _ = topological_config_list(model, uniform, torch.zeros(1, 3, 32, 32), progress=False)
+    return [dict(entry) for entry in _ALLOCATED[key]]
+
+
 # ------------------------------------------------------------------------------------------ NNI
+def _accepts_keyword(cls: type, name: str) -> bool:
+    try:
+        parameters = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters
+
+
+def pruner_options(pruner_class: type, label: str, config: BenchmarkConfig, seed: int,
+                   progress: bool = True) -> Dict[str, Any]:
+    """The keyword options for the pruner labelled ``label``: ``config.pruner_options[label]``, plus
+    ``seed=seed`` and ``progress=progress`` when the pruner's constructor takes them and the
+    options don't set them."""
+    options = pruner_options_for(config, label)
+    for keyword, value in (("seed", seed), ("progress", progress)):
+        if keyword not in options and _accepts_keyword(pruner_class, keyword):
+            options[keyword] = value
+    return options
+
+
 def prune_with_nni(config: BenchmarkConfig, model: nn.Module, pruner: str, config_list: List[Dict[str, Any]],
                    seed: int, dummy: torch.Tensor, calibration: Optional[CalibrationFactory] = None,
                    progress: bool = True) -> Pruned:
@@ -214,8 +255,6 @@ def nni_pruner_inputs(config: BenchmarkConfig, pruner: str, seed: int, calibrati
                       progress: bool = True) -> Tuple[str, Dict[str, Any], Optional[Iterable]]:
     """``(registry name, keyword options, calibration loader or None)`` of the NNI-backend pruner ``pruner``."""
     from nni_topo_pruner.registry import get_pruner
-
-    from .experiment import pruner_options  # the NNI pruner's keyword options (seed, progress)
 
     label, name = pruner_spec(pruner)
     pruner_class = step("create", lambda: get_pruner(name))
@@ -263,6 +302,22 @@ def torch_pruning_name(pruner: str) -> str:
                          f"use one of {', '.join(sorted(TORCH_PRUNING_IMPORTANCES))} (or LABEL=NAME of one), or "
                          f"run it with --backend nni")
     return key
+
+
+def check_backend_pruners(config: BenchmarkConfig) -> BenchmarkConfig:
+    """``config`` if its backend can run every pruner it names, else a ``ValueError`` naming the
+    fix (the backends own their pruner names; :func:`benchmarks.config.validate` checks the rest).
+    With ``backend='torch-pruning'`` Torch-Pruning must import and every pruner needs an importance."""
+    if getattr(config, "backend", "nni") == "torch-pruning":
+        from nni_topo_pruner.torch_pruning import import_torch_pruning
+
+        try:
+            import_torch_pruning()
+        except ImportError as error:  # a usage error of this run: the message says how to install it
+            raise ValueError(f"backend='torch-pruning': {error}") from None
+        for spec in config.pruners:
+            torch_pruning_name(spec)  # names the pruners Torch-Pruning can run
+    return config
 
 
 def build_importance(config: BenchmarkConfig, pruner: str, seed: int,

@@ -63,6 +63,7 @@ def compare(pruner: str, nni: Dict[str, Any], tp: Dict[str, Any]) -> Dict[str, A
 
 def run(out_dir: Path, pruners: Sequence[str], sparsity: float, seed: int, command_line: List[str]) -> int:
     """Prune with each pruner through both backends, write the outputs; 0 if the backends agree."""
+    from .backends import check_backend_pruners
     from .baseline import measure_size
     from .environment import git_state, machine_info, package_versions
     from .experiment import prune_and_measure
@@ -74,7 +75,8 @@ def run(out_dir: Path, pruners: Sequence[str], sparsity: float, seed: int, comma
     base = apply_overrides(preset_config("smoke"), [f"pruners={','.join(pruners)}", f"sparsities={sparsity}",
                                                     f"seeds={seed}", "finetune_epochs=0",
                                                     f"pruner_options={json.dumps(options)}"])
-    configs = {backend: validate(apply_overrides(base, [f"backend={backend}"])) for backend in ("nni", "torch-pruning")}
+    configs = {backend: check_backend_pruners(validate(apply_overrides(base, [f"backend={backend}"])))
+               for backend in ("nni", "torch-pruning")}
     device, arrays, baseline = prepare(configs["nni"], progress=False)
     rows: List[Dict[str, Any]] = []
     comparisons: List[Dict[str, Any]] = []

@@ -12,7 +12,6 @@ Example (needs a trained baseline, so not a doctest)::
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 import time
@@ -23,7 +22,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from .baseline_store import restore
+from .baseline_store import DEFAULT_CACHE_DIR, cache_dir_for, restore, weights_digest  # noqa: F401 (re-exported)
 from .config import BenchmarkConfig, baseline_key, stable_hash
 from .data import CifarArrays, evaluation_loader, portable_path, train_dataset
 from .measure import count_flops, count_parameters, measure_latency
@@ -32,9 +31,6 @@ from .store import atomic_torch_save, atomic_write_json, load_json_or_none, load
 from .training import evaluate, fit, seed_everything
 
 _logger = logging.getLogger(__name__)
-
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parent / "cache"
-
 
 @dataclass
 class Baseline:
@@ -52,27 +48,16 @@ class Baseline:
         return model
 
 
-def weights_digest(state_dict: Dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names, dtypes, shapes and values (independent of the file format):
-    two baselines with the same key are the same network only if their digests are equal.
-
-    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.zeros(2)})
-    True
-    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.tensor([0.0, 1e-30])})
-    False
-    """
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype
-    return digest.hexdigest()
-
-
 def training_trace(info: Dict[str, Any]) -> Optional[list]:
     """What a baseline's training printed, without the timings: ``[test_acc, history rows]``, or
     ``None`` when ``info`` has no history. Two runs of the same recipe on the same data give the
-    same trace exactly when they trained the same way (used where no weights digest was stored)."""
+    same trace exactly when they trained the same way (used where no weights digest was stored).
+
+    >>> training_trace({"test_acc": 0.9, "history": [{"epoch": 1, "test_acc": 0.9, "seconds": 12.5}]})
+    [0.9, [{'epoch': 1, 'test_acc': 0.9}]]
+    >>> training_trace({"test_acc": 0.9}) is None
+    True
+    """
     history = info.get("history")
     if not isinstance(history, list):
         return None
@@ -88,10 +73,6 @@ def training_options(config: BenchmarkConfig, arrays: CifarArrays) -> Dict[str, 
             "batch_size": config.batch_size, "momentum": config.momentum, "weight_decay": config.weight_decay,
             "nesterov": config.nesterov, "label_smoothing": config.label_smoothing,
             "precision": config.precision, "channels_last": config.channels_last, "num_workers": config.num_workers}
-
-
-def cache_dir_for(config: BenchmarkConfig) -> Path:
-    return Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
 
 
 def measure_size(model: nn.Module) -> Dict[str, int]:

@@ -38,6 +38,7 @@ from .store import atomic_torch_save, atomic_write_json, load_json_or_none, load
 _logger = logging.getLogger(__name__)
 
 STORE_DIR = Path(__file__).resolve().parent / "baselines"
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parent / "cache"
 CHECKPOINT_PARTS = {"model": "checkpoint-model.pt", "state": "checkpoint-state.pt"}
 
 
@@ -53,6 +54,28 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(state_dict: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and values (independent of the file format):
+    two baselines with the same key are the same network only if their digests are equal.
+
+    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.zeros(2)})
+    True
+    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.tensor([0.0, 1e-30])})
+    False
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype
+    return digest.hexdigest()
+
+
+def cache_dir_for(config) -> Path:
+    """The baseline cache of ``config``: ``config.cache_dir``, else ``benchmarks/cache``."""
+    return Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
+
+
 def stored_folder(key_hash: str, store: Path = STORE_DIR) -> Path:
     """Where the baseline of key ``key_hash`` is committed.
 
@@ -65,7 +88,6 @@ def stored_folder(key_hash: str, store: Path = STORE_DIR) -> Path:
 def publish(cache_folder: Path, store: Path = STORE_DIR) -> Dict[str, Any]:
     """Copy the baseline in ``cache_folder`` (finished weights, else its last checkpoint) into the
     store; returns what was published (``{"kind": "weights"|"checkpoint", ...}``)."""
-    from .baseline import weights_digest  # (baseline imports this module)
 
     cache_folder = Path(cache_folder)
     target = stored_folder(cache_folder.name.removeprefix("baseline-"), store)
@@ -111,7 +133,6 @@ def _checkpoint_epochs(path: Path) -> int:
 def restore(key_hash: str, cache_folder: Path, store: Path = STORE_DIR) -> Optional[str]:
     """Bring the committed baseline of ``key_hash`` into ``cache_folder`` when it is further along
     than what the cache holds; returns ``'weights'``, ``'checkpoint'`` or ``None`` (nothing copied)."""
-    from .baseline import weights_digest
 
     source = stored_folder(key_hash, store)
     cache_folder = Path(cache_folder)
@@ -152,7 +173,6 @@ def restore(key_hash: str, cache_folder: Path, store: Path = STORE_DIR) -> Optio
 
 
 def _cache_folder(preset: str, assignments: List[str], data: Optional[str]) -> Path:
-    from .baseline import cache_dir_for
     from .data import load_data, subsample
 
     config = apply_overrides(preset_config(preset), assignments)

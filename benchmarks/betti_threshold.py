@@ -34,7 +34,7 @@ import torch
 from .baseline import measure_size
 from .config import PRESETS, BenchmarkConfig, preset_config, validate
 from .data import calibration_loader, evaluation_loader, train_dataset
-from .experiment import SPEEDUP_LOGGER
+from .backends import SPEEDUP_LOGGER
 from .framework import Experiment, PlannedRecord, main as run_main
 from .runner import prepare
 from .training import evaluate, fit, seed_everything

@@ -416,17 +416,6 @@ def _check_backend(config: BenchmarkConfig) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)} (--backend or --set backend=...), "
                          f"got {backend!r}")
-    if backend == "torch-pruning":
-        from nni_topo_pruner.torch_pruning import import_torch_pruning
-
-        from .backends import torch_pruning_name
-
-        try:
-            import_torch_pruning()
-        except ImportError as error:  # a usage error of this run: the message says how to install it
-            raise ValueError(f"backend='torch-pruning': {error}") from None
-        for spec in config.pruners:
-            torch_pruning_name(spec)  # names the pruners Torch-Pruning can run
 
 
 def schedulable(pruner_class: type) -> bool:

@@ -20,7 +20,6 @@ Example (needs a trained baseline, so not a doctest)::
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from pathlib import Path
@@ -28,80 +27,16 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .backends import SPEEDUP_LOGGER, StepError, prune_with_backend
-from .backends import step as _step
+from .backends import SPEEDUP_LOGGER, StepError, prune_with_backend, run_config_list, step
 from .baseline import Baseline, measure_size, measure_speed, training_options
-from .config import BenchmarkConfig, pruner_options_for
+from .config import BenchmarkConfig
 from .data import CifarArrays, calibration_loader, evaluation_loader
 from .measure import layer_widths
 from .store import atomic_torch_save, load_torch_or_none
-from .training import adapt_batchnorm, correct_per_image, fit, seed_everything
+from .training import adapt_batchnorm, convergence_epoch, correct_per_image, fit, hits_text, seed_everything
 
 _logger = logging.getLogger(__name__)
-__all__ = ["SPEEDUP_LOGGER", "StepError", "prune_and_measure", "run_experiment", "pruner_options"]
-
-
-def _accepts_keyword(cls: type, name: str) -> bool:
-    try:
-        parameters = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in parameters
-
-
-def pruner_options(pruner_class: type, label: str, config: BenchmarkConfig, seed: int,
-                   progress: bool = True) -> Dict[str, Any]:
-    """The keyword options for the pruner labelled ``label``: ``config.pruner_options[label]``, plus
-    ``seed=seed`` and ``progress=progress`` when the pruner's constructor takes them and the
-    options don't set them."""
-    options = pruner_options_for(config, label)
-    for keyword, value in (("seed", seed), ("progress", progress)):
-        if keyword not in options and _accepts_keyword(pruner_class, keyword):
-            options[keyword] = value
-    return options
-
-
-def convergence_epoch(curve: List[float], reference: float, tolerance: float) -> Optional[int]:
-    """First index of ``curve`` (0 = right after pruning, k = after fine-tuning epoch k) whose
-    accuracy is within ``tolerance`` of ``reference``; ``None`` if none is.
-
-    >>> convergence_epoch([0.1, 0.70, 0.775, 0.79], reference=0.78, tolerance=0.01)
-    2
-    >>> convergence_epoch([0.1, 0.5], reference=0.78, tolerance=0.01) is None
-    True
-    """
-    for epoch, accuracy in enumerate(curve):
-        if accuracy >= reference - tolerance - 1e-12:
-            return epoch
-    return None
-
-
-def hits_text(hits) -> str:
-    """Per-image correctness as a compact string: ``'1'`` right, ``'0'`` wrong, test-set order.
-
-    >>> hits_text([True, False, True])
-    '101'
-    """
-    return "".join("1" if hit else "0" for hit in hits)
-
-
-_ALLOCATED: Dict[tuple, List[Dict[str, Any]]] = {}  # (baseline, sparsity) -> config list, per process
-
-
-def run_config_list(config: BenchmarkConfig, baseline: Baseline, sparsity: float) -> List[Dict[str, Any]]:
-    """The NNI config list every pruner gets at ``sparsity``: uniform, or with per-layer ratios
-    from :func:`nni_topo_pruner.allocation.topological_config_list` on the baseline (computed
-    once per process: it does not depend on the pruner or the seed)."""
-    uniform = config.config_list(sparsity)
-    if config.allocation == "uniform":
-        return uniform
-    key = (baseline.key_hash, float(sparsity), tuple(config.op_types))
-    if key not in _ALLOCATED:
-        from nni_topo_pruner.allocation import topological_config_list
-
-        model = baseline.fresh_model().eval()
-        _ALLOCATED[key], _ = topological_config_list(model, uniform, torch.zeros(1, 3, 32, 32), progress=False)
-    return [dict(entry) for entry in _ALLOCATED[key]]
+__all__ = ["SPEEDUP_LOGGER", "StepError", "prune_and_measure", "run_experiment"]
 
 
 def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
@@ -110,7 +45,7 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     pruned model, "measurements": {...}, "kept_channels": {layer: kept output channel indices}}``."""
     seed_everything(seed)
     model = baseline.fresh_model().to(device)
-    config_list = _step("create", lambda: run_config_list(config, baseline, sparsity))
+    config_list = step("create", lambda: run_config_list(config, baseline, sparsity))
     dummy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
     pruned = prune_with_backend(
         config, model, pruner, config_list, seed, dummy, progress=progress,
@@ -141,7 +76,7 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
             values.update(acc_after_bn=float(adapted.mean()), hits_after_bn=hits_text(adapted))
         return values
 
-    measurements = _step("measure", measure)
+    measurements = step("measure", measure)
     if pruned.criterion is not None:  # the topological criterion says how it ranked
         measurements["criterion"] = pruned.criterion
     measurements.update({"pruning_seconds": pruned.pruning_seconds, "speedup_seconds": pruned.speedup_seconds,
@@ -167,14 +102,14 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     stage = load_torch_or_none(pruned_path)
     if stage is None:
         stage = prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device, progress)
-        _step("checkpoint", lambda: atomic_torch_save(stage, pruned_path))
+        step("checkpoint", lambda: atomic_torch_save(stage, pruned_path))
     else:
         _logger.info("%s sparsity %g seed %d: pruned model found in %s; resuming fine-tuning",
                      pruner, sparsity, seed, work_dir)
     model, measurements = stage["model"].to(device), stage["measurements"]
 
     seed_everything(seed)
-    history = _step("finetune", lambda: fit(
+    history = step("finetune", lambda: fit(
         model, test_loader=evaluation_loader(arrays, config.eval_batch_size),
         epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed, device=device,
         checkpoint=work_dir / "finetune.ckpt", desc=f"{pruner} s={sparsity:g} seed={seed}", progress=progress,
@@ -182,7 +117,7 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
     # epoch 0 of the curve: the model fine-tuning starts from (BN-adapted when bn_batches > 0)
     start = measurements.get("acc_after_bn", measurements["acc_after_pruning"])
     curve = [start, *[row["test_acc"] for row in history]]
-    final_hits = _step("measure", lambda: hits_text(correct_per_image(
+    final_hits = step("measure", lambda: hits_text(correct_per_image(
         model, evaluation_loader(arrays, config.eval_batch_size), device)))
     baseline_acc = baseline.info["test_acc"]
     return {

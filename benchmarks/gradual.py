@@ -52,13 +52,15 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from .backends import SPEEDUP_LOGGER, StepError, criterion_summary, kept_channels, nni_pruner_inputs, step
+from .backends import (SPEEDUP_LOGGER, StepError, criterion_summary, kept_channels, nni_pruner_inputs, run_config_list,
+                       step)
 from .baseline import Baseline, measure_size, measure_speed, training_options
 from .config import BenchmarkConfig
 from .data import CifarArrays, calibration_loader, evaluation_loader
 from .measure import layer_widths
 from .store import atomic_torch_save, load_torch_or_none
-from .training import adapt_batchnorm, correct_per_image, evaluate, fit, seed_everything
+from .training import (adapt_batchnorm, convergence_epoch, correct_per_image, evaluate, fit, hits_text,
+                       seed_everything)
 
 _logger = logging.getLogger(__name__)
 
@@ -111,7 +113,6 @@ def _measure_masked(model: nn.Module, config: BenchmarkConfig, arrays: CifarArra
                     device: torch.device) -> Dict[str, Any]:
     """Accuracy of the masked model as it is, and after BatchNorm re-estimation on the same images
     as one-shot's, without changing the model or the RNG the training goes on with."""
-    from .experiment import hits_text
 
     test_loader = evaluation_loader(arrays, config.eval_batch_size)
     raw = correct_per_image(model, test_loader, device)
@@ -143,7 +144,6 @@ def prune_during_training(config: BenchmarkConfig, baseline: Baseline, arrays: C
     from nni_topo_pruner.sparsity_allocator import channel_keep_mask
     from nni_topo_pruner.speedup import speedup_model
 
-    from .experiment import run_config_list
 
     seed_everything(seed)
     model = baseline.fresh_model().to(device)
@@ -265,7 +265,6 @@ def run_scheduled(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArra
                   progress: bool = True) -> Dict[str, Any]:
     """The record for (``pruner``, ``sparsity``, ``seed``) under ``config.schedule``; raises
     :class:`benchmarks.backends.StepError` on failure."""
-    from .experiment import convergence_epoch, hits_text
 
     started = time.perf_counter()
     stage_path = work_dir / "scheduled.pt"

@@ -23,10 +23,9 @@ from .baseline import load_or_train_baseline
 from .config import apply_overrides, preset_config, validate
 from .data import evaluation_loader, load_data
 from .environment import machine_info, package_versions
-from .experiment import hits_text
 from .store import atomic_write_json, atomic_write_text
 from .summary import paired_difference
-from .training import correct_per_image
+from .training import correct_per_image, hits_text
 
 OUT_DIR = Path(__file__).resolve().parent / "results" / "recipe_check"
 FAST = ["precision=bf16", "channels_last=true", "augmentation=batched"]

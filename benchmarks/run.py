@@ -90,13 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> BenchmarkConfig:
-    """Preset, then ``--set`` assignments, then the dedicated flags; validated."""
+    """Preset, then ``--set`` assignments, then the dedicated flags; validated (the backend's
+    pruner names by the backends)."""
+    from .backends import check_backend_pruners
+
     config = apply_overrides(preset_config(args.preset), args.assignments)
     flags = [f"{key}={value}" for key, value in (("data", args.data), ("pruners", args.pruners),
                                                   ("sparsities", args.sparsities), ("seeds", args.seeds),
                                                   ("cache_dir", args.cache_dir), ("backend", args.backend))
              if value is not None]
-    return validate(apply_overrides(config, flags))
+    return check_backend_pruners(validate(apply_overrides(config, flags)))
 
 
 @contextmanager

@@ -43,12 +43,13 @@ from .config import BenchmarkConfig, pruner_spec, run_key, stable_hash
 from .data import REPO_ROOT, CifarArrays, load_data, subsample
 from .environment import git_state, machine_info, package_versions
 from .executors import LocalExecutor
-from .experiment import StepError, convergence_epoch, run_experiment
+from .experiment import StepError, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
 from .scratch import SCRATCH_PREFIX, run_scratch_e, scratch_e_key, split_scratch
 from .store import (atomic_write_json, atomic_write_text, load_json_or_none, process_lock, quarantine,
                     run_output_problem)
+from .training import convergence_epoch
 from .summary import compare_with_control, matched_flops, paired_comparisons, pairwise_comparisons, summarize
 
 _logger = logging.getLogger(__name__)

@@ -73,7 +73,9 @@ def run_scratch_e(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArra
     """The Scratch-E record of pruner entry ``pruner`` at (``sparsity``, ``seed``); raises
     :class:`benchmarks.experiment.StepError` on failure. Resumes from ``work_dir`` like a
     fine-tuning run."""
-    from .experiment import _step, convergence_epoch, hits_text, prune_and_measure
+    from .backends import step
+    from .experiment import prune_and_measure
+    from .training import convergence_epoch, hits_text
 
     started = time.perf_counter()
     initial_path = work_dir / "scratch_initial.pt"
@@ -81,21 +83,21 @@ def run_scratch_e(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArra
     if stage is None:
         stage = prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device, progress)
         seed_everything(seed)
-        _step("reinitialise", lambda: reinitialise(stage["model"]))
-        _step("checkpoint", lambda: atomic_torch_save(stage, initial_path))
+        step("reinitialise", lambda: reinitialise(stage["model"]))
+        step("checkpoint", lambda: atomic_torch_save(stage, initial_path))
     model, measurements = stage["model"].to(device), stage["measurements"]
     test_loader = evaluation_loader(arrays, config.eval_batch_size)
-    initial = _step("measure", lambda: correct_per_image(model, test_loader, device))
+    initial = step("measure", lambda: correct_per_image(model, test_loader, device))
 
     epochs = scratch_e_epochs(config)
     seed_everything(seed)
-    history = _step("train", lambda: fit(
+    history = step("train", lambda: fit(
         model, test_loader=test_loader, epochs=epochs, lr=config.baseline_lr, schedule=config.baseline_schedule,
         seed=seed, device=device,
         checkpoint=work_dir / "scratch.ckpt", desc=f"scratch_e:{pruner} s={sparsity:g} seed={seed}",
         progress=progress, **training_options(config, arrays)))
     curve = [float(initial.mean()), *[row["test_acc"] for row in history]]
-    final_hits = _step("measure", lambda: hits_text(correct_per_image(model, test_loader, device)))
+    final_hits = step("measure", lambda: hits_text(correct_per_image(model, test_loader, device)))
     kept = ("params", "flops", "latency", "unpruned_latency", "latency_ratio", "layer_widths", "pruning_seconds",
             "speedup_seconds", "pruner_options", "config_list")
     return {

@@ -271,3 +271,27 @@ def _save_checkpoint(path: Path, epochs: int, seed: int, model: nn.Module, optim
     atomic_torch_save({"epochs": epochs, "seed": seed, "model": model.state_dict(),
                        "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                        "history": history, "stopped": stopped}, path)
+
+
+def convergence_epoch(curve: List[float], reference: float, tolerance: float) -> Optional[int]:
+    """First index of ``curve`` (0 = right after pruning, k = after fine-tuning epoch k) whose
+    accuracy is within ``tolerance`` of ``reference``; ``None`` if none is.
+
+    >>> convergence_epoch([0.1, 0.70, 0.775, 0.79], reference=0.78, tolerance=0.01)
+    2
+    >>> convergence_epoch([0.1, 0.5], reference=0.78, tolerance=0.01) is None
+    True
+    """
+    for epoch, accuracy in enumerate(curve):
+        if accuracy >= reference - tolerance - 1e-12:
+            return epoch
+    return None
+
+
+def hits_text(hits) -> str:
+    """Per-image correctness as a compact string: ``'1'`` right, ``'0'`` wrong, test-set order.
+
+    >>> hits_text([True, False, True])
+    '101'
+    """
+    return "".join("1" if hit else "0" for hit in hits)

@@ -52,3 +52,74 @@ def test_modules_import_only_public_names_of_each_other():
                 private += [f"{path.relative_to(PACKAGE)}: {alias.name}" for alias in node.names
                             if alias.name.startswith("_")]
     assert not private, f"private names imported across modules: {private}"
+
+
+# ------------------------------------------------------------------------------ the benchmarks floor
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+def benchmark_module(path: Path) -> str:
+    """``benchmarks/grid/run.py`` -> ``benchmarks.grid.run``; a package's ``__init__.py`` -> the package."""
+    parts = path.with_suffix("").relative_to(BENCHMARKS.parent).parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+BENCHMARK_MODULES = {benchmark_module(p): p for p in sorted(BENCHMARKS.rglob("*.py")) if "results" not in p.parts}
+
+
+def benchmark_imports(path: Path) -> set[str]:
+    """The benchmark modules ``path`` imports, imports inside functions included (``from .x import
+    name`` counts ``x``, and ``x.name`` when that is a module)."""
+    module = benchmark_module(path).split(".")
+    package = module if path.name == "__init__.py" else module[:-1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            target = ".".join([*base, node.module] if node.module else base)
+            names.add(target)
+            names.update(f"{target}.{alias.name}" for alias in node.names)
+    return {name for name in names if name in BENCHMARK_MODULES} - {benchmark_module(path)}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                other = stack.pop()
+                component.append(other)
+                if other == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_benchmark_modules_import_no_circle():
+    graph = {name: benchmark_imports(path) for name, path in BENCHMARK_MODULES.items()}
+    assert not import_cycles(graph), f"import circles in benchmarks/: {import_cycles(graph)}"
+
+
+def test_the_cycle_finder_finds_one():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -13,7 +13,7 @@ from typing import Dict
 import pytest
 import torch
 
-from benchmarks.backends import (build_importance, layer_ratios, prune_with_backend, torch_pruning_name,
+from benchmarks.backends import (build_importance, check_backend_pruners, layer_ratios, prune_with_backend, torch_pruning_name,
                                  torch_pruning_ratio)
 from benchmarks.baseline import measure_size
 from benchmarks.config import apply_overrides, preset_config, run_key, stable_hash, validate
@@ -129,7 +129,7 @@ def test_backend_is_validated_with_the_allowed_values():
     with pytest.raises(ValueError, match=r"backend must be one of 'nni', 'torch-pruning'.*got 'foo'"):
         validate(apply_overrides(preset_config("smoke"), ["backend=foo"]))
     with pytest.raises(ValueError, match=r"'slim' has no Torch-Pruning importance.*l1, l2, random, topological"):
-        validate(apply_overrides(preset_config("smoke"), ["backend=torch-pruning", "pruners=l1,slim"]))
+        check_backend_pruners(validate(apply_overrides(preset_config("smoke"), ["backend=torch-pruning", "pruners=l1,slim"])))
     assert torch_pruning_name("topo_w2=topological") == "topological"
 
 

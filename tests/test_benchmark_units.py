@@ -15,7 +15,8 @@ from benchmarks import config as config_module
 from benchmarks.config import apply_overrides, baseline_key, preset_config, run_key, stable_hash, validate
 from benchmarks.data import (CIFAR10_MEAN, CIFAR10_STD, CifarArrays, calibration_loader,
                              evaluation_tensors, load_data, load_npz, subsample, train_dataset)
-from benchmarks.experiment import convergence_epoch, pruner_options
+from benchmarks.backends import pruner_options
+from benchmarks.training import convergence_epoch
 from benchmarks.measure import count_flops, count_parameters, layer_widths, measure_latency
 from benchmarks.models import build_vgg16
 from benchmarks.store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none

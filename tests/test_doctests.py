@@ -28,7 +28,7 @@ WITHOUT_EXAMPLES = {"nni_topo_pruner", "nni_topo_pruner.one_shot", "nni_topo_pru
                     "benchmarks", "benchmarks.allocation_curves",
                     "benchmarks.betti_activation_plot", "benchmarks.betti_threshold", "benchmarks.compare_runs",
                     "benchmarks.cpu_throughput", "benchmarks.recipe_check",
-                    "benchmarks.convergence_study", "benchmarks.engine_speed", "benchmarks.plots",
+                    "benchmarks.convergence_study", "benchmarks.engine_speed", "benchmarks.experiment", "benchmarks.plots",
                     "benchmarks.pruner_speed", "benchmarks.run", "benchmarks.tp_speed"}
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
