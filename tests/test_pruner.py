@@ -132,7 +132,7 @@ def test_workers_give_the_same_masks(small_cnn):
 
 
 def test_speedup_cifar_vgg16():
-    from benchmarks.models import build_vgg16
+    from benchmarks.core.models import build_vgg16
 
     torch.manual_seed(0)
     model = build_vgg16(width=0.125).eval()
