@@ -301,6 +301,9 @@ def test_pruner_speed_refuses_weights_of_another_model(tmp_path, capsys):
     ("benchmarks.studies.allocation_curves", ["--weights", "missing.pt"], "--weights"),
     ("benchmarks.studies.mask_stability", ["--weights", "missing.pt"], "--weights"),
     ("benchmarks.studies.backends_smoke", ["--out-dir", "a-file"], "--out-dir"),
+    ("benchmarks.speed.tp_speed", ["--out-dir", "a-file"], "--out-dir"),
+    ("benchmarks.speed.tp_speed", ["--out", "a-file"], "--out-dir"),
+    ("benchmarks.speed.tp_speed", ["--repeats", "0"], "--repeats"),
     ("benchmarks.studies.recipe_check", ["--cache-dir", "c", "--seeds", "x"], "--seeds"),
 ])
 def test_every_cli_exits_2_on_a_usage_error_with_one_line_naming_the_input(tmp_path, capsys, module, argv, names):

@@ -3,9 +3,9 @@
 (machines here are noisy: read the ratios).
 
     python -m benchmarks.speed.tp_speed                                  # every case, results to stdout
-    python -m benchmarks.speed.tp_speed --out benchmarks/results/tp_speed   # + results.json and README.md
+    python -m benchmarks.speed.tp_speed --out-dir benchmarks/results/tp_speed   # + results.json and README.md
     python -m benchmarks.speed.tp_speed --cases resnet18 mlp --profile   # + where the topological time goes
-    python -m benchmarks.speed.tp_speed --regularize --out benchmarks/results/tp_speed   # sparse training's cost
+    python -m benchmarks.speed.tp_speed --regularize --out-dir benchmarks/results/tp_speed   # sparse training's cost
 
 Each case builds the model from ``torch.manual_seed(0)`` (random initialisation: no weights are
 downloaded), then for each importance a fresh copy is pruned by ``tp.pruner.BasePruner`` at
@@ -16,7 +16,7 @@ CPU time. The ratios use CPU time: on a shared machine (these have 2 cores, ofte
 training run) wall-clock time measures the neighbours, while CPU time measures the work; run
 with ``--threads 1`` so that both importances do it on one thread (Torch-Pruning's FPGM uses
 torch's threads, ours NumPy's). Importances run interleaved per repeat. Exit status 2 on a bad
-option.
+option or an ``--out-dir`` it cannot write (``--out`` is the same flag's older name).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ import torchvision
 from nni_topo_pruner.torch_pruning import TopologicalImportance, import_torch_pruning
 
 from ..core.environment import package_versions
+from ..core.store import UnwritablePathError, writable_directory
 
 logger = logging.getLogger(__name__)
 
@@ -205,10 +206,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats per importance (median reported)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--profile", action="store_true", help="profile the topological importance (cProfile, "
-                                                                "first repeat), printed and saved with --out")
+                                                                "first repeat), printed and saved with --out-dir")
     parser.add_argument("--regularize", action="store_true",
-                        help="instead: the cost of one GroupNormPruner.regularize() call (resnet18), to OUT/regularize.md")
-    parser.add_argument("--out", type=Path, default=None, help="folder for results.json and README.md")
+                        help="instead: the cost of one GroupNormPruner.regularize() call (resnet18), to OUT_DIR/regularize.md")
+    parser.add_argument("--out-dir", "--out", dest="out", type=Path, default=None,
+                        help="folder for results.json and README.md (--out: its older name)")
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -217,6 +219,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads < 0:
         parser.error(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
+    if args.out is not None:
+        try:
+            writable_directory(args.out, "--out-dir")
+        except UnwritablePathError as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
