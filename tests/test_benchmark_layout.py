@@ -34,3 +34,31 @@ def test_a_pruned_model_pickled_before_the_move_still_loads(tmp_path):
     assert type(stage["model"]).__module__ == "benchmarks.core.models" and stage["measurements"] == {"params": 1}
     assert all(torch.equal(a, b) for a, b in zip(stage["model"].state_dict().values(), model.state_dict().values()))
     assert path.exists()  # read, not quarantined
+
+
+def test_record_keys_depend_on_the_configuration_never_on_module_paths():
+    """The grid's record keys (one file per record under runs/) and the framework's record hashes
+    hold no module path, so the move left every stored record resumable."""
+    import dataclasses
+    import json
+
+    from benchmarks.core.config import apply_overrides, preset_config, stable_hash
+    from benchmarks.core.framework import Experiment, record_hash
+    from benchmarks.grid.runner import benchmark_plan, record_key
+
+    config = apply_overrides(preset_config("smoke"), ["scratch_e=topological"])
+    keys = [record_key(config, "b", pruner, sparsity, seed) for sparsity, seed, pruner in benchmark_plan(config)]
+    assert any("scratch_e" in key for key in keys)
+    assert not any("benchmarks" in json.dumps(key) for key in keys)
+    assert stable_hash(record_key(preset_config("smoke"), "b", "l1", 0.5, 0)) == "7b0c6e36beeb008b"  # as before
+
+    @dataclasses.dataclass
+    class Config:
+        n: int = 1
+
+    def experiment(module):
+        return type("E", (Experiment,), {"module": module, "presets": {"smoke": Config()}, "plan": lambda self: [],
+                                         "run_record": lambda self, *a: {}, "render": lambda self, r: ""})()
+
+    old, new = experiment("benchmarks.convergence_study"), experiment("benchmarks.bmvc.convergence_study")
+    assert record_hash(old, "k", {"n": 1}) == record_hash(new, "k", {"n": 1})
