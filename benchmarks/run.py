@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .config import PRESETS, BenchmarkConfig, apply_overrides, preset_config, validate
-from .data import REPO_ROOT
+from .core.config import PRESETS, BenchmarkConfig, apply_overrides, preset_config, validate
+from .core.data import REPO_ROOT
 
 DEFAULT_OUT_ROOT = REPO_ROOT / "benchmarks" / "runs"
 _QUIET_LOGGERS = ("nni", "matplotlib", "PIL")
@@ -90,13 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> BenchmarkConfig:
-    """Preset, then ``--set`` assignments, then the dedicated flags; validated."""
+    """Preset, then ``--set`` assignments, then the dedicated flags; validated (the backend's
+    pruner names by the backends)."""
+    from .grid.backends import check_backend_pruners
+
     config = apply_overrides(preset_config(args.preset), args.assignments)
     flags = [f"{key}={value}" for key, value in (("data", args.data), ("pruners", args.pruners),
                                                   ("sparsities", args.sparsities), ("seeds", args.seeds),
                                                   ("cache_dir", args.cache_dir), ("backend", args.backend))
              if value is not None]
-    return validate(apply_overrides(config, flags))
+    return check_backend_pruners(validate(apply_overrides(config, flags)))
 
 
 @contextmanager
@@ -160,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    from .executors import ExecutorError, make_executor
+    from .grid.executors import ExecutorError, make_executor
 
     try:
         # checked before any work: Ray missing is a usage error, not a crash after the baseline
@@ -169,8 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ExecutorError as error:
         parser.error(str(error))
     out_dir = args.out_dir if args.out_dir is not None else DEFAULT_OUT_ROOT / args.preset
-    from .runner import BenchmarkInputError, check_report_only, prepare, render_stored, run_benchmark
-    from .store import LockedError, UnwritablePathError, unwritable_path_message, writable_directory
+    from .grid.runner import BenchmarkInputError, check_report_only, prepare, render_stored, run_benchmark
+    from .core.store import LockedError, UnwritablePathError, unwritable_path_message, writable_directory
 
     command_line = ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
     # the report's "Command:" is the one that reproduces (and resumes) the records
@@ -189,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     silence_stdout()  # NNI's own stdout handler would repeat what our handlers already log
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .baseline import cache_dir_for
+    from .core.baseline import cache_dir_for
 
     terminated = []
     try:

@@ -251,7 +251,7 @@ if want full; then
     baselines=(-v "$src/benchmarks/baselines:/app/benchmarks/baselines:ro")
     t=$(now); log "full preset: which baseline the container's data and recipe select"
     docker_run -v "$out:/results" -v "$DATA_DIR:/data:ro" "${baselines[@]}" "$IMAGE" \
-        python -m benchmarks.baseline_store status --preset full > "$out/status.json" 2> "$out/status.log" \
+        python -m benchmarks.core.baseline_store status --preset full > "$out/status.json" 2> "$out/status.log" \
         || { cat "$out/status.log" >&2; fail "baseline_store status"; }
     store_finished=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["store_finished"])' "$out/status.json")
     key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["store"].rsplit("baseline-", 1)[1])' "$out/status.json")

@@ -88,10 +88,18 @@ class TopologicalPruner(OneShotPruner):
     """Prune neurons / filters whose removal moves the layer's persistence diagram least.
 
     For every target layer the weight rows form a point cloud (one point per output neuron
-    or filter). A genetic algorithm chooses which ``n - int(sparse_ratio * n)`` points to
-    keep so that the kept cloud's persistence diagram stays closest (bottleneck distance by
-    default) to the whole layer's. Config lists mean exactly what they mean for NNI's
-    ``L1NormPruner``; the masks feed NNI's ``ModelSpeedup``.
+    or filter). Each point's salience is how far the layer's persistence diagram moves when
+    that point is left out (1-Wasserstein distance between diagrams by default). A genetic
+    algorithm (:mod:`.evolutionary`, run per layer by :mod:`.engine`) then chooses which
+    ``n - int(sparse_ratio * n)`` points to keep: its chromosomes are keep-masks of exactly
+    that many points, its first population holds the salience-ranked subset plus random
+    subsets, its fitness (minimised) is the diagram distance between the kept cloud and the
+    whole layer, it stops early once the best subset reaches the fitness's proven lower bound
+    (often the salience-ranked start, which is then returned without breeding), and its best
+    subset is finished by a deterministic swap search. Every tie is broken in an order derived
+    from the points themselves, so permuting a layer's neurons permutes the masks alike.
+    Config lists mean exactly what they mean for NNI's ``L1NormPruner``; the masks feed NNI's
+    ``ModelSpeedup``.
 
     Parameters
     ----------
@@ -101,15 +109,17 @@ class TopologicalPruner(OneShotPruner):
     homology_dims
         Homology dimensions of the persistence diagrams: ``(0,)`` (default) or ``(0, 1)``.
     distance
-        Distance between diagrams: ``'bottleneck'`` (default) or ``'wasserstein'``.
+        Distance between diagrams: ``'wasserstein'`` (default) or ``'bottleneck'``.
     cloud_metric
         Metric between neurons' weight vectors, e.g. ``'euclidean'`` (default), ``'cosine'``.
     wasserstein_order
-        Order ``p`` of the Wasserstein distance.
+        Order ``p`` of the Wasserstein distance (default ``1.0``).
     population_size, generations, crossover_probability, mutation_probability, elitism
-        Genetic-algorithm settings (``None`` = the evolutionary module's defaults).
+        Genetic-algorithm settings: ``None`` = :class:`~.evolutionary.GAConfig`'s defaults
+        (24 individuals, 30 generations); crossover ``0.8``, mutation ``0.2``, elitism on.
     seed
-        Seed of the GA (same seed -> same masks); ``None`` for a fresh random run. The
+        Seed of the GA (default ``0``; same seed -> same masks; each layer's GA is seeded from
+        it and the layer's name); ``None`` for a fresh random run. The
         caller's global ``random`` / NumPy / torch RNG states are left as they were.
     zero_anchor
         Add the zero vector, what a pruned neuron becomes, to every cloud (always kept):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from benchmarks.data import DEFAULT_NPZ
+from benchmarks.core.data import DEFAULT_NPZ
 
 #: Skips without the subset on a developer machine. Under CI (``CI=true``) the tests run anyway,
 #: so a missing subset fails them loudly instead of silently skipping every benchmark test.

@@ -193,8 +193,8 @@ def test_untraceable_models_get_the_channels_budget_advice():
 
 
 def test_allocation_curves_cli_prints_every_layer_and_refuses_a_missing_file(tmp_path, capsys):
-    from benchmarks.allocation_curves import main
-    from benchmarks.models import build_vgg16
+    from benchmarks.studies.allocation_curves import main
+    from benchmarks.core.models import build_vgg16
 
     torch.manual_seed(0)
     torch.save(build_vgg16(width=0.125).state_dict(), tmp_path / "model.pt")

@@ -1,4 +1,4 @@
-"""The benchmark's two backends (benchmarks/backends.py): NNI and Torch-Pruning prune the same
+"""The benchmark's two backends (benchmarks/grid/backends.py): NNI and Torch-Pruning prune the same
 layers by the same counts; for l1, l2 and topological they keep the same channels.
 
 A tiny CIFAR VGG-16 (width 0.125, random weights): no data. CI subset: l1 and topological at
@@ -13,12 +13,12 @@ from typing import Dict
 import pytest
 import torch
 
-from benchmarks.backends import (build_importance, layer_ratios, prune_with_backend, torch_pruning_name,
+from benchmarks.grid.backends import (build_importance, check_backend_pruners, layer_ratios, prune_with_backend, torch_pruning_name,
                                  torch_pruning_ratio)
-from benchmarks.baseline import measure_size
-from benchmarks.config import apply_overrides, preset_config, run_key, stable_hash, validate
-from benchmarks.measure import layer_widths
-from benchmarks.models import build_vgg16
+from benchmarks.core.baseline import measure_size
+from benchmarks.core.config import apply_overrides, preset_config, run_key, stable_hash, validate
+from benchmarks.core.measure import layer_widths
+from benchmarks.core.models import build_vgg16
 from benchmarks.run import build_parser, resolve_config
 
 pytest.importorskip("torch_pruning")
@@ -129,7 +129,7 @@ def test_backend_is_validated_with_the_allowed_values():
     with pytest.raises(ValueError, match=r"backend must be one of 'nni', 'torch-pruning'.*got 'foo'"):
         validate(apply_overrides(preset_config("smoke"), ["backend=foo"]))
     with pytest.raises(ValueError, match=r"'slim' has no Torch-Pruning importance.*l1, l2, random, topological"):
-        validate(apply_overrides(preset_config("smoke"), ["backend=torch-pruning", "pruners=l1,slim"]))
+        check_backend_pruners(validate(apply_overrides(preset_config("smoke"), ["backend=torch-pruning", "pruners=l1,slim"])))
     assert torch_pruning_name("topo_w2=topological") == "topological"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.config import BenchmarkConfig, PRESETS
+from benchmarks.core.config import BenchmarkConfig, PRESETS
 from benchmarks.run import build_parser, main
 from tests.offline_data import needs_offline_data
 
@@ -94,7 +94,7 @@ def test_help_documents_every_config_key():
 
 
 def test_every_preset_is_valid():
-    from benchmarks.config import preset_config, validate
+    from benchmarks.core.config import preset_config, validate
 
     for name in PRESETS:
         config = preset_config(name)
@@ -103,7 +103,7 @@ def test_every_preset_is_valid():
 
 @needs_offline_data
 def test_truncated_npz_and_unreachable_dataset_are_usage_errors(tmp_path, capsys, monkeypatch):
-    from benchmarks.data import DEFAULT_NPZ
+    from benchmarks.core.data import DEFAULT_NPZ
 
     truncated = tmp_path / "half.npz"
     truncated.write_bytes(DEFAULT_NPZ.read_bytes()[:100_000])
@@ -129,9 +129,9 @@ def test_truncated_npz_and_unreachable_dataset_are_usage_errors(tmp_path, capsys
 def _stored_out_dir(folder, pruners="l1", seeds="0"):
     """An out-dir as ``benchmarks.run --preset smoke`` leaves it, with one finished record per plan
     entry (built here, not trained: these tests are about what --report-only refuses)."""
-    from benchmarks.config import stable_hash
+    from benchmarks.core.config import stable_hash
     from benchmarks.run import resolve_config
-    from benchmarks.runner import SCHEMA_VERSION, benchmark_plan, record_key, record_name
+    from benchmarks.grid.runner import SCHEMA_VERSION, benchmark_plan, record_key, record_name
 
     command = ["python", "-m", "benchmarks.run", "--preset", "smoke", "--out-dir", str(folder),
                "--pruners", pruners, "--seeds", seeds]
@@ -185,7 +185,7 @@ def test_report_only_on_an_empty_missing_or_foreign_directory_creates_nothing(tm
     empty.mkdir()
     assert main(["--preset", "smoke", "--out-dir", str(empty), "--report-only"]) == 2
     assert list(empty.iterdir()) == []
-    for name, content in (("list", "[1, 2]"), ("experiment", '{"experiment": "benchmarks.convergence_study"}')):
+    for name, content in (("list", "[1, 2]"), ("experiment", '{"experiment": "benchmarks.bmvc.convergence_study"}')):
         foreign = tmp_path / name
         foreign.mkdir()
         (foreign / "results.json").write_text(content)
@@ -264,7 +264,7 @@ def _exit_status(call):
 ])
 def test_pruner_speed_refuses_bad_options_up_front(tmp_path, capsys, option, value):
     """Issue 26, item 17: each of these ended in a traceback (exit 1), some after timing L1 and FPGM."""
-    from benchmarks.pruner_speed import main as pruner_speed
+    from benchmarks.speed.pruner_speed import main as pruner_speed
 
     value = str(tmp_path / value) if option == "--weights" else value
     argv = ["--width", "0.0625", "--repeats", "1", option, value]
@@ -278,8 +278,8 @@ def test_pruner_speed_refuses_bad_options_up_front(tmp_path, capsys, option, val
 def test_pruner_speed_refuses_weights_of_another_model(tmp_path, capsys):
     import torch
 
-    from benchmarks.models import build_vgg16
-    from benchmarks.pruner_speed import main as pruner_speed
+    from benchmarks.core.models import build_vgg16
+    from benchmarks.speed.pruner_speed import main as pruner_speed
 
     weights = tmp_path / "model.pt"
     torch.save(build_vgg16(width=0.125).state_dict(), weights)
@@ -290,18 +290,21 @@ def test_pruner_speed_refuses_weights_of_another_model(tmp_path, capsys):
 
 @pytest.mark.parametrize("module, argv, names", [
     ("benchmarks.run", ["--preset", "smoke", "--set", "foo=1"], "foo"),
-    ("benchmarks.convergence_study", ["--preset", "smoke", "--set", "foo=1"], "foo"),
-    ("benchmarks.betti_threshold", ["--preset", "smoke", "--set", "foo=1"], "foo"),
-    ("benchmarks.pruner_speed", ["--repeats", "0"], "--repeats"),
-    ("benchmarks.compare_runs", ["a", "b", "--same-as", "l1"], "--same-as"),
-    ("benchmarks.engine_speed", ["--sections", "nope"], "nope"),
-    ("benchmarks.backends_smoke", ["--sparsity", "2"], "--sparsity"),
-    ("benchmarks.cpu_throughput", ["--steps", "0"], "--steps"),
-    ("benchmarks.baseline_store", ["status", "--preset", "smoke", "--set", "foo=1"], "foo"),
-    ("benchmarks.allocation_curves", ["--weights", "missing.pt"], "--weights"),
-    ("benchmarks.mask_stability", ["--weights", "missing.pt"], "--weights"),
-    ("benchmarks.backends_smoke", ["--out-dir", "a-file"], "--out-dir"),
-    ("benchmarks.recipe_check", ["--cache-dir", "c", "--seeds", "x"], "--seeds"),
+    ("benchmarks.bmvc.convergence_study", ["--preset", "smoke", "--set", "foo=1"], "foo"),
+    ("benchmarks.bmvc.betti_threshold", ["--preset", "smoke", "--set", "foo=1"], "foo"),
+    ("benchmarks.speed.pruner_speed", ["--repeats", "0"], "--repeats"),
+    ("benchmarks.grid.compare_runs", ["a", "b", "--same-as", "l1"], "--same-as"),
+    ("benchmarks.speed.engine_speed", ["--sections", "nope"], "nope"),
+    ("benchmarks.studies.backends_smoke", ["--sparsity", "2"], "--sparsity"),
+    ("benchmarks.speed.cpu_throughput", ["--steps", "0"], "--steps"),
+    ("benchmarks.core.baseline_store", ["status", "--preset", "smoke", "--set", "foo=1"], "foo"),
+    ("benchmarks.studies.allocation_curves", ["--weights", "missing.pt"], "--weights"),
+    ("benchmarks.studies.mask_stability", ["--weights", "missing.pt"], "--weights"),
+    ("benchmarks.studies.backends_smoke", ["--out-dir", "a-file"], "--out-dir"),
+    ("benchmarks.speed.tp_speed", ["--out-dir", "a-file"], "--out-dir"),
+    ("benchmarks.speed.tp_speed", ["--out", "a-file"], "--out-dir"),
+    ("benchmarks.speed.tp_speed", ["--repeats", "0"], "--repeats"),
+    ("benchmarks.studies.recipe_check", ["--cache-dir", "c", "--seeds", "x"], "--seeds"),
 ])
 def test_every_cli_exits_2_on_a_usage_error_with_one_line_naming_the_input(tmp_path, capsys, module, argv, names):
     """Issue 26, item 22: one rule for every command line in benchmarks/ (usage error: exit 2, one

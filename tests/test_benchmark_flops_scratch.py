@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.config import apply_overrides, preset_config, run_key, stable_hash, validate
-from benchmarks.models import build_vgg16
-from benchmarks.report_markdown import flops_section
+from benchmarks.core.config import apply_overrides, preset_config, run_key, stable_hash, validate
+from benchmarks.core.models import build_vgg16
+from benchmarks.grid.report_markdown import flops_section
 from benchmarks.run import main
-from benchmarks.runner import benchmark_plan, record_key, record_label, record_name
-from benchmarks.scratch import reinitialise
-from benchmarks.summary import flops_differ, flops_rows, interpolate_at_flops, matched_flops, paired_comparisons, stat
+from benchmarks.grid.runner import benchmark_plan, record_key, record_label, record_name
+from benchmarks.grid.scratch import reinitialise
+from benchmarks.grid.summary import flops_differ, flops_rows, interpolate_at_flops, matched_flops, paired_comparisons, stat
 from tests.offline_data import needs_offline_data
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.config import preset_config, pruner_options_for, validate
+from benchmarks.core.config import preset_config, pruner_options_for, validate
 
 
 def test_case_duplicate_pruner_options_keys_are_refused():

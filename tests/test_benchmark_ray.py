@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.config import apply_overrides, preset_config, stable_hash, validate
-from benchmarks.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
+from benchmarks.core.config import apply_overrides, preset_config, stable_hash, validate
+from benchmarks.grid.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
 from benchmarks.run import main
-from benchmarks.runner import record_key
+from benchmarks.grid.runner import record_key
 from tests.offline_data import needs_offline_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def test_committed_records_keep_their_keys():
     """The key of a committed record, rebuilt by today's code from its directory's stored config,
     must hash to the record's ``run_hash``; executor and resource fields (and the Scratch-E list)
     must not enter it. Otherwise every committed record would be redone on resume."""
-    from benchmarks.config import BenchmarkConfig
+    from benchmarks.core.config import BenchmarkConfig
 
     checked = 0
     for directory, stored in committed_benchmark_dirs():
@@ -159,7 +159,7 @@ def test_ray_executor_matches_local(tmp_path, keep_torch_threads):
 
 
 def test_a_record_lost_by_the_executor_is_a_failed_record_redone_next_time():
-    from benchmarks.runner import _lost_record, record_problem
+    from benchmarks.grid.runner import _lost_record, record_problem
 
     config = validate(apply_overrides(preset_config("smoke"), ["pruners=l1,random", "scratch_e=l1"]))
     record = _lost_record(config, "b", (0.5, 1, "scratch_e:l1"), RuntimeError("worker died"))

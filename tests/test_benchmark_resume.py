@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import benchmarks.baseline
-import benchmarks.runner
-import benchmarks.training
-from benchmarks.config import apply_overrides, preset_config
-from benchmarks.data import load_data, subsample
+import benchmarks.core.baseline
+import benchmarks.grid.runner
+import benchmarks.core.training
+from benchmarks.core.config import apply_overrides, preset_config
+from benchmarks.core.data import load_data, subsample
 from benchmarks.run import main
-from benchmarks.store import process_lock
-from benchmarks.training import fit
+from benchmarks.core.store import process_lock
+from benchmarks.core.training import fit
 from tests.offline_data import needs_offline_data
 
 
@@ -41,7 +41,7 @@ def argv(tmp_path, cache_dir):
 def _count_experiments(monkeypatch, fail_on_call=None, error=KeyboardInterrupt):
     """Wrap run_experiment: count calls; raise ``error`` on call number ``fail_on_call``."""
     calls = []
-    real = benchmarks.runner.run_experiment
+    real = benchmarks.grid.runner.run_experiment
 
     def counting(*args, **kwargs):
         calls.append(args[3:6])  # (pruner, sparsity, seed)
@@ -49,7 +49,7 @@ def _count_experiments(monkeypatch, fail_on_call=None, error=KeyboardInterrupt):
             raise error()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(benchmarks.runner, "run_experiment", counting)
+    monkeypatch.setattr(benchmarks.grid.runner, "run_experiment", counting)
     return calls
 
 
@@ -75,10 +75,10 @@ def test_interrupted_run_resumes_without_redoing_finished_records(tmp_path, monk
     # a third run finds everything done: no pruning, no training, and the report is rendered once for
     # the reused records (then once as complete), not once per record: rendering grows with the records
     calls = _count_experiments(monkeypatch)
-    monkeypatch.setattr(benchmarks.baseline, "fit", lambda *a, **k: pytest.fail("baseline retrained"))
+    monkeypatch.setattr(benchmarks.core.baseline, "fit", lambda *a, **k: pytest.fail("baseline retrained"))
     renders = []
-    real_write = benchmarks.runner.write_outputs
-    monkeypatch.setattr(benchmarks.runner, "write_outputs",
+    real_write = benchmarks.grid.runner.write_outputs
+    monkeypatch.setattr(benchmarks.grid.runner, "write_outputs",
                         lambda state, *a, **k: renders.append(len(state.records)) or real_write(state, *a, **k))
     assert main(argv(seeds="0,1")) == 0
     assert calls == []
@@ -97,8 +97,8 @@ def test_report_only_rerenders_the_stored_records_and_runs_nothing(tmp_path, mon
     (out / "report.md").write_text("stale\n")
 
     calls = _count_experiments(monkeypatch)
-    monkeypatch.setattr(benchmarks.runner, "prepare", lambda *a, **k: pytest.fail("loaded data or the baseline"))
-    monkeypatch.setattr(benchmarks.runner, "measure_speed", lambda *a, **k: pytest.fail("measured latency"))
+    monkeypatch.setattr(benchmarks.grid.runner, "prepare", lambda *a, **k: pytest.fail("loaded data or the baseline"))
+    monkeypatch.setattr(benchmarks.grid.runner, "measure_speed", lambda *a, **k: pytest.fail("measured latency"))
     assert main([*argv(), "--report-only"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert calls == []
@@ -230,10 +230,10 @@ def test_interrupted_baseline_resumes_at_its_last_epoch(tmp_path, monkeypatch):
     config = apply_overrides(preset_config("smoke"), ["train_size=128", "test_size=64", "baseline_epochs=2",
                                                       f"cache_dir={tmp_path / 'a'}"])
     arrays = subsample(load_data(config.data), config.train_size, config.test_size)
-    straight = benchmarks.baseline.load_or_train_baseline(config, arrays, torch.device("cpu"), progress=False)
+    straight = benchmarks.core.baseline.load_or_train_baseline(config, arrays, torch.device("cpu"), progress=False)
 
     resumable = apply_overrides(config, [f"cache_dir={tmp_path / 'b'}"])
-    real_epoch = benchmarks.training._train_one_epoch
+    real_epoch = benchmarks.core.training._train_one_epoch
     epochs_run = []
 
     def interrupt_second_epoch(*args, **kwargs):
@@ -242,15 +242,15 @@ def test_interrupted_baseline_resumes_at_its_last_epoch(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(benchmarks.training, "_train_one_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(benchmarks.core.training, "_train_one_epoch", interrupt_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        benchmarks.baseline.load_or_train_baseline(resumable, arrays, torch.device("cpu"), progress=False)
+        benchmarks.core.baseline.load_or_train_baseline(resumable, arrays, torch.device("cpu"), progress=False)
     monkeypatch.undo()
 
     counted = []
-    monkeypatch.setattr(benchmarks.training, "_train_one_epoch",
+    monkeypatch.setattr(benchmarks.core.training, "_train_one_epoch",
                         lambda *a, **k: counted.append(1) or real_epoch(*a, **k))
-    resumed = benchmarks.baseline.load_or_train_baseline(resumable, arrays, torch.device("cpu"), progress=False)
+    resumed = benchmarks.core.baseline.load_or_train_baseline(resumable, arrays, torch.device("cpu"), progress=False)
     assert len(counted) == 1  # only the second epoch ran again
     assert resumed.key_hash == straight.key_hash
     assert resumed.info["test_acc"] == straight.info["test_acc"]
@@ -268,14 +268,14 @@ def test_run_interrupted_in_fine_tuning_resumes_without_pruning_again(tmp_path, 
     assert main([*argv("l1", "0", *extra), "--out-dir", str(straight_out)]) == 0
     straight = json.loads((straight_out / "results.json").read_text())["runs"][0]
 
-    real_epoch = benchmarks.training._train_one_epoch
+    real_epoch = benchmarks.core.training._train_one_epoch
 
     def interrupt_second_fine_tuning_epoch(model, loader, optimizer, device, desc, progress):
         if desc.startswith("l1") and desc.endswith("2/2"):
             raise KeyboardInterrupt
         return real_epoch(model, loader, optimizer, device, desc, progress)
 
-    monkeypatch.setattr(benchmarks.training, "_train_one_epoch", interrupt_second_fine_tuning_epoch)
+    monkeypatch.setattr(benchmarks.core.training, "_train_one_epoch", interrupt_second_fine_tuning_epoch)
     assert main(argv("l1", "0", *extra)) == 130
     work = list((tmp_path / "out" / "work").glob("l1_sparsity0.5_seed0-*"))
     assert len(work) == 1 and (work[0] / "pruned.pt").is_file() and (work[0] / "finetune.ckpt").is_file()
@@ -290,7 +290,7 @@ def test_run_interrupted_in_fine_tuning_resumes_without_pruning_again(tmp_path, 
 
 
 def test_baseline_mismatch_compares_digests_then_training_traces():
-    from benchmarks.runner import baseline_mismatch
+    from benchmarks.grid.runner import baseline_mismatch
 
     history = [{"epoch": 1, "test_acc": 0.5, "train_loss": 1.25, "seconds": 3.0}]
     current = {"key_hash": "k", "weights_sha256": "a" * 64, "test_acc": 0.5, "history": history,
@@ -318,7 +318,7 @@ def test_records_from_a_different_baseline_of_the_same_key_are_refused(tmp_path,
     info = json.loads((folder / "info.json").read_text())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     state = torch.load(folder / "model.pt", weights_only=True)
-    assert results["baseline"]["weights_sha256"] == info["weights_sha256"] == benchmarks.baseline.weights_digest(state)
+    assert results["baseline"]["weights_sha256"] == info["weights_sha256"] == benchmarks.core.baseline.weights_digest(state)
     record = (tmp_path / "out" / "runs" / "l1_sparsity0.5_seed0.json").read_text()
 
     # the cache replaced by a baseline retrained to other weights (same key, as on a fresh machine)
@@ -327,7 +327,7 @@ def test_records_from_a_different_baseline_of_the_same_key_are_refused(tmp_path,
     first = next(name for name, tensor in changed.items() if tensor.is_floating_point())
     changed[first].view(-1)[0] += 1.0
     torch.save(changed, folder / "model.pt")
-    (folder / "info.json").write_text(json.dumps({**info, "weights_sha256": benchmarks.baseline.weights_digest(changed)}))
+    (folder / "info.json").write_text(json.dumps({**info, "weights_sha256": benchmarks.core.baseline.weights_digest(changed)}))
     calls = _count_experiments(monkeypatch)
     capsys.readouterr()
     assert main(args) == 2

@@ -1,6 +1,6 @@
 """Issue 27, the benchmark's half: ``--set schedule=agp`` (or ``linear``) prunes during the
 fine-tuning budget with NNI's AGPPruner / LinearPruner around the registry pruner
-(benchmarks/gradual.py), at the one-shot record's training budget.
+(benchmarks/grid/gradual.py), at the one-shot record's training budget.
 
 Keys: one-shot records keep the keys they had before schedules existed (pinned below by hashes
 computed with the code of commit 89bd745, before the fields were added); scheduled records get
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.compare_runs import compare_runs
-from benchmarks.config import PRESETS, apply_overrides, preset_config, run_key, stable_hash, validate
-from benchmarks.gradual import schedule_interval, schedule_plan
+from benchmarks.grid.compare_runs import compare_runs
+from benchmarks.core.config import PRESETS, apply_overrides, preset_config, run_key, stable_hash, validate
+from benchmarks.grid.gradual import schedule_interval, schedule_plan
 from benchmarks.run import main
 from tests.offline_data import needs_offline_data
 
@@ -94,7 +94,7 @@ def test_the_interval_leaves_a_part_of_the_budget_at_the_final_sparsity():
 
 @pytest.mark.parametrize("evaluator_on", ["scheduler", "bound pruner"])
 def test_nni_trains_the_wrapped_weights_only_when_the_bound_pruner_has_the_evaluator(evaluator_on):
-    """Why benchmarks.gradual gives the evaluator to the bound pruner: given to AGPPruner (NNI's
+    """Why benchmarks.grid.gradual gives the evaluator to the bound pruner: given to AGPPruner (NNI's
     documented form), NNI maps the optimizer's parameters by name only after the bound pruner
     wrapped the model, and the optimizer it re-creates leaves out the wrapped layers' weights and
     biases (they would stay at the baseline's values while the masks are chosen on them)."""
@@ -103,7 +103,7 @@ def test_nni_trains_the_wrapped_weights_only_when_the_bound_pruner_has_the_evalu
     from nni.compression.pruning import AGPPruner, L1NormPruner
     from nni.compression.utils import TorchEvaluator
 
-    from benchmarks.gradual import untrained_parameters
+    from benchmarks.grid.gradual import untrained_parameters
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3),

@@ -13,8 +13,8 @@ from typing import List, Sequence
 import matplotlib.image
 import pytest
 
-from benchmarks.config import DEFAULT_PRUNERS, preset_config
-from benchmarks.data import DEFAULT_NPZ
+from benchmarks.core.config import DEFAULT_PRUNERS, preset_config
+from benchmarks.core.data import DEFAULT_NPZ
 from benchmarks.run import main
 from tests.offline_data import needs_offline_data
 
@@ -114,7 +114,7 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
 
     leftovers: List[Path] = [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
-    from benchmarks.store import process_lock
+    from benchmarks.core.store import process_lock
 
     with process_lock(out_dir):  # released: a new run may start
         pass

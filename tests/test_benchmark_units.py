@@ -11,15 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import config as config_module
-from benchmarks.config import apply_overrides, baseline_key, preset_config, run_key, stable_hash, validate
-from benchmarks.data import (CIFAR10_MEAN, CIFAR10_STD, CifarArrays, calibration_loader,
+from benchmarks.core import config as config_module
+from benchmarks.core.config import apply_overrides, baseline_key, preset_config, run_key, stable_hash, validate
+from benchmarks.core.data import (CIFAR10_MEAN, CIFAR10_STD, CifarArrays, calibration_loader,
                              evaluation_tensors, load_data, load_npz, subsample, train_dataset)
-from benchmarks.experiment import convergence_epoch, pruner_options
-from benchmarks.measure import count_flops, count_parameters, layer_widths, measure_latency
-from benchmarks.models import build_vgg16
-from benchmarks.store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none
-from benchmarks.summary import compare_with_control, stat, summarize, verdict, welch_p_value
+from benchmarks.grid.backends import pruner_options
+from benchmarks.core.training import convergence_epoch
+from benchmarks.core.measure import count_flops, count_parameters, layer_widths, measure_latency
+from benchmarks.core.models import build_vgg16
+from benchmarks.core.store import atomic_torch_save, atomic_write_json, load_json_or_none, load_torch_or_none
+from benchmarks.grid.summary import compare_with_control, stat, summarize, verdict, welch_p_value
 from tests.offline_data import needs_offline_data
 
 # --- model ---------------------------------------------------------------------------------
@@ -190,11 +191,11 @@ def test_process_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     import subprocess
     import sys
 
-    from benchmarks.store import LockedError, process_lock
+    from benchmarks.core.store import LockedError, process_lock
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r)\n"
-        "from benchmarks.store import process_lock\n"
+        "from benchmarks.core.store import process_lock\n"
         "with process_lock(__import__('pathlib').Path(%r)):\n"
         "    print('held', flush=True); time.sleep(60)") % (str(Path(__file__).resolve().parents[1]), str(tmp_path))],
         stdout=subprocess.PIPE, text=True)
@@ -220,7 +221,7 @@ def test_process_lock_admits_exactly_one_of_processes_started_together(tmp_path)
     import time
 
     code = ("import sys, time; from pathlib import Path; sys.path.insert(0, %r)\n"
-            "from benchmarks.store import LockedError, process_lock\n"
+            "from benchmarks.core.store import LockedError, process_lock\n"
             "sync, me = Path(%r), sys.argv[1]\n"
             "(sync / f'ready{me}').touch()\n"
             "while len(list(sync.glob('ready*'))) < 3: time.sleep(0.01)\n"
@@ -319,7 +320,7 @@ def test_torchvision_source_glue(tmp_path, monkeypatch):
 
 
 def test_git_state_outside_a_checkout_uses_the_image_commit(tmp_path, monkeypatch):
-    from benchmarks.environment import git_state
+    from benchmarks.core.environment import git_state
 
     monkeypatch.delenv("NNI_TOPO_PRUNER_SOURCE_COMMIT", raising=False)
     assert git_state(tmp_path)["commit"] is None
@@ -333,7 +334,7 @@ def test_git_state_outside_a_checkout_uses_the_image_commit(tmp_path, monkeypatc
 def test_git_state_dirty_means_code_not_the_run_outputs(tmp_path):
     import subprocess
 
-    from benchmarks.environment import git_state
+    from benchmarks.core.environment import git_state
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -357,7 +358,7 @@ def test_git_state_dirty_means_code_not_the_run_outputs(tmp_path):
 def test_adapt_batchnorm_sets_the_mean_of_the_batches_and_leaves_weights():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from benchmarks.training import adapt_batchnorm
+    from benchmarks.core.training import adapt_batchnorm
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
@@ -374,7 +375,7 @@ def test_adapt_batchnorm_sets_the_mean_of_the_batches_and_leaves_weights():
 
 
 def test_paired_difference_is_antisymmetric_and_sees_no_difference_between_equals():
-    from benchmarks.summary import paired_difference
+    from benchmarks.grid.summary import paired_difference
 
     rng = np.random.default_rng(0)
 
@@ -395,8 +396,8 @@ def test_pairwise_comparisons_cover_every_pair_once_and_the_matrix_reads_both_wa
     """Every unordered pair of pruners at each sparsity and metric is compared exactly once, with
     the same numbers paired_difference gives; Scratch-E rows stay out; the report's matrix shows
     A-B in row A and its negation (interval mirrored) in row B."""
-    from benchmarks.report_markdown import _pairwise_matrix
-    from benchmarks.summary import PAIRWISE_METRICS, paired_difference, pairwise_comparisons
+    from benchmarks.grid.report_markdown import _pairwise_matrix
+    from benchmarks.grid.summary import PAIRWISE_METRICS, paired_difference, pairwise_comparisons
 
     rng = np.random.default_rng(1)
     pruners = ["l1", "topological", "random", "scratch_e:topological"]
@@ -425,8 +426,8 @@ def test_pairwise_comparisons_cover_every_pair_once_and_the_matrix_reads_both_wa
 
 
 def test_pruner_labels_give_variants_their_own_records_and_options():
-    from benchmarks.config import pruner_spec, run_key
-    from benchmarks.runner import record_name
+    from benchmarks.core.config import pruner_spec, run_key
+    from benchmarks.grid.runner import record_name
 
     config = apply_overrides(preset_config("smoke"), ["pruners=l1,topo_w2=topological",
                                                       'pruner_options={"topo_w2": {"wasserstein_order": 2}}'])

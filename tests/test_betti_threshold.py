@@ -1,11 +1,11 @@
-"""benchmarks.betti_threshold helpers: matched per-layer counts for the controls, the report."""
+"""benchmarks.bmvc.betti_threshold helpers: matched per-layer counts for the controls, the report."""
 from __future__ import annotations
 
 import pytest
 import torch
 from nni.compression.pruning import L1NormPruner
 
-from benchmarks.betti_threshold import _kept_counts, _matched_config_list, render
+from benchmarks.bmvc.betti_threshold import _kept_counts, _matched_config_list, render
 
 
 @pytest.mark.parametrize("sizes, kept", [

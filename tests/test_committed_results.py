@@ -15,9 +15,9 @@ from typing import Dict, List
 
 import pytest
 
-from benchmarks.config import BenchmarkConfig, stable_hash
+from benchmarks.core.config import BenchmarkConfig, stable_hash
 from benchmarks.run import build_parser, resolve_config
-from benchmarks.runner import benchmark_plan, record_key, record_name
+from benchmarks.grid.runner import benchmark_plan, record_key, record_name
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -97,7 +97,7 @@ def test_a_changed_protocol_is_caught():
 def test_committed_results_carry_no_machine_paths():
     """Issue 26, item 24: the baseline's cache_path and the data's location were absolute paths of
     the machine that made them (in results.json and the reports' "Data:" line); they are relative
-    to the repository (benchmarks.data.portable_path), so a reader's checkout finds them."""
+    to the repository (benchmarks.core.data.portable_path), so a reader's checkout finds them."""
     absolute = {}
     for path in sorted(RESULTS.glob("**/results.json")):
         stored = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""benchmarks.compare_runs (two output directories, image by image) and the benchmark's
+"""benchmarks.grid.compare_runs (two output directories, image by image) and the benchmark's
 ``allocation`` setting."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from benchmarks.compare_runs import CompareInputError, compare_runs, main, render_rows
-from benchmarks.config import apply_overrides, preset_config, run_key, validate
+from benchmarks.grid.compare_runs import CompareInputError, compare_runs, main, render_rows
+from benchmarks.core.config import apply_overrides, preset_config, run_key, validate
 
 
 def results(runs, key_hash="b1", images=100):
@@ -93,7 +93,7 @@ def test_same_as_maps_a_label_to_the_references_variant_label(tmp_path, capsys):
 
 
 def test_report_shows_fine_tuning_rows_only_when_there_was_fine_tuning():
-    from benchmarks.report_markdown import _paired_table
+    from benchmarks.grid.report_markdown import _paired_table
 
     rows = [{"pruner": "l1", "reference": "random", "role": "control", "sparsity": 0.5, "metric": metric,
              "difference": 0.1, "ci95": [0.05, 0.15], "verdict": "beats",
@@ -108,7 +108,7 @@ def test_report_shows_fine_tuning_rows_only_when_there_was_fine_tuning():
 
 @pytest.mark.parametrize("content", [
     [1, 2],  # valid JSON, not an object
-    {"experiment": "benchmarks.convergence_study", "records": {}},  # another experiment's results
+    {"experiment": "benchmarks.bmvc.convergence_study", "records": {}},  # another experiment's results
     {"schema_version": 1, "config": {}},  # a foreign object: compared to nothing, it gave an empty table
 ])
 def test_a_directory_that_is_not_a_benchmark_output_is_refused(tmp_path, capsys, content):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmarks import convergence_study as cs
+from benchmarks.bmvc import convergence_study as cs
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_results_content(smoke_run):
 
 
 def test_input_layer_betti_is_computed_on_the_data(smoke_run):
-    from nni_topo_pruner.synthetic import make_dataset
+    from nni_topo_pruner.bmvc.synthetic import make_dataset
     from nni_topo_pruner.topology.betti import betti_numbers
 
     results = json.loads((smoke_run / "results.json").read_text())
@@ -75,7 +75,7 @@ def test_report_content(smoke_run):
 
 def test_rerun_resumes_without_retraining(smoke_run, caplog):
     before = json.loads((smoke_run / "results.json").read_text())["runs"]
-    with caplog.at_level("INFO", logger="benchmarks.convergence_study"):
+    with caplog.at_level("INFO", logger="benchmarks.bmvc.convergence_study"):
         cs.main(["--preset", "smoke", "--out-dir", str(smoke_run), "--no-progress"])
     assert "0 runs to do, 2 already" in caplog.text
     after = json.loads((smoke_run / "results.json").read_text())

@@ -25,17 +25,18 @@ MODULES = [*_modules(nni_topo_pruner), *_modules(benchmarks)]
 #: the benchmark command-line modules are documented by their --help and docs/benchmarks.md
 WITHOUT_EXAMPLES = {"nni_topo_pruner", "nni_topo_pruner.one_shot", "nni_topo_pruner.report",
                     *(m for m in MODULES if m.startswith("nni_topo_pruner.compat.")),
-                    "benchmarks", "benchmarks.allocation_curves",
-                    "benchmarks.betti_activation_plot", "benchmarks.betti_threshold", "benchmarks.compare_runs",
-                    "benchmarks.cpu_throughput", "benchmarks.recipe_check",
-                    "benchmarks.convergence_study", "benchmarks.engine_speed", "benchmarks.plots",
-                    "benchmarks.pruner_speed", "benchmarks.run", "benchmarks.tp_speed"}
+                    "benchmarks", "benchmarks.core", "benchmarks.grid", "benchmarks.bmvc", "benchmarks.speed",
+                    "benchmarks.studies", "benchmarks.run", "benchmarks.grid.compare_runs", "benchmarks.grid.experiment",
+                    "benchmarks.grid.plots", "benchmarks.bmvc.betti_activation_plot", "benchmarks.bmvc.betti_threshold",
+                    "benchmarks.bmvc.convergence_study", "benchmarks.speed.cpu_throughput",
+                    "benchmarks.speed.engine_speed", "benchmarks.speed.pruner_speed", "benchmarks.speed.tp_speed",
+                    "benchmarks.studies.allocation_curves", "benchmarks.studies.recipe_check"}
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 
 def test_every_module_is_collected():
     assert {"nni_topo_pruner.pruner", "nni_topo_pruner.topology.mst", "nni_topo_pruner.registry",
-            "benchmarks.summary", "benchmarks.executors", "benchmarks.backends"} <= set(MODULES)
+            "benchmarks.grid.summary", "benchmarks.grid.executors", "benchmarks.grid.backends"} <= set(MODULES)
     assert WITHOUT_EXAMPLES <= set(MODULES)
 
 

@@ -1,6 +1,6 @@
-"""benchmarks.framework, through the example experiment of docs/benchmarks.md ("A new
+"""benchmarks.core.framework, through the example experiment of docs/benchmarks.md ("A new
 experiment"): outputs, resuming by record hash, refusals, quarantine, the lock; and the
-training loop options the experiments share (benchmarks.training.fit)."""
+training loop options the experiments share (benchmarks.core.training.fit)."""
 from __future__ import annotations
 
 import json
@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from benchmarks import framework
-from benchmarks.store import process_lock
-from benchmarks.training import fit
+from benchmarks.core import framework
+from benchmarks.core.store import process_lock
+from benchmarks.core.training import fit
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -53,7 +53,7 @@ def test_outputs_and_resume(squares, counting, tmp_path, capsys):
     assert _main(squares, tmp_path, "--set", "numbers=2,3") == 0
     assert counting == ["n2", "n3"]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["experiment"] == "benchmarks.squares" and results["config"] == {"numbers": [2, 3], "power": 2}
+    assert results["experiment"] == "benchmarks.studies.squares" and results["config"] == {"numbers": [2, 3], "power": 2}
     assert {k: r["value"] for k, r in results["records"].items()} == {"n2": 4, "n3": 9}
     assert all(len(r["record_hash"]) == 16 for r in results["records"].values())
     assert "--set numbers=2,3" in results["command"] and results["invocations"][0]["records_before"] == 0
@@ -127,7 +127,7 @@ def test_usage_errors_name_the_fix(squares, tmp_path, capsys):
         assert "another process is using" in _usage_error(capsys, lambda: _main(squares, tmp_path))
 
 
-@pytest.mark.parametrize("module", ["benchmarks.convergence_study", "benchmarks.betti_threshold"])
+@pytest.mark.parametrize("module", ["benchmarks.bmvc.convergence_study", "benchmarks.bmvc.betti_threshold"])
 def test_the_experiments_exit_2_on_usage_errors(module, tmp_path, capsys):
     """Issue 26, item 22: convergence_study and betti_threshold exited 1 on `--set foo=1`."""
     import importlib
@@ -148,20 +148,20 @@ def test_an_unwritable_out_dir_is_a_usage_error(squares, counting, tmp_path, cap
     message = _usage_error(capsys, lambda: _main(squares, target / "below"))
     assert "--out-dir" in message and str(target / "below") in message
     assert counting == []
-    from benchmarks.convergence_study import main as convergence_main
+    from benchmarks.bmvc.convergence_study import main as convergence_main
 
     message = _usage_error(capsys, lambda: convergence_main(["--preset", "smoke", "--out-dir", str(target)]))
     assert "--out-dir" in message and str(target) in message
 
 
 def test_the_experiments_are_built_on_the_framework():
-    from benchmarks.betti_threshold import BettiThreshold
-    from benchmarks.convergence_study import ConvergenceStudy
+    from benchmarks.bmvc.betti_threshold import BettiThreshold
+    from benchmarks.bmvc.convergence_study import ConvergenceStudy
 
     assert issubclass(BettiThreshold, framework.Experiment) and issubclass(ConvergenceStudy, framework.Experiment)
 
 
-# ------------------------------------------------------------------ benchmarks.training.fit
+# ------------------------------------------------------------------ benchmarks.core.training.fit
 
 
 class _ItemByItem(Dataset):

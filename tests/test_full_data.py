@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-import benchmarks.baseline_store as store
-import benchmarks.data
-import benchmarks.runner
-from benchmarks.config import (TRAINING_RECIPE_DEFAULTS, apply_overrides, baseline_key, preset_config, run_key,
+import benchmarks.core.baseline_store as store
+import benchmarks.core.data
+import benchmarks.grid.runner
+from benchmarks.core.config import (TRAINING_RECIPE_DEFAULTS, apply_overrides, baseline_key, preset_config, run_key,
                                stable_hash, validate)
-from benchmarks.data import AugmentedCifar, BatchedAugmentedCifar, CifarArrays, load_data, portable_path
+from benchmarks.core.data import AugmentedCifar, BatchedAugmentedCifar, CifarArrays, load_data, portable_path
 from benchmarks.run import main
-from benchmarks.training import fit
+from benchmarks.core.training import fit
 from tests.offline_data import needs_offline_data
 
 
@@ -74,8 +74,8 @@ def _tiny_cnn() -> torch.nn.Module:
 @pytest.mark.parametrize("precision,channels_last", [("bf16", True), ("fp32", False)])
 def test_fast_recipe_trains_and_resumes_bit_for_bit(tmp_path, precision, channels_last):
     arrays = _tiny_cifar()
-    train_set = benchmarks.data.train_dataset(arrays, "batched", channels_last)
-    test_loader = benchmarks.data.evaluation_loader(arrays, 8)
+    train_set = benchmarks.core.data.train_dataset(arrays, "batched", channels_last)
+    test_loader = benchmarks.core.data.evaluation_loader(arrays, 8)
     settings = dict(epochs=3, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=16, seed=2,
                     device=torch.device("cpu"), progress=False, schedule="onecycle", nesterov=True,
                     label_smoothing=0.1, precision=precision, channels_last=channels_last)
@@ -140,8 +140,8 @@ def test_auto_prefers_the_whole_data_set_and_falls_back_to_the_subset(tmp_path, 
     full, subset = tmp_path / "cifar10.npz", tmp_path / "cifar10_subset.npz"
     write(full, 20, 10)
     write(subset, 6, 4)
-    monkeypatch.setattr(benchmarks.data, "DEFAULT_FULL_NPZ", full)
-    monkeypatch.setattr(benchmarks.data, "DEFAULT_NPZ", subset)
+    monkeypatch.setattr(benchmarks.core.data, "DEFAULT_FULL_NPZ", full)
+    monkeypatch.setattr(benchmarks.core.data, "DEFAULT_NPZ", subset)
     assert len(load_data("auto").y_train) == 20
     assert len(load_data("subset").y_train) == 6
     full.unlink()
@@ -153,7 +153,7 @@ def test_auto_prefers_the_whole_data_set_and_falls_back_to_the_subset(tmp_path, 
 
 
 def test_described_data_locations_are_relative_to_the_repository():
-    location = benchmarks.data.REPO_ROOT.parent / "shared" / "data" / "cifar10.npz"
+    location = benchmarks.core.data.REPO_ROOT.parent / "shared" / "data" / "cifar10.npz"
     arrays = CifarArrays(_images(2), np.arange(2), _images(2), np.arange(2), source="npz", location=str(location))
     assert arrays.describe()["location"] == "../shared/data/cifar10.npz" == portable_path(str(location))
 
@@ -161,22 +161,22 @@ def test_described_data_locations_are_relative_to_the_repository():
 def test_an_out_dir_takes_records_of_one_data_set_only():
     arrays = _tiny_cifar()
     same = arrays.describe()
-    assert benchmarks.runner.data_set_mismatch(same, arrays) is None
-    assert benchmarks.runner.data_set_mismatch(None, arrays) is None
+    assert benchmarks.grid.runner.data_set_mismatch(same, arrays) is None
+    assert benchmarks.grid.runner.data_set_mismatch(None, arrays) is None
     other = {**same, "content_sha256": "0" * 64, "train_images": 50000, "test_images": 10000}
-    message = benchmarks.runner.data_set_mismatch(other, arrays)
+    message = benchmarks.grid.runner.data_set_mismatch(other, arrays)
     assert "never mixed" in message and "50000 train" in message and "48 train" in message
 
 
 def test_records_are_reused_only_from_the_same_data_and_baseline_weights():
     provenance = {"data_content_sha256": "d1", "baseline_weights_sha256": "w1"}
-    record = {"schema_version": benchmarks.runner.SCHEMA_VERSION, "run_hash": "h", "status": "ok", **provenance}
-    assert benchmarks.runner._reusable(record, "h", provenance)
-    assert not benchmarks.runner._reusable(record, "h", {**provenance, "data_content_sha256": "d2"})
-    assert not benchmarks.runner._reusable(record, "h", {**provenance, "baseline_weights_sha256": "w2"})
+    record = {"schema_version": benchmarks.grid.runner.SCHEMA_VERSION, "run_hash": "h", "status": "ok", **provenance}
+    assert benchmarks.grid.runner._reusable(record, "h", provenance)
+    assert not benchmarks.grid.runner._reusable(record, "h", {**provenance, "data_content_sha256": "d2"})
+    assert not benchmarks.grid.runner._reusable(record, "h", {**provenance, "baseline_weights_sha256": "w2"})
     legacy = {key: value for key, value in record.items() if key not in provenance}
-    assert not benchmarks.runner._reusable(legacy, "h", provenance)  # nothing vouches for it
-    assert benchmarks.runner._reusable(legacy, "h", provenance, legacy_ok=True)
+    assert not benchmarks.grid.runner._reusable(legacy, "h", provenance)  # nothing vouches for it
+    assert benchmarks.grid.runner._reusable(legacy, "h", provenance, legacy_ok=True)
 
 
 @needs_offline_data
@@ -198,8 +198,8 @@ def test_a_corrupt_results_json_no_longer_lets_records_of_other_weights_through(
     (folder / "info.json").write_text(json.dumps({**info, "weights_sha256": "changed"}))
     (out / "results.json").write_text("garbage")
     calls = []
-    real = benchmarks.runner.run_experiment
-    monkeypatch.setattr(benchmarks.runner, "run_experiment", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = benchmarks.grid.runner.run_experiment
+    monkeypatch.setattr(benchmarks.grid.runner, "run_experiment", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert main(args) == 0
     assert len(calls) == 1  # redone, not credited to the new weights
     assert json.loads((out / "runs" / "l1_sparsity0.5_seed0.json").read_text())["baseline_weights_sha256"] == "changed"
@@ -244,7 +244,7 @@ def test_a_damaged_committed_checkpoint_is_refused_by_name(tmp_path):
 
 
 def test_published_weights_are_checked_against_their_digest(tmp_path):
-    from benchmarks.baseline import weights_digest
+    from benchmarks.core.baseline import weights_digest
 
     folder = tmp_path / "cache" / "baseline-abc"
     folder.mkdir(parents=True)
@@ -269,9 +269,9 @@ def test_convergence_is_read_at_the_reports_tolerance_not_the_records():
     """Item 1: convergence_tolerance is a render-time reading of the stored curves."""
     config = apply_overrides(preset_config("smoke"), ["convergence_tolerance=0.5"])
     record = {"status": "ok", "curve": [0.2, 0.6, 0.7], "convergence_epoch": None}
-    assert benchmarks.runner.with_convergence(record, 0.71, 0.6)["convergence_epoch"] == 0
-    assert benchmarks.runner.with_convergence(record, 0.71, 0.02)["convergence_epoch"] == 2
-    assert benchmarks.runner.with_convergence(record, 0.71, 0.001)["convergence_epoch"] is None
+    assert benchmarks.grid.runner.with_convergence(record, 0.71, 0.6)["convergence_epoch"] == 0
+    assert benchmarks.grid.runner.with_convergence(record, 0.71, 0.02)["convergence_epoch"] == 2
+    assert benchmarks.grid.runner.with_convergence(record, 0.71, 0.001)["convergence_epoch"] is None
     assert "convergence_tolerance" not in run_key(config, "b", "l1", 0.5, 0)
 
 
@@ -295,8 +295,8 @@ def test_records_holding_non_finite_numbers_are_malformed(poison):
     """Item 15: such a record is set aside and redone like any malformed one."""
     record = {"schema_version": 1, "run_hash": "h", "status": "failed", "pruner": "l1", "sparsity": 0.5, "seed": 0,
               "curve": [0.1, poison]}
-    assert "non-finite" in benchmarks.runner.record_problem(record)
-    assert benchmarks.runner.record_problem({**record, "curve": [0.1, 0.2]}) is None
+    assert "non-finite" in benchmarks.grid.runner.record_problem(record)
+    assert benchmarks.grid.runner.record_problem({**record, "curve": [0.1, 0.2]}) is None
 
 
 def test_sigterm_is_handled_like_ctrl_c(monkeypatch, tmp_path, capsys):
@@ -315,7 +315,7 @@ def test_sigterm_is_handled_like_ctrl_c(monkeypatch, tmp_path, capsys):
             (out / "status").write_text("interrupted")
             raise
 
-    monkeypatch.setattr(benchmarks.runner, "run_benchmark", terminated_run)
+    monkeypatch.setattr(benchmarks.grid.runner, "run_benchmark", terminated_run)
     previous = signal.getsignal(signal.SIGTERM)
     code = benchmarks.run.main(["--preset", "smoke", "--out-dir", str(tmp_path), "--no-progress"])
     assert code == 143 and (tmp_path / "status").read_text() == "interrupted"
@@ -328,7 +328,7 @@ def test_every_config_field_is_keyed_or_documented_as_not():
     under one setting be reused under another."""
     import dataclasses
 
-    from benchmarks.config import NOT_IN_KEYS, BenchmarkConfig
+    from benchmarks.core.config import NOT_IN_KEYS, BenchmarkConfig
 
     base = preset_config("smoke")
     changes = {"width": 0.25, "baseline_epochs": 7, "baseline_lr": 0.07, "baseline_seed": 3, "batch_size": 32,

@@ -261,9 +261,9 @@ def test_engine_masks_survive_tiny_perturbations(options):
 
 
 def test_the_stability_benchmark_explains_a_moved_mask_from_the_two_reports():
-    """``python -m benchmarks.mask_stability --explain``: the salience movement and the cut
+    """``python -m benchmarks.studies.mask_stability --explain``: the salience movement and the cut
     gap are relative to the largest salience; each run's GA outcome is named."""
-    from benchmarks.mask_stability import explain
+    from benchmarks.studies.mask_stability import explain
     from nni_topo_pruner.report import UnitReport
 
     def unit(salience, final):

@@ -132,7 +132,7 @@ def test_workers_give_the_same_masks(small_cnn):
 
 
 def test_speedup_cifar_vgg16():
-    from benchmarks.models import build_vgg16
+    from benchmarks.core.models import build_vgg16
 
     torch.manual_seed(0)
     model = build_vgg16(width=0.125).eval()
@@ -308,3 +308,22 @@ def test_tied_targets_are_refused_before_wrapping():
     with pytest.raises(ValueError, match="share parameters"):
         TopologicalPruner(model, [{"op_types": ["Linear"], "sparse_ratio": 0.5}], **FAST)
     assert model[2].weight is model[0].weight and not any("Wrapper" in type(m).__name__ for m in model.modules())
+
+
+def test_the_docstring_states_todays_defaults():
+    """The class docstring names the defaults that engine.DEFAULT_* and GAConfig really have (issue 28)."""
+    import inspect
+
+    from nni_topo_pruner import engine
+    from nni_topo_pruner.evolutionary import GAConfig
+
+    doc = " ".join(inspect.getdoc(TopologicalPruner).split())
+    assert f"``{engine.DEFAULT_DISTANCE!r}`` (default)" in doc
+    assert f"``{engine.DEFAULT_CLOUD_METRIC!r}`` (default)" in doc
+    assert f"``{engine.DEFAULT_HOMOLOGY_DIMS!r}`` (default)" in doc
+    assert f"(default ``{engine.DEFAULT_WASSERSTEIN_ORDER!r}``)" in doc
+    assert f"{GAConfig().population_size} individuals, {GAConfig().generations} generations" in doc
+    assert "bottleneck distance by default" not in doc and "1-Wasserstein" in doc
+    assert engine.DEFAULT_DISTANCE == "wasserstein" and engine.DEFAULT_WASSERSTEIN_ORDER == 1.0
+    params = inspect.signature(TopologicalPruner.__init__).parameters
+    assert params["seed"].default == 0 and "(default ``0``" in doc

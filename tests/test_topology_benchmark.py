@@ -1,7 +1,7 @@
 """The engine benchmark's --quick mode runs and its checks hold (numbers are not asserted)."""
 from __future__ import annotations
 
-from benchmarks.engine_speed import main
+from benchmarks.speed.engine_speed import main
 
 
 def test_engine_benchmark_quick_mode(tmp_path, capsys):

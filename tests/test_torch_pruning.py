@@ -339,7 +339,7 @@ def test_pinned_version_is_the_one_installed():
 
 # --------------------------------------------------------------------------- same channels as the NNI plugin
 def test_cifar_vgg16_keeps_the_same_channels_as_topological_pruner():
-    from benchmarks.models import build_vgg16
+    from benchmarks.core.models import build_vgg16
     torch.manual_seed(0)
     model = build_vgg16(width=0.25).eval()
     example = torch.rand(1, 3, 32, 32)
@@ -403,8 +403,8 @@ def tp_kept(model: nn.Module, example: torch.Tensor, importance, **settings) -> 
 
 
 def test_betti_importance_keeps_betti_pruners_channels():
-    from benchmarks.backends import torch_pruning_ratio
-    from benchmarks.models import build_vgg16
+    from benchmarks.grid.backends import torch_pruning_ratio
+    from benchmarks.core.models import build_vgg16
     from nni_topo_pruner.bmvc.pruner import BettiPruner
     from nni_topo_pruner.torch_pruning import BettiImportance
 

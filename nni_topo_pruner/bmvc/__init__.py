@@ -11,8 +11,7 @@ module             what
 =================  =====================================================================
 
 Names are loaded on first use, so ``import nni_topo_pruner.bmvc`` imports neither torch
-nor NNI. The old paths ``nni_topo_pruner.betti_pruner``, ``.activation`` and ``.synthetic``
-are these modules.
+nor NNI.
 
 Example:
     >>> from nni_topo_pruner.bmvc import layer_betti

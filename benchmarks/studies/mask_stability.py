@@ -1,0 +1,179 @@
+"""How far a tiny perturbation moves the TopologicalPruner's masks (issue 25's table).
+
+Every parameter of a CIFAR VGG-16 is multiplied by ``1 + rel * N(0, 1)`` (a fresh draw per
+trial, ``rel`` = 1e-7 by default: the size of float32 rounding differences between CPUs),
+every conv layer is pruned at ``--sparsity`` with each criterion variant, and each layer's
+kept channels are compared with the unperturbed run's: "layer masks changed" counts
+(trial, layer) pairs whose kept set moved, "channels swapped" the channels that left them.
+
+The model is a random-init VGG-16 (Kaiming conv weights, BN affine drawn in [0.5, 1.5] and
+[-0.2, 0.2], eval mode) unless ``--weights`` names a state dict (e.g. a trained baseline's
+``model.pt``). Calibration images for ``cloud='activations'`` are fixed random tensors.
+
+Only the pruner's public API is used, so the same script measures an older checkout
+(``git worktree add /tmp/before HEAD`` then ``PYTHONPATH=/tmp/before``).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.mask_stability --trials 10 --out table.md
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.mask_stability --variants cosine --width 0.5 --trials 3
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from benchmarks.core.models import build_vgg16
+
+logger = logging.getLogger("benchmarks.studies.mask_stability")
+
+#: variant name -> TopologicalPruner options (calibration data is added for activations)
+VARIANTS: Dict[str, Dict] = {
+    "default": {},
+    "bottleneck": {"distance": "bottleneck"},
+    "no_anchor": {"zero_anchor": False},
+    "cosine": {"cloud_metric": "cosine"},
+    "activations": {"cloud": "activations", "num_images": 64},
+}
+
+
+def build_model(width: float, weights: Optional[str], seed: int) -> torch.nn.Module:
+    """The VGG-16 the perturbations are applied to (eval mode)."""
+    torch.manual_seed(seed)
+    model = build_vgg16(width=width)
+    if weights:
+        state = torch.load(weights, map_location="cpu")
+        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    else:
+        for module in model.modules():  # non-trivial BN, so that BN layers are not all identity
+            if isinstance(module, torch.nn.BatchNorm2d):
+                with torch.no_grad():
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def calibration(seed: int = 1, batches: int = 2, batch_size: int = 32) -> List[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch_size, 3, 32, 32, generator=generator) for _ in range(batches)]
+
+
+def perturbed(model: torch.nn.Module, rel: float, seed: int) -> torch.nn.Module:
+    """A copy of ``model`` with every floating parameter and buffer times ``1 + rel * N(0, 1)``.
+
+    Example:
+        >>> layer = torch.nn.Linear(4, 3)
+        >>> moved = perturbed(layer, 1e-7, seed=0)
+        >>> torch.equal(layer.weight, moved.weight), torch.allclose(layer.weight, moved.weight, rtol=1e-6, atol=0)
+        (False, True)
+    """
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+            tensor.copy_((tensor.double() * (1.0 + rel * noise)).to(tensor.dtype))
+    return model
+
+
+def unit_reports(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict[str, Any]:
+    """The pruner's report per pruned layer (``UnitReport``: kept channels, salience, GA)."""
+    from nni_topo_pruner import TopologicalPruner
+
+    options = dict(options)
+    if options.get("cloud") == "activations":
+        options["calibration_loader"] = calibration()
+    config = [{"op_types": ["Conv2d"], "sparse_ratio": sparsity}]
+    pruner = TopologicalPruner(model, config, progress=False, **options)
+    pruner.compress()
+    pruner.unwrap_model()
+    return {unit.name: unit for unit in pruner.report.units}
+
+
+def kept_channels(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict[str, Tuple[int, ...]]:
+    """Kept output channels per pruned layer (from the pruner's report)."""
+    return {name: tuple(unit.kept_channels) for name, unit in unit_reports(model, options, sparsity).items()}
+
+
+def explain(reference: Any, moved: Any) -> str:
+    """Why one layer's mask moved: how far its salience moved, the salience gap at the cut
+    (both relative to the largest salience), and where the GA stopped in each run."""
+    salience, other = np.asarray(reference.salience), np.asarray(moved.salience)
+    top = float(np.max(np.abs(salience))) or 1.0
+    ranked = np.sort(salience)[::-1]
+    cut = float(ranked[reference.kept - 1] - ranked[reference.kept]) / top if reference.kept < len(ranked) else float("nan")
+
+    def ga(unit: Any) -> str:
+        return (f"start {unit.initial_distance:.6g}, GA {unit.ga_distance:.6g}, final {unit.final_distance:.6g}, "
+                f"{len(unit.ga_history) - 1} generations, {unit.polish_swaps} polish swaps, converged {unit.converged}")
+
+    return (f"{reference.name} ({reference.neurons} channels): salience moved {np.max(np.abs(salience - other)) / top:.2g}, "
+            f"gap at the cut {cut:.2g}; bound {reference.lower_bound:.6g}; reference: {ga(reference)}; perturbed: {ga(moved)}")
+
+
+def measure(model: torch.nn.Module, options: Dict, sparsity: float, trials: int, rel: float,
+            explain_changes: bool = False) -> Dict[str, float]:
+    reference = unit_reports(copy.deepcopy(model), options, sparsity)
+    changed = swapped = 0
+    started = time.perf_counter()
+    for trial in range(trials):
+        units = unit_reports(perturbed(model, rel, 1000 + trial), options, sparsity)
+        for layer, unit in reference.items():
+            moved = len(set(unit.kept_channels) ^ set(units[layer].kept_channels)) // 2
+            changed += moved > 0
+            swapped += moved
+            if moved and explain_changes:
+                logger.info("trial %d, %d channels swapped: %s", trial, moved, explain(unit, units[layer]))
+    return {"layers": len(reference) * trials, "changed": changed, "swapped": swapped,
+            "seconds": time.perf_counter() - started}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--weights", default=None, help="state dict to load (default: random init)")
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--rel", type=float, default=1e-7, help="relative perturbation of every parameter")
+    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="append the markdown rows to this file")
+    parser.add_argument("--explain", action="store_true",
+                        help="log, for every layer mask that moved, how far its salience moved and where the GA stopped")
+    args = parser.parse_args(argv)
+    if args.weights is not None and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights}: no such file (a state dict saved with torch.save)")
+    if args.width <= 0 or args.trials < 1 or not 0 < args.sparsity < 1 or args.rel < 0:
+        parser.error("--width must be > 0, --trials >= 1, --sparsity in (0, 1) and --rel >= 0")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = build_model(args.width, args.weights, args.seed)
+    source = args.weights or "random-init"
+    rows = ["| model / criterion | layer masks changed | channels swapped | seconds |", "| --- | --- | --- | --- |"]
+    for name in args.variants:
+        result = measure(model, VARIANTS[name], args.sparsity, args.trials, args.rel, args.explain)
+        rows.append(f"| VGG-16 width {args.width:g} ({source}), {name} | {result['changed']}/{result['layers']} "
+                    f"| {result['swapped']} | {result['seconds']:.0f} |")
+        logger.info(rows[-1])
+    header = (f"rel={args.rel:g}, trials={args.trials}, sparsity={args.sparsity:g}, torch {torch.__version__}, "
+              f"{platform.machine()} {platform.processor() or ''}, threads={torch.get_num_threads()}, "
+              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    text = "\n".join([header, "", *rows]) + "\n"
+    logger.info("\n%s", text)
+    if args.out:
+        with Path(args.out).open("a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

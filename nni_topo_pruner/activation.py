@@ -1,8 +1,0 @@
-"""Old import path of :mod:`nni_topo_pruner.bmvc.activation` (the BMVC paper's code lives in
-``nni_topo_pruner/bmvc/``): this name *is* that module, so existing imports, pickles and
-monkeypatches keep working."""
-import sys
-
-from .bmvc import activation
-
-sys.modules[__name__] = activation
