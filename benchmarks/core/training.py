@@ -112,6 +112,26 @@ def adapt_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device, 
 ONECYCLE_WARMUP = 0.15
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX, as torch reports
+    them); elsewhere CPU autocast emulates it, far slower than float32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def warn_if_bf16_is_emulated(precision: str, device: torch.device) -> bool:
+    """Log a warning (and return True) when ``precision='bf16'`` would train on a CPU without
+    native bfloat16: measured on a 2-core AVX2 AMD EPYC, one thread, batch 128, a VGG-16 pruned
+    at 0.5 trained at 9.4 images/s under bf16 autocast against 119 in float32."""
+    if precision != "bf16" or device.type != "cpu" or cpu_has_native_bf16():
+        return False
+    _logger.warning("precision='bf16' on a CPU without AVX-512 BF16 or AMX (torch reports %s): autocast emulates "
+                    "bfloat16 and trains about 12x slower than float32 here. The preset's records and baseline key "
+                    "assume bf16: run it on a CPU with bf16 or a GPU (--set device=cuda), or choose "
+                    "--set precision=fp32 (another baseline key: that baseline is trained anew)",
+                    torch.backends.cpu.get_cpu_capability())
+    return True
+
+
 def _autocast(precision: str, device: torch.device):
     """bf16 autocast (matmuls and convolutions in bfloat16, reductions and the loss in float32),
     or nothing for fp32."""
@@ -214,6 +234,7 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
     if precision not in PRECISIONS:
         raise ValueError(f"fit(): precision must be one of {PRECISIONS}, got {precision!r}")
     model.to(device)
+    warn_if_bf16_is_emulated(precision, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimiser = (optimizer_instance if optimizer_instance is not None
