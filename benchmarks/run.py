@@ -182,7 +182,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.report_only:
             check_report_only(config, out_dir, rendering_command)
         else:
+            # the cache too, before the log starts: an unwritable --cache-dir is one line on
+            # stderr, like an unwritable --out-dir (found running as a non-root user in Docker)
+            from .core.baseline import cache_dir_for
+
             writable_directory(out_dir, "--out-dir")
+            writable_directory(cache_dir_for(config), "--cache-dir")
     except (BenchmarkInputError, UnwritablePathError) as error:
         print(f"python -m benchmarks.run: error: {error}", file=sys.stderr)
         return 2
