@@ -33,7 +33,7 @@ from .topology.bounds import enclosing_radius, higher_dim_bottleneck_bound, max_
 from .topology.distances import check_metric, distance_matrix
 from .topology.validation import check_distance_matrix
 from .topology.mst import mst_edge_lengths_batch, mst_edges
-from .topology.persistence import check_persistence_method, h0_diagram, persistence_diagrams
+from .topology.persistence import check_persistence_method, persistence_diagrams
 from .topology.salience import leave_one_out_salience
 from .topology.ties import tolerant_argsort
 from .topology.validation import check_homology_dims
@@ -158,15 +158,10 @@ class MetricCalculator:
                 raise ValueError(f"distances must be {len(points)} x {len(points)} (one row per point), "
                                  f"got {dist.shape[0]} x {dist.shape[1]}")
         # H0's diagram and its leave-one-out salience both come from the minimum spanning
-        # tree: build it once (the reference methods compute their own H0 diagram).
+        # tree: build it once.
         tree = mst_edges(dist) if 0 in self.homology_dims else None
-        if tree is not None and self.persistence_method not in ("gudhi", "ripser"):
-            higher = tuple(d for d in self.homology_dims if d > 0)
-            found = persistence_diagrams(dist, higher, method=self.persistence_method) if higher else {}
-            found[0] = h0_diagram(dist, tree_weights=tree[2])
-            diagrams = {d: found[d] for d in self.homology_dims}
-        else:
-            diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method)
+        diagrams = persistence_diagrams(dist, self.homology_dims, method=self.persistence_method,
+                                        tree_weights=None if tree is None else tree[2])
         salience = leave_one_out_salience(
             dist,
             self.homology_dims,

@@ -28,7 +28,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -98,11 +98,6 @@ def unit_reports(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict
     pruner.compress()
     pruner.unwrap_model()
     return {unit.name: unit for unit in pruner.report.units}
-
-
-def kept_channels(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict[str, Tuple[int, ...]]:
-    """Kept output channels per pruned layer (from the pruner's report)."""
-    return {name: tuple(unit.kept_channels) for name, unit in unit_reports(model, options, sparsity).items()}
 
 
 def explain(reference: Any, moved: Any) -> str:

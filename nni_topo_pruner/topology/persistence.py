@@ -86,6 +86,7 @@ def persistence_diagrams(
     *,
     method: str = "auto",
     max_edge_length: float | None = None,
+    tree_weights: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     """Finite persistence diagrams of the Vietoris-Rips filtration of a distance matrix.
 
@@ -98,6 +99,8 @@ def persistence_diagrams(
             missed. Each bar moves by at most ``enclosing radius - max_edge_length``; no
             error at all when the cap is at least the enclosing radius
             (``dist.max(axis=1).min()``). ``None`` (default): exact.
+        tree_weights: the edge weights of ``dist``'s minimum spanning tree, when the caller has
+            built it (the fast H0 path reads them instead of building the tree again).
 
     Returns:
         ``{dim: (m, 2) array}`` of finite, non-zero-length (birth, death) bars, rows sorted;
@@ -127,5 +130,5 @@ def persistence_diagrams(
     if higher:
         out.update((_gudhi if method == "gudhi" else _ripser)(dist, higher, max_edge_length))
     if 0 in dims:
-        out[0] = _gudhi(dist, (0,))[0] if method == "gudhi" else h0_diagram(dist)
+        out[0] = _gudhi(dist, (0,))[0] if method == "gudhi" else h0_diagram(dist, tree_weights=tree_weights)
     return {d: out[d] for d in dims}
