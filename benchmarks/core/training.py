@@ -114,8 +114,12 @@ ONECYCLE_WARMUP = 0.15
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX, as torch reports
-    them); elsewhere CPU autocast emulates it, far slower than float32."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    them); elsewhere CPU autocast emulates it, far slower than float32. A torch without these
+    (private) probes is assumed to have it: no warning rather than a wrong one."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(probe is None for probe in probes):
+        return True
+    return any(bool(probe()) for probe in probes)
 
 
 def warn_if_bf16_is_emulated(precision: str, device: torch.device) -> bool:
