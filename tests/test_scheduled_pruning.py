@@ -11,8 +11,6 @@ weights of the live channels only; every step is recorded (``steps``, ``reports`
 from __future__ import annotations
 
 import copy
-import re
-from pathlib import Path
 from typing import Callable, Dict, List
 
 import nni
@@ -28,6 +26,7 @@ from nni_topo_pruner import TopologicalPruner
 from nni_topo_pruner.bmvc.pruner import BettiPruner
 from nni_topo_pruner.random_pruner import RandomPruner
 from nni_topo_pruner.sparsity_allocator import channel_keep_mask
+from tests.readme_blocks import readme_blocks
 
 CONFIG = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
 INTERVAL, TIMES = 2, 3
@@ -307,21 +306,16 @@ def test_snippet_with_lightning_evaluator(name, scheduler):
 # README: the "Gradual pruning" recipes run
 # ----------------------------------------------------------------------------------------
 
-def readme_section_code(title: str) -> List[str]:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-
-
 def test_readme_gradual_pruning_recipes_run():
-    blocks = readme_section_code("Gradual pruning")
+    """Beyond tests/test_readme.py (every README block runs): what the two recipes compute."""
+    blocks = [block for block in readme_blocks(language="python") if block.section == "Gradual pruning"]
     assert len(blocks) == 2
     nni_recipe, torch_pruning_recipe = blocks
     namespace: dict = {}
-    exec(compile(nni_recipe, "README.md (Gradual pruning, NNI)", "exec"), namespace)
+    exec(nni_recipe.compiled(), namespace)
     assert kept_counts(namespace["masks"]) == {"0": 8, "2": 4}
     assert len(namespace["pruner"].bound_pruner.reports) == 5
     pytest.importorskip("torch_pruning")
     namespace = {}
-    exec(compile(torch_pruning_recipe, "README.md (Gradual pruning, Torch-Pruning)", "exec"), namespace)
+    exec(torch_pruning_recipe.compiled(), namespace)
     assert [m.out_channels for m in namespace["model"] if isinstance(m, torch.nn.Conv2d)] == [8, 4]

@@ -4,8 +4,9 @@
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -15,9 +16,29 @@ import torch  # noqa: E402
 
 from nni_topo_pruner.bmvc.activation import DEFAULT_CUTOFF, many_to_one  # noqa: E402
 
+from ..core.cli import ConfigParser, require  # noqa: E402
 
-def plot(out: Path) -> None:
-    x = torch.linspace(-2.0, 5.5 * DEFAULT_CUTOFF, 4000, dtype=torch.float64, requires_grad=True)
+FILE_NAME = "many_to_one_activation.png"
+
+
+@dataclass
+class ActivationPlotConfig:
+    """What ``--preset`` / ``--set`` choose."""
+
+    points: int = 4000  # samples of x in [-2, 5.5 c]
+    dpi: int = 110
+
+
+PRESETS = {"default": ActivationPlotConfig()}
+
+
+def check(config: ActivationPlotConfig) -> None:
+    require(config.points >= 2, "points", None, "be >= 2", config.points)
+    require(config.dpi >= 1, "dpi", None, "be >= 1", config.dpi)
+
+
+def plot(out: Path, config: ActivationPlotConfig = ActivationPlotConfig()) -> None:
+    x = torch.linspace(-2.0, 5.5 * DEFAULT_CUTOFF, config.points, dtype=torch.float64, requires_grad=True)
     y = many_to_one(x)
     (grad,) = torch.autograd.grad(y.sum(), x)
     xs = x.detach().numpy()
@@ -34,17 +55,28 @@ def plot(out: Path) -> None:
     axd.set(title="derivative (autograd) of the default form", xlabel="x", ylabel="dy/dx")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=config.dpi)
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/img/many_to_one_activation.png"))
-    args = parser.parse_args()
-    plot(args.out)
-    print(f"wrote {args.out}")
+def build_parser() -> ConfigParser[ActivationPlotConfig]:
+    parser = ConfigParser("python -m benchmarks.bmvc.betti_activation_plot", PRESETS, description=__doc__,
+                          check=check, out_dir_help=f"write DIR/{FILE_NAME} (instead of --out)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"the PNG to write (default: docs/img/{FILE_NAME}, or in --out-dir)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args, config = parser.parse_config(argv)
+    if args.out is not None and args.out_dir is not None:
+        parser.usage_error("--out names the file, --out-dir its folder: give one of them")
+    out = args.out or (args.out_dir or Path("docs/img")) / FILE_NAME
+    plot(out, config)
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

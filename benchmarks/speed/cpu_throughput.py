@@ -15,11 +15,11 @@ Outputs: ``results.json`` (rows as they finish, machine and versions) and ``READ
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.cli import ConfigParser, require
 from ..core.data import (AugmentedCifar, BatchedAugmentedCifar, DEFAULT_FULL_NPZ, DEFAULT_NPZ, evaluation_tensors,
                    load_npz)
 from ..core.environment import machine_info, package_versions
@@ -212,16 +213,37 @@ def render(payload: Dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+@dataclass
+class ThroughputConfig:
+    """What ``--preset`` / ``--set`` choose (``--steps``, ``--warmup``, ``--eval-batches`` set them too)."""
+
+    steps: int = 8  # timed training steps per row
+    warmup: int = 2  # untimed steps per row
+    eval_batches: int = 6  # timed evaluation batches per row
+    quick: bool = False  # skip torch.compile and the 1-thread row
+
+
+PRESETS = {"default": ThroughputConfig(), "quick": ThroughputConfig(quick=True)}
+
+
+def check(config: ThroughputConfig) -> None:
+    for key, flag, low in (("steps", "--steps", 1), ("warmup", "--warmup", 0), ("eval_batches", "--eval-batches", 1)):
+        require(getattr(config, key) >= low, key, flag, f"be >= {low}", getattr(config, key))
+
+
+def build_parser() -> ConfigParser[ThroughputConfig]:
+    parser = ConfigParser("python -m benchmarks.speed.cpu_throughput", PRESETS, description=__doc__.split("\n")[0],
+                          check=check, out_dir=OUT_DIR,
+                          out_dir_help="where results.json and README.md go "
+                                       "(default: benchmarks/results/cpu_throughput)")
+    parser.add_shorthand("--steps", field="steps", type=int, help="timed training steps per row (default 8)")
+    parser.add_shorthand("--warmup", field="warmup", type=int, help="untimed steps per row (default 2)")
+    parser.add_shorthand("--eval-batches", field="eval_batches", type=int, help="timed evaluation batches per row")
+    return parser
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.cpu_throughput", description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per row (default 8)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per row (default 2)")
-    parser.add_argument("--eval-batches", type=int, default=6, help="timed evaluation batches per row")
-    parser.add_argument("--quick", action="store_true", help="skip torch.compile and the 1-thread row")
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.eval_batches < 1:
-        parser.error("--steps and --eval-batches must be >= 1, --warmup >= 0")
+    args, config = build_parser().parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     source = DEFAULT_FULL_NPZ if DEFAULT_FULL_NPZ.is_file() else DEFAULT_NPZ
     arrays = load_npz(source)
@@ -245,22 +267,22 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     for pipeline in ("per_image", "batched"):
         payload["pipelines"][pipeline] = pipeline_rate(images, labels, pipeline, 128, 6)
-    eval_inputs = evaluation_tensors(arrays)[0][: 256 * (args.eval_batches + 1)]
+    eval_inputs = evaluation_tensors(arrays)[0][: 256 * (config.eval_batches + 1)]
     for row in EVAL_ROWS:
         rate = eval_rate(eval_inputs, batch=row["batch"], precision=row["precision"],
-                         channels_last=row["channels_last"], batches=args.eval_batches)
+                         channels_last=row["channels_last"], batches=config.eval_batches)
         payload["eval"].append({**row, "eval_images_per_s": rate})
         _logger.info("%s: %.0f images/s", row["label"], rate)
     save()
     for row in TRAIN_ROWS:
-        if args.quick and (row.get("compile") or row.get("threads")):
+        if config.quick and (row.get("compile") or row.get("threads")):
             continue
         torch.set_num_threads(row.get("threads", threads))
         try:
             result = train_rate(images, labels, batch=row["batch"], pipeline=row["pipeline"],
                                 precision=row["precision"], channels_last=row["channels_last"],
                                 compile_model=row.get("compile", False), workers=row.get("workers", 0),
-                                steps=args.steps, warmup=args.warmup + (3 if row.get("compile") else 0))
+                                steps=config.steps, warmup=config.warmup + (3 if row.get("compile") else 0))
         except Exception as error:  # noqa: BLE001 - a recipe that fails here is a row of the table
             result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
         finally:

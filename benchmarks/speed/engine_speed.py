@@ -27,7 +27,6 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,7 +35,8 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import gudhi
@@ -45,6 +45,8 @@ import numpy as np
 from nni_topo_pruner.evolutionary import GAConfig, evolve_neuron_mask
 from nni_topo_pruner.metric_calculator import MetricCalculator, SubsetFitness, salience_ranked_subset
 from nni_topo_pruner.topology import distance_matrix
+
+from ..core.cli import ConfigParser
 
 CIFAR_VGG16 = [(o, 9 * i) for o, i in [(64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (256, 256),
                                        (512, 256), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]]
@@ -290,25 +292,51 @@ def section_imagenet(rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for tests")
-    parser.add_argument("--sections", default="evals,scaling,vgg,quality",
-                        help="comma list of evals, scaling, vgg, quality, imagenet")
-    parser.add_argument("--weights", help="npz with one weight array per layer (first axis = neurons) for the vgg section")
-    parser.add_argument("--h1-max-n", type=int, default=1024, help="largest n for H0+H1 in the scaling table")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="write every figure to this JSON file")
-    args = parser.parse_args(argv)
-    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    unknown = sections - {"evals", "scaling", "vgg", "quality", "imagenet"}
+SECTIONS = ("evals", "scaling", "vgg", "quality", "imagenet")
+
+
+@dataclass
+class EngineSpeedConfig:
+    """What ``--preset`` / ``--set`` choose (the flags below set the same fields)."""
+
+    sections: list[str] = field(default_factory=lambda: ["evals", "scaling", "vgg", "quality"])
+    weights: str = ""  # npz with one weight array per layer for the vgg section ('' = synthetic)
+    h1_max_n: int = 1024  # largest n for H0+H1 in the scaling table
+    seed: int = 0
+    quick: bool = False  # tiny sizes (seconds), for tests
+
+
+PRESETS = {"default": EngineSpeedConfig(), "quick": EngineSpeedConfig(quick=True)}
+
+
+def check(config: EngineSpeedConfig) -> None:
+    unknown = sorted(set(config.sections) - set(SECTIONS))
     if unknown:
-        parser.error(f"unknown sections {sorted(unknown)}")
-    rng = np.random.default_rng(args.seed)
-    config = GAConfig()
-    if args.quick:
+        raise ValueError(f"sections (--sections): unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+
+
+def build_parser() -> ConfigParser[EngineSpeedConfig]:
+    parser = ConfigParser("python -m benchmarks.speed.engine_speed", PRESETS, description=__doc__, check=check,
+                          out_dir_help="also write every figure to DIR/results.json (like --json)")
+    parser.add_shorthand("--sections", field="sections", help="comma list of evals, scaling, vgg, quality, imagenet "
+                                                               "(default: evals,scaling,vgg,quality)")
+    parser.add_shorthand("--weights", field="weights",
+                         help="npz with one weight array per layer (first axis = neurons) for the vgg section")
+    parser.add_shorthand("--h1-max-n", field="h1_max_n", type=int,
+                         help="largest n for H0+H1 in the scaling table (default 1024)")
+    parser.add_shorthand("--seed", field="seed", type=int, help="default 0")
+    parser.add_argument("--json", help="write every figure to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args, config = build_parser().parse_config(argv)
+    sections = set(config.sections)
+    rng = np.random.default_rng(config.seed)
+    ga = GAConfig()
+    if config.quick:
         eval_sizes, scale_sizes, fan_in, vgg, q_n = (32,), (16, 32), 64, [(16, 27), (32, 144)], 24
-        config = replace(config, population_size=6, generations=3)
+        ga = replace(ga, population_size=6, generations=3)
         naive_budget = 0.5
     else:
         eval_sizes, scale_sizes, fan_in, vgg, q_n = (128, 256, 512), (64, 128, 256, 512, 1024, 2048, 4096), 4608, CIFAR_VGG16, 256
@@ -317,23 +345,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
           f"Python {platform.python_version()}, numpy {np.__version__}, gudhi {gudhi.__version__}; "
           f"command: {' '.join([os.path.basename(sys.argv[0])] + list(argv if argv is not None else sys.argv[1:]))}")
-    report: dict[str, Any] = {"quick": args.quick,
-                              "ga_config": {f: getattr(config, f) for f in ("population_size", "generations",
+    report: dict[str, Any] = {"quick": config.quick,
+                              "ga_config": {f: getattr(ga, f) for f in ("population_size", "generations",
                                             "crossover_probability", "mutation_probability", "elitism", "seed")}}
-    weights = dict(np.load(args.weights)) if args.weights else None
+    weights = dict(np.load(config.weights)) if config.weights else None
     if "evals" in sections:
         report["evals"] = section_evals(eval_sizes, naive_budget, rng)
     if "scaling" in sections:
-        report["scaling"] = section_scaling(scale_sizes, fan_in, args.h1_max_n if not args.quick else 32, config, rng)
+        report["scaling"] = section_scaling(scale_sizes, fan_in, config.h1_max_n if not config.quick else 32, ga, rng)
     if "vgg" in sections:
-        report["vgg"] = section_vgg(vgg, config, rng, weights)
+        report["vgg"] = section_vgg(vgg, ga, rng, weights)
     if "quality" in sections:
-        report["quality"] = section_quality(q_n, fan_in if not args.quick else 64, config, rng)
+        report["quality"] = section_quality(q_n, fan_in if not config.quick else 64, ga, rng)
     if "imagenet" in sections:
         report["imagenet"] = section_imagenet(rng)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2, default=float)
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    for path in (args.json, args.out_dir / "results.json" if args.out_dir is not None else None):
+        if path is not None:
+            with open(path, "w") as fh:
+                json.dump(report, fh, indent=2, default=float)
     return report
 
 

@@ -9,7 +9,6 @@ anything is timed, on a bad option (one line naming it).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -19,12 +18,14 @@ import resource
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
 import torch
 
 from nni_topo_pruner.registry import create_pruner  # applies the NNI compat patches, for NNI's pruners too
 
+from ..core.cli import ConfigParser, require
 from ..core.models import build_vgg16
 
 
@@ -38,57 +39,93 @@ def _time_pruner(name: str, model: torch.nn.Module, config_list, options: Dict) 
     return seconds
 
 
-def main(argv: List[str] | None = None) -> Dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.pruner_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=float, default=1.0, help="VGG-16 width multiplier (1.0 = full width)")
-    parser.add_argument("--sparse-ratio", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per pruner (median reported)")
-    parser.add_argument("--homology-dims", type=int, nargs="+", default=None,
-                        help="TopologicalPruner homology_dims (default: the pruner's default)")
-    parser.add_argument("--distance", default=None, help="TopologicalPruner distance (default: the pruner's default)")
-    parser.add_argument("--cloud-metric", default=None, help="TopologicalPruner cloud_metric (default: the pruner's)")
-    parser.add_argument("--wasserstein-order", type=float, default=None, help="TopologicalPruner wasserstein_order")
-    parser.add_argument("--zero-anchor", choices=["true", "false"], default=None,
-                        help="TopologicalPruner zero_anchor (default: the pruner's default)")
-    parser.add_argument("--weights", default=None,
-                        help="a state dict (e.g. benchmarks/cache/baseline-*/model.pt) to time on trained weights")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--json", help="write the raw timings to this file")
-    args = parser.parse_args(argv)
-    # every option checked before anything is timed: a usage error is one line and exit 2
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    if not 0 < args.sparse_ratio < 1:
-        parser.error(f"--sparse-ratio must lie strictly between 0 and 1, got {args.sparse_ratio}")
-    if not (math.isfinite(args.width) and args.width > 0):
-        parser.error(f"--width must be a positive number (1.0 = full width), got {args.width}")
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
-    if args.weights and not Path(args.weights).is_file():
-        parser.error(f"--weights {args.weights} is not a file (a state dict such as benchmarks/cache/baseline-*/model.pt)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+@dataclass
+class PrunerSpeedConfig:
+    """What ``--preset`` / ``--set`` choose (the flags below set the same fields); '' / [] / 0 in a
+    TopologicalPruner option leave the pruner's default."""
 
-    torch.manual_seed(args.seed)
+    width: float = 1.0  # VGG-16 width multiplier (1.0 = full width)
+    sparse_ratio: float = 0.5
+    repeats: int = 3  # timed repeats per pruner (median reported)
+    homology_dims: List[int] = field(default_factory=list)
+    distance: str = ""
+    cloud_metric: str = ""
+    wasserstein_order: float = 0.0
+    zero_anchor: str = ""  # '', 'true' or 'false'
+    weights: str = ""  # a state dict to time on trained weights ('' = random init)
+    workers: int = 1
+    seed: int = 0
+    threads: int = 0  # torch threads (0 = torch's default)
+
+
+PRESETS = {"default": PrunerSpeedConfig()}
+
+
+def check(config: PrunerSpeedConfig) -> None:
+    """Every option checked before anything is timed: a usage error is one line and exit 2."""
+    require(config.repeats >= 1, "repeats", "--repeats", "be >= 1", config.repeats)
+    require(0 < config.sparse_ratio < 1, "sparse_ratio", "--sparse-ratio", "lie strictly between 0 and 1",
+            config.sparse_ratio)
+    require(math.isfinite(config.width) and config.width > 0, "width", "--width",
+            "be a positive number (1.0 = full width)", config.width)
+    require(config.threads >= 0, "threads", "--threads", "be >= 0 (0 = torch's default)", config.threads)
+    require(config.zero_anchor in ("", "true", "false"), "zero_anchor", "--zero-anchor",
+            "be 'true', 'false' or '' (the pruner's default)", config.zero_anchor)
+    if config.weights and not Path(config.weights).is_file():
+        raise ValueError(f"--weights {config.weights} is not a file (a state dict such as "
+                         f"benchmarks/cache/baseline-*/model.pt)")
+
+
+def build_parser() -> ConfigParser[PrunerSpeedConfig]:
+    parser = ConfigParser("python -m benchmarks.speed.pruner_speed", PRESETS, description=__doc__, check=check,
+                          out_dir_help="also write the raw timings to DIR/results.json (like --json)")
+    parser.add_shorthand("--width", field="width", type=float, help="VGG-16 width multiplier (1.0 = full width)")
+    parser.add_shorthand("--sparse-ratio", field="sparse_ratio", type=float, help="default 0.5")
+    parser.add_shorthand("--repeats", field="repeats", type=int, help="timed repeats per pruner (median reported; "
+                                                                        "default 3)")
+    parser.add_shorthand("--homology-dims", field="homology_dims", type=int, nargs="+",
+                         help="TopologicalPruner homology_dims (default: the pruner's default)")
+    parser.add_shorthand("--distance", field="distance",
+                         help="TopologicalPruner distance (default: the pruner's default)")
+    parser.add_shorthand("--cloud-metric", field="cloud_metric",
+                         help="TopologicalPruner cloud_metric (default: the pruner's)")
+    parser.add_shorthand("--wasserstein-order", field="wasserstein_order", type=float,
+                         help="TopologicalPruner wasserstein_order")
+    parser.add_shorthand("--zero-anchor", field="zero_anchor", choices=["true", "false"],
+                         help="TopologicalPruner zero_anchor (default: the pruner's default)")
+    parser.add_shorthand("--weights", field="weights",
+                         help="a state dict (e.g. benchmarks/cache/baseline-*/model.pt) to time on trained weights")
+    parser.add_shorthand("--workers", field="workers", type=int, help="default 1")
+    parser.add_shorthand("--seed", field="seed", type=int, help="default 0")
+    parser.add_shorthand("--threads", field="threads", type=int, help="torch threads (0 = torch's default)")
+    parser.add_argument("--json", help="write the raw timings to this file")
+    return parser
+
+
+def main(argv: List[str] | None = None) -> Dict:
+    parser = build_parser()
+    args, config = parser.parse_config(argv)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    torch.manual_seed(config.seed)
     try:
-        model = build_vgg16(width=args.width).eval()
+        model = build_vgg16(width=config.width).eval()
     except ValueError as error:
         parser.error(f"--width: {error}")
-    if args.weights:
+    if config.weights:
         try:
-            model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+            model.load_state_dict(torch.load(config.weights, map_location="cpu", weights_only=True))
         except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            parser.error(f"--weights {args.weights} is not a state dict of a CIFAR VGG-16 of --width {args.width} "
+            parser.error(f"--weights {config.weights} is not a state dict of a CIFAR VGG-16 of --width {config.width} "
                          f"({first})")
-    config_list = [{"op_types": ["Conv2d"], "sparse_ratio": args.sparse_ratio}]
-    topo_options = {"seed": args.seed, "workers": args.workers, "progress": False}
-    for key, value in (("homology_dims", args.homology_dims), ("distance", args.distance),
-                       ("cloud_metric", args.cloud_metric), ("wasserstein_order", args.wasserstein_order),
-                       ("zero_anchor", None if args.zero_anchor is None else args.zero_anchor == "true")):
+    config_list = [{"op_types": ["Conv2d"], "sparse_ratio": config.sparse_ratio}]
+    topo_options = {"seed": config.seed, "workers": config.workers, "progress": False}
+    for key, value in (("homology_dims", config.homology_dims or None), ("distance", config.distance or None),
+                       ("cloud_metric", config.cloud_metric or None),
+                       ("wasserstein_order", config.wasserstein_order or None),
+                       ("zero_anchor", config.zero_anchor == "true" if config.zero_anchor else None)):
         if value is not None:
             topo_options[key] = tuple(value) if key == "homology_dims" else value
     try:  # the pruner validates its own options at construction: ask it before timing anything
@@ -104,35 +141,39 @@ def main(argv: List[str] | None = None) -> Dict:
     }
     filters = sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     timings: Dict[str, List[float]] = {name: [] for name in pruners}
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every pruner alike
+    for _ in range(config.repeats):  # interleaved, so drifts in machine load hit every pruner alike
         for name, run in pruners.items():
             timings[name].append(run())
     median = {name: sorted(t)[len(t) // 2] for name, t in timings.items()}
     result = {
         "command": " ".join([sys.executable, "-m", "benchmarks.speed.pruner_speed", *(argv or sys.argv[1:])]),
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip(),
-        "model": f"CIFAR VGG-16 width {args.width} ({filters} conv filters)",
-        "sparse_ratio": args.sparse_ratio, "topological_options": {k: v for k, v in topo_options.items()
+        "model": f"CIFAR VGG-16 width {config.width} ({filters} conv filters)",
+        "sparse_ratio": config.sparse_ratio, "topological_options": {k: v for k, v in topo_options.items()
                                                                    if k != "progress"},
-        "weights": args.weights or "random init (seed)",
+        "weights": config.weights or "random init (seed)",
         "timings_s": timings, "median_s": median,
         "ratio_topological_to_fpgm": median["topological"] / median["fpgm"],
         "ratio_topological_to_l1": median["topological"] / median["l1"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    print(f"{result['model']} ({result['weights']}), sparse_ratio {args.sparse_ratio}, "
-          f"TopologicalPruner options {result['topological_options']}, median of {args.repeats}")
+    print(f"{result['model']} ({result['weights']}), sparse_ratio {config.sparse_ratio}, "
+          f"TopologicalPruner options {result['topological_options']}, median of {config.repeats}")
     print("| pruner | median mask generation (s) | vs FPGM | vs L1 |")
     print("| --- | ---: | ---: | ---: |")
     for name in pruners:
         print(f"| {name} | {median[name]:.3f} | {median[name] / median['fpgm']:.2f}x | {median[name] / median['l1']:.1f}x |")
     print(f"peak RSS {result['peak_rss_mib']:.0f} MiB")
-    if args.json:
+    for flag, path in (("--json", args.json), ("--out-dir", args.out_dir and args.out_dir / "results.json")):
+        if not path:
+            continue
         try:
-            with open(args.json, "w") as handle:
+            if flag == "--out-dir":
+                args.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(path, "w") as handle:
                 json.dump(result, handle, indent=1)
         except OSError as error:
-            parser.error(f"--json {args.json}: cannot write it ({error.strerror or error}); the table above has the "
+            parser.error(f"{flag} {path}: cannot write it ({error.strerror or error}); the table above has the "
                          f"medians")
     return result
 

@@ -20,7 +20,6 @@ option or an ``--out-dir`` it cannot write (``--out`` is the same flag's older n
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import cProfile
 import io
@@ -31,7 +30,7 @@ import pstats
 import sys
 import time
 import warnings
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -39,6 +38,7 @@ import torchvision
 
 from nni_topo_pruner.torch_pruning import TopologicalImportance, import_torch_pruning
 
+from ..core.cli import ConfigParser, require
 from ..core.environment import package_versions
 from ..core.store import UnwritablePathError, writable_directory
 
@@ -202,62 +202,82 @@ def markdown_row(row: Dict[str, Any]) -> str:
             f"{m['magnitude']['steps_cpu_s']:.2f} | {topo['steps_s']:.1f} / {fpgm['steps_s']:.1f} |")
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.tp_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), metavar="CASE",
-                        help=f"cases to run (default: all): {', '.join(CASES)}")
-    parser.add_argument("--repeats", type=int, default=1, help="timed repeats per importance (median reported)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--profile", action="store_true",
-                        help="profile the topological importance (cProfile) in an extra, untimed run; "
-                             "printed and saved with --out-dir")
-    parser.add_argument("--regularize", action="store_true",
-                        help="instead: the cost of one GroupNormPruner.regularize() call (resnet18), to OUT_DIR/regularize.md")
-    parser.add_argument("--out-dir", "--out", dest="out", type=Path, default=None,
-                        help="folder for results.json and README.md (--out: its older name)")
-    args = parser.parse_args(argv)
-    unknown = [c for c in args.cases if c not in CASES]
+@dataclass
+class TpSpeedConfig:
+    """What ``--preset`` / ``--set`` choose (the flags below set the same fields)."""
+
+    cases: List[str] = field(default_factory=lambda: list(CASES))
+    repeats: int = 1  # timed repeats per importance (median reported)
+    threads: int = 0  # torch threads (0 = torch's default)
+    profile: bool = False  # profile the topological importance in an extra, untimed run
+    regularize: bool = False  # instead: the cost of one GroupNormPruner.regularize() call (resnet18)
+
+
+PRESETS = {"default": TpSpeedConfig()}
+
+
+def check(config: TpSpeedConfig) -> None:
+    unknown = [c for c in config.cases if c not in CASES]
     if unknown:
-        parser.error(f"--cases: unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
-    if args.out is not None:
+        raise ValueError(f"--cases: unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    require(config.repeats >= 1, "repeats", "--repeats", "be >= 1", config.repeats)
+    require(config.threads >= 0, "threads", "--threads", "be >= 0 (0 = torch's default)", config.threads)
+
+
+def build_parser() -> ConfigParser[TpSpeedConfig]:
+    parser = ConfigParser("python -m benchmarks.speed.tp_speed", PRESETS, description=__doc__, check=check,
+                          out_dir_help="folder for results.json and README.md", out_aliases=["--out"])
+    parser.add_shorthand("--cases", field="cases", nargs="+", metavar="CASE",
+                         help=f"cases to run (default: all): {', '.join(CASES)}")
+    parser.add_shorthand("--repeats", field="repeats", type=int, help="timed repeats per importance (median reported)")
+    parser.add_shorthand("--threads", field="threads", type=int, help="torch threads (0 = torch's default)")
+    parser.add_shorthand("--profile", field="profile", action="store_true",
+                         help="profile the topological importance (cProfile) in an extra, untimed run; "
+                              "printed and saved with --out-dir")
+    parser.add_shorthand("--regularize", field="regularize", action="store_true",
+                         help="instead: the cost of one GroupNormPruner.regularize() call (resnet18), to "
+                              "OUT_DIR/regularize.md")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = build_parser()
+    args, config = parser.parse_config(argv)
+    out = args.out_dir
+    if out is not None:
         try:
-            writable_directory(args.out, "--out-dir")
+            writable_directory(out, "--out-dir")
         except UnwritablePathError as error:
-            parser.exit(2, f"{parser.prog}: error: {error}\n")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+            parser.usage_error(str(error))
+    if config.threads:
+        torch.set_num_threads(config.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("nni_topo_pruner").setLevel(logging.WARNING)
     command = " ".join(["python -m benchmarks.speed.tp_speed", *(sys.argv[1:] if argv is None else argv)])
     machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip()
-    if args.regularize:
+    if config.regularize:
         print(f"{command}\n{machine}\n", flush=True)
         table = regularize_cost()
-        if args.out is not None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "regularize.md").write_text(
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "regularize.md").write_text(
                 f"# Sparse training: one GroupNormPruner.regularize() call on resnet18 (64 px)\n\n"
                 f"Command: `{command}`  \nMachine: {machine}\n\n{table}\n")
         return {"command": command, "regularize": table}
     print(f"{command}\n{machine}\n\n{HEADER}", flush=True)
-    result = {"command": command, "machine": machine, "packages": package_versions(), **run(args.cases, args.repeats,
-                                                                                            args.profile)}
+    result = {"command": command, "machine": machine, "packages": package_versions(),
+              **run(config.cases, config.repeats, config.profile)}
     for name, text in result["profiles"].items():
         print(f"\nprofile of TopologicalImportance, {name} (top 15 by own time):\n{text}")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(result, indent=1))
         lines = [f"# Torch-Pruning pruning-step time: TopologicalImportance vs FPGMImportance and Magnitude\n",
                  f"Command: `{command}`  \nMachine: {machine}\n", HEADER,
                  *(markdown_row(r) for r in result["rows"])]
         for name, text in result["profiles"].items():
             lines.append(f"\n## Profile of TopologicalImportance, {name} (top 15 by own time)\n\n```\n{text}```")
-        (args.out / "README.md").write_text("\n".join(lines) + "\n")
+        (out / "README.md").write_text("\n".join(lines) + "\n")
     return result
 
 

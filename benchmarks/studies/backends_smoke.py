@@ -16,15 +16,16 @@ variants, betti); 1 otherwise; 2 on a usage error.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..core.cli import ConfigParser, require
 from ..core.config import apply_overrides, preset_config, pruner_spec, validate
 from ..core.data import REPO_ROOT
 from ..core.store import UnwritablePathError, writable_directory
@@ -195,22 +196,39 @@ def render(payload: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class BackendsSmokeConfig:
+    """What ``--preset`` / ``--set`` choose (the flags below set the same fields)."""
+
+    pruners: List[str] = field(default_factory=lambda: list(DEFAULT_PRUNERS))
+    sparsity: float = 0.5  # sparse ratio of every Conv2d
+    seed: int = 0
+
+
+PRESETS = {"default": BackendsSmokeConfig()}
+
+
+def check(config: BackendsSmokeConfig) -> None:
+    require(0 < config.sparsity < 1, "sparsity", "--sparsity", "lie strictly between 0 and 1", config.sparsity)
+
+
+def build_parser() -> ConfigParser[BackendsSmokeConfig]:
+    parser = ConfigParser("python -m benchmarks.studies.backends_smoke", PRESETS, description=__doc__.split("\n\n")[0],
+                          check=check, out_dir=REPO_ROOT / "benchmarks" / "runs" / "backends_smoke",
+                          out_dir_help="where results.json and README.md go (default: benchmarks/runs/backends_smoke)")
+    parser.add_shorthand("--pruners", field="pruners",
+                         help=f"comma-separated pruners (default: {','.join(DEFAULT_PRUNERS)})")
+    parser.add_shorthand("--sparsity", field="sparsity", type=float, help="sparse ratio of every Conv2d (default 0.5)")
+    parser.add_shorthand("--seed", field="seed", type=int, help="seed (default 0)")
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line; returns the exit status (see the module docstring)."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"nni\.")
     warnings.filterwarnings("ignore", message=r".*already registered as pytree node.*", category=UserWarning)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.backends_smoke", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "runs" / "backends_smoke",
-                        help="where results.json and README.md go (default: benchmarks/runs/backends_smoke)")
-    parser.add_argument("--pruners", default=",".join(DEFAULT_PRUNERS),
-                        help=f"comma-separated pruners (default: {','.join(DEFAULT_PRUNERS)})")
-    parser.add_argument("--sparsity", type=float, default=0.5, help="sparse ratio of every Conv2d (default 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    args = parser.parse_args(argv)
-    pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
-    if not 0 < args.sparsity < 1:
-        parser.error(f"--sparsity must lie strictly between 0 and 1, got {args.sparsity}")
+    parser = build_parser()
+    args, config = parser.parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from nni.runtime.log import silence_stdout
 
@@ -220,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command_line = ["python", "-m", "benchmarks.studies.backends_smoke", *(sys.argv[1:] if argv is None else argv)]
     try:
         writable_directory(args.out_dir, "--out-dir")
-        return run(args.out_dir, pruners, args.sparsity, args.seed, command_line)
+        return run(args.out_dir, config.pruners, config.sparsity, config.seed, command_line)
     except (ValueError, UnwritablePathError) as error:
         parser.error(str(error))
     return 2

@@ -12,15 +12,16 @@ Exit status 2 on a bad option (one line naming it).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..core.cli import ConfigParser, require
 from ..core.models import build_vgg16
 
 
@@ -68,30 +69,55 @@ def markdown(rows: List[Dict[str, Any]], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.ga_departure", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=None, help="state dict of a benchmarks/ VGG-16 (default: random init)")
-    parser.add_argument("--width", type=float, default=1.0, help="the model's width multiplier")
-    parser.add_argument("--sparsity", type=float, default=0.5, help="uniform sparse ratio of every conv layer")
-    parser.add_argument("--seed", type=int, default=0, help="the TopologicalPruner's seed")
+@dataclass
+class GaDepartureConfig:
+    """What ``--preset`` / ``--set`` choose (the flags below set the same fields)."""
+
+    weights: str = ""  # state dict of a benchmarks/ VGG-16 ('' = random init)
+    width: float = 1.0  # the model's width multiplier
+    sparsity: float = 0.5  # uniform sparse ratio of every conv layer
+    seed: int = 0  # the TopologicalPruner's seed
+
+
+PRESETS = {"default": GaDepartureConfig()}
+
+
+def check(config: GaDepartureConfig) -> None:
+    if config.weights and not Path(config.weights).is_file():
+        raise ValueError(f"--weights {config.weights}: no such file (a state dict saved with torch.save)")
+    require(config.width > 0, "width", "--width", "be > 0", config.width)
+    require(0 < config.sparsity < 1, "sparsity", "--sparsity", "lie strictly between 0 and 1", config.sparsity)
+
+
+def build_parser() -> ConfigParser[GaDepartureConfig]:
+    parser = ConfigParser("python -m benchmarks.studies.ga_departure", PRESETS, description=__doc__.split("\n\n")[0],
+                          check=check, out_dir_help="also write the table to DIR/ga_departure.md (like --out)")
+    parser.add_shorthand("--weights", field="weights", type=Path,
+                         help="state dict of a benchmarks/ VGG-16 (default: random init)")
+    parser.add_shorthand("--width", field="width", type=float, help="the model's width multiplier")
+    parser.add_shorthand("--sparsity", field="sparsity", type=float, help="uniform sparse ratio of every conv layer")
+    parser.add_shorthand("--seed", field="seed", type=int, help="the TopologicalPruner's seed")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
-    args = parser.parse_args(argv)
-    if args.weights is not None and not args.weights.is_file():
-        parser.error(f"--weights {args.weights}: no such file (a state dict saved with torch.save)")
-    if args.width <= 0 or not 0 < args.sparsity < 1:
-        parser.error("--width must be > 0 and --sparsity in (0, 1)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, config = build_parser().parse_config(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.manual_seed(0)
-    model = build_vgg16(width=args.width)
-    if args.weights is not None:
-        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-    rows = departure_rows(model.eval(), args.sparsity, args.seed)
-    header = (f"VGG-16 width {args.width:g} ({args.weights or 'random init'}), sparse ratio {args.sparsity:g}, "
-              f"TopologicalPruner defaults, seed {args.seed}")
+    model = build_vgg16(width=config.width)
+    if config.weights:
+        model.load_state_dict(torch.load(config.weights, map_location="cpu", weights_only=True))
+    rows = departure_rows(model.eval(), config.sparsity, config.seed)
+    header = (f"VGG-16 width {config.width:g} ({config.weights or 'random init'}), sparse ratio {config.sparsity:g}, "
+              f"TopologicalPruner defaults, seed {config.seed}")
     text = markdown(rows, header)
     print(text)
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "ga_departure.md").write_text(text, encoding="utf-8")
     return 0
 
 

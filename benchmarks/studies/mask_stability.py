@@ -20,19 +20,20 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from benchmarks.core.cli import ConfigParser, require
 from benchmarks.core.models import build_vgg16
 
 logger = logging.getLogger("benchmarks.studies.mask_stability")
@@ -133,40 +134,76 @@ def measure(model: torch.nn.Module, options: Dict, sparsity: float, trials: int,
             "seconds": time.perf_counter() - started}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--width", type=float, default=0.125)
-    parser.add_argument("--weights", default=None, help="state dict to load (default: random init)")
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--rel", type=float, default=1e-7, help="relative perturbation of every parameter")
-    parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+@dataclass
+class MaskStabilityConfig:
+    """What ``--preset`` / ``--set`` choose (the flags below set the same fields)."""
+
+    variants: List[str] = field(default_factory=lambda: list(VARIANTS))
+    width: float = 0.125
+    weights: str = ""  # state dict to load ('' = random init)
+    trials: int = 10
+    rel: float = 1e-7  # relative perturbation of every parameter
+    sparsity: float = 0.5
+    seed: int = 0
+    explain: bool = False  # log, for every layer mask that moved, how its salience moved and where the GA stopped
+
+
+PRESETS = {"default": MaskStabilityConfig()}
+
+
+def check(config: MaskStabilityConfig) -> None:
+    unknown = [name for name in config.variants if name not in VARIANTS]
+    if unknown:
+        raise ValueError(f"variants (--variants): unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if config.weights and not Path(config.weights).is_file():
+        raise ValueError(f"--weights {config.weights}: no such file (a state dict saved with torch.save)")
+    require(config.width > 0, "width", "--width", "be > 0", config.width)
+    require(config.trials >= 1, "trials", "--trials", "be >= 1", config.trials)
+    require(0 < config.sparsity < 1, "sparsity", "--sparsity", "lie strictly between 0 and 1", config.sparsity)
+    require(config.rel >= 0, "rel", "--rel", "be >= 0", config.rel)
+
+
+def build_parser() -> ConfigParser[MaskStabilityConfig]:
+    parser = ConfigParser("python -m benchmarks.studies.mask_stability", PRESETS, description=__doc__.split("\n\n")[0],
+                          check=check, out_dir_help="also append the markdown rows to DIR/mask_stability.md "
+                                                    "(like --out)")
+    parser.add_shorthand("--variants", field="variants", nargs="+", choices=list(VARIANTS))
+    parser.add_shorthand("--width", field="width", type=float, help="default 0.125")
+    parser.add_shorthand("--weights", field="weights", help="state dict to load (default: random init)")
+    parser.add_shorthand("--trials", field="trials", type=int, help="default 10")
+    parser.add_shorthand("--rel", field="rel", type=float,
+                         help="relative perturbation of every parameter (default 1e-7)")
+    parser.add_shorthand("--sparsity", field="sparsity", type=float, help="default 0.5")
+    parser.add_shorthand("--seed", field="seed", type=int, help="default 0")
     parser.add_argument("--out", default=None, help="append the markdown rows to this file")
-    parser.add_argument("--explain", action="store_true",
-                        help="log, for every layer mask that moved, how far its salience moved and where the GA stopped")
-    args = parser.parse_args(argv)
-    if args.weights is not None and not Path(args.weights).is_file():
-        parser.error(f"--weights {args.weights}: no such file (a state dict saved with torch.save)")
-    if args.width <= 0 or args.trials < 1 or not 0 < args.sparsity < 1 or args.rel < 0:
-        parser.error("--width must be > 0, --trials >= 1, --sparsity in (0, 1) and --rel >= 0")
+    parser.add_shorthand("--explain", field="explain", action="store_true",
+                         help="log, for every layer mask that moved, how far its salience moved and where the GA "
+                              "stopped")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, config = build_parser().parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = build_model(args.width, args.weights, args.seed)
-    source = args.weights or "random-init"
+    model = build_model(config.width, config.weights or None, config.seed)
+    source = config.weights or "random-init"
     rows = ["| model / criterion | layer masks changed | channels swapped | seconds |", "| --- | --- | --- | --- |"]
-    for name in args.variants:
-        result = measure(model, VARIANTS[name], args.sparsity, args.trials, args.rel, args.explain)
-        rows.append(f"| VGG-16 width {args.width:g} ({source}), {name} | {result['changed']}/{result['layers']} "
+    for name in config.variants:
+        result = measure(model, VARIANTS[name], config.sparsity, config.trials, config.rel, config.explain)
+        rows.append(f"| VGG-16 width {config.width:g} ({source}), {name} | {result['changed']}/{result['layers']} "
                     f"| {result['swapped']} | {result['seconds']:.0f} |")
         logger.info(rows[-1])
-    header = (f"rel={args.rel:g}, trials={args.trials}, sparsity={args.sparsity:g}, torch {torch.__version__}, "
+    header = (f"rel={config.rel:g}, trials={config.trials}, sparsity={config.sparsity:g}, torch {torch.__version__}, "
               f"{platform.machine()} {platform.processor() or ''}, threads={torch.get_num_threads()}, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     text = "\n".join([header, "", *rows]) + "\n"
     logger.info("\n%s", text)
-    if args.out:
-        with Path(args.out).open("a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    for path in (args.out, args.out_dir / "mask_stability.md" if args.out_dir is not None else None):
+        if path:
+            with Path(path).open("a", encoding="utf-8") as handle:
+                handle.write(text + "\n")
     return 0
 
 

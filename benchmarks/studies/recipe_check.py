@@ -11,15 +11,16 @@ seed, a bootstrap interval over seeds). Baselines are trained through the benchm
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 
 from ..core.baseline import load_or_train_baseline
+from ..core.cli import ConfigParser, require
 from ..core.config import apply_overrides, preset_config, validate
 from ..core.data import evaluation_loader, load_data
 from ..core.environment import machine_info, package_versions
@@ -55,23 +56,43 @@ Over seeds, image by image: fast - fp32 = {100 * paired['difference']:+.2f} poin
 """
 
 
+@dataclass
+class RecipeCheckConfig:
+    """What ``--preset`` / ``--set`` choose (the flags below set the same fields)."""
+
+    cache_dir: str = ""  # baseline cache for the trained pairs; required
+    seeds: List[int] = field(default_factory=lambda: [0, 1])
+    width: float = 0.25
+    epochs: int = 10
+
+
+PRESETS = {"default": RecipeCheckConfig()}
+
+
+def check(config: RecipeCheckConfig) -> None:
+    require(bool(config.cache_dir), "cache_dir", "--cache-dir", "name the baseline cache for the trained pairs",
+            config.cache_dir)
+    require(config.width > 0, "width", "--width", "be > 0", config.width)
+    require(config.epochs >= 1, "epochs", "--epochs", "be >= 1", config.epochs)
+
+
+def build_parser() -> ConfigParser[RecipeCheckConfig]:
+    parser = ConfigParser("python -m benchmarks.studies.recipe_check", PRESETS, description=__doc__.split("\n")[0],
+                          check=check, out_dir=OUT_DIR,
+                          out_dir_help="where results.json and README.md go (default: benchmarks/results/recipe_check)")
+    parser.add_shorthand("--cache-dir", field="cache_dir", help="baseline cache for the trained pairs; required")
+    parser.add_shorthand("--seeds", field="seeds", help="comma-separated seeds (default 0,1)")
+    parser.add_shorthand("--width", field="width", type=float, help="default 0.25")
+    parser.add_shorthand("--epochs", field="epochs", type=int, help="default 10")
+    return parser
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.recipe_check", description=__doc__.split("\n")[0])
-    parser.add_argument("--cache-dir", required=True, help="baseline cache for the trained pairs")
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    args = parser.parse_args(argv)
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated ints, got {args.seeds!r}")
-    if args.width <= 0 or args.epochs < 1:
-        parser.error("--width must be > 0 and --epochs >= 1")
+    args, config = build_parser().parse_config(argv)
+    seeds = config.seeds
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    common = [f"width={args.width}", f"baseline_epochs={args.epochs}", "baseline_lr=0.05", "batch_size=128",
-              f"cache_dir={args.cache_dir}"]
+    common = [f"width={config.width}", f"baseline_epochs={config.epochs}", "baseline_lr=0.05", "batch_size=128",
+              f"cache_dir={config.cache_dir}"]
     base = validate(apply_overrides(preset_config("cpu"), common))
     arrays = load_data(base.data)
     device = torch.device("cpu")
@@ -91,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append(result)
     payload = {"command": " ".join(["python -m benchmarks.studies.recipe_check", *(argv if argv is not None else sys.argv[1:])]),
                "machine": machine_info(device), "packages": package_versions(),
-               "settings": {"width": args.width, "epochs": args.epochs, "batch_size": 128, "lr": 0.05},
+               "settings": {"width": config.width, "epochs": config.epochs, "batch_size": 128, "lr": 0.05},
                "seeds": rows, "paired": paired_difference(fast_records, fp32_records, "acc_after_bn")}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(payload, args.out_dir / "results.json")
