@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .core.config import PRESETS, BenchmarkConfig, apply_overrides, preset_config, validate
+from .core.cli import ConfigParser
+from .core.config import PRESETS, BenchmarkConfig, preset_config, validate
 from .core.data import REPO_ROOT
 
 DEFAULT_OUT_ROOT = REPO_ROOT / "benchmarks" / "runs"
@@ -48,31 +49,35 @@ def _keys_epilog() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.run",
+def build_parser() -> ConfigParser:
+    """The grid's command line, on the convention of every command line in ``benchmarks/``
+    (:class:`benchmarks.core.cli.ConfigParser`: ``--preset`` (required here), ``--set``,
+    ``--out-dir``); the older flags (``--data``, ``--pruners``, ...) are shorthands for config keys,
+    applied after ``--set``."""
+    parser = ConfigParser(
+        "python -m benchmarks.run", {name: preset_config(name) for name in PRESETS},
         description="Prune a CIFAR VGG-16 with each pruner at the same NNI config list, speed it up with NNI "
                     "ModelSpeedup, fine-tune it, and report parameters, FLOPs, accuracy after pruning, "
                     "recoverability, convergence, pruning time and latency (mean ± std over seeds).",
-        epilog=_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", required=True, choices=sorted(PRESETS),
-                        help="smoke: tiny model and data, every step in minutes (CI); cpu: full-width VGG-16 on the "
-                             "offline CIFAR-10 subset, about 4 h on 2 CPU cores (+1 h for the baseline, once); "
-                             "paper: full CIFAR-10, thesis-scale epochs, for a GPU")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output directory (default: benchmarks/runs/<preset> in the repository)")
-    parser.add_argument("--data", default=None,
-                        help="'auto' (the whole offline CIFAR-10, else the subset), 'subset', 'cifar10:ROOT' (torchvision download into ROOT) or PATH.npz; overrides data")
-    parser.add_argument("--pruners", default=None, help="comma-separated pruner names, e.g. l1,l2,fpgm,topological,random")
-    parser.add_argument("--sparsities", default=None, help="comma-separated sparse ratios, e.g. 0.3,0.5,0.7")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
-    parser.add_argument("--cache-dir", default=None, help="baseline cache directory (overrides cache_dir)")
-    parser.add_argument("--backend", default=None, metavar="{nni,torch-pruning}",
-                        help="who prunes (overrides backend; default nni): nni = the registry pruner's masks and NNI "
-                             "ModelSpeedup; torch-pruning = Torch-Pruning's BasePruner with the matching importance "
-                             "(l1, l2, fpgm, random, topological, betti), the same per-layer channel counts")
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key (repeatable); see the list below")
+        default_preset=None,
+        preset_help="smoke: tiny model and data, every step in minutes (CI); cpu: full-width VGG-16 on the "
+                    "offline CIFAR-10 subset, about 4 h on 2 CPU cores (+1 h for the baseline, once); full: "
+                    "the whole offline CIFAR-10; paper: full CIFAR-10, thesis-scale epochs, for a GPU",
+        out_dir_help="output directory (default: benchmarks/runs/<preset> in the repository)")
+    parser.epilog = _keys_epilog()
+    parser.add_shorthand("--data", field="data",
+                         help="'auto' (the whole offline CIFAR-10, else the subset), 'subset', 'cifar10:ROOT' "
+                              "(torchvision download into ROOT) or PATH.npz; overrides data")
+    parser.add_shorthand("--pruners", field="pruners",
+                         help="comma-separated pruner names, e.g. l1,l2,fpgm,topological,random")
+    parser.add_shorthand("--sparsities", field="sparsities", help="comma-separated sparse ratios, e.g. 0.3,0.5,0.7")
+    parser.add_shorthand("--seeds", field="seeds", help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_shorthand("--cache-dir", field="cache_dir", help="baseline cache directory (overrides cache_dir)")
+    parser.add_shorthand("--backend", field="backend", metavar="{nni,torch-pruning}",
+                         help="who prunes (overrides backend; default nni): nni = the registry pruner's masks and "
+                              "NNI ModelSpeedup; torch-pruning = Torch-Pruning's BasePruner with the matching "
+                              "importance (l1, l2, fpgm, random, topological, betti), the same per-layer channel "
+                              "counts")
     parser.add_argument("--executor", default="local", choices=("local", "ray"),
                         help="where the records run: local (this process, one after the other; default) or ray "
                              "(one Ray task per record on the cluster at RAY_ADDRESS, else a local one; requests "
@@ -94,12 +99,7 @@ def resolve_config(args: argparse.Namespace) -> BenchmarkConfig:
     pruner names by the backends)."""
     from .grid.backends import check_backend_pruners
 
-    config = apply_overrides(preset_config(args.preset), args.assignments)
-    flags = [f"{key}={value}" for key, value in (("data", args.data), ("pruners", args.pruners),
-                                                  ("sparsities", args.sparsities), ("seeds", args.seeds),
-                                                  ("cache_dir", args.cache_dir), ("backend", args.backend))
-             if value is not None]
-    return check_backend_pruners(validate(apply_overrides(config, flags)))
+    return check_backend_pruners(validate(build_parser().resolve(args)))
 
 
 @contextmanager
@@ -163,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    from .grid.executors import ExecutorError, make_executor
+    from .core.executors import ExecutorError, make_executor
 
     try:
         # checked before any work: Ray missing is a usage error, not a crash after the baseline

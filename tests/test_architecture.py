@@ -151,3 +151,21 @@ def test_benchmark_imports_run_down_the_floors(module):
 def test_the_floor_check_sees_an_upward_arrow():
     assert "benchmarks.grid.runner" in benchmark_imports(BENCHMARK_MODULES["benchmarks.bmvc.betti_threshold"])
     assert "benchmarks.grid" not in BENCHMARK_FLOORS["benchmarks.core"]
+
+
+def documented_benchmark_parts() -> dict[str, set[str]]:
+    """docs/architecture.md's table of the benchmarks floor: part -> the modules its row lists."""
+    rows = {}
+    for line in (PACKAGE.parent / "docs" / "architecture.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[0].endswith("/`"):
+            rows[f"benchmarks.{cells[0].strip('`/')}"] = set(cells[1].replace("`", "").replace(" ", "").split(","))
+    return rows
+
+
+def test_the_map_lists_every_benchmark_module_where_it_is():
+    """The map stays true: every module of a part is in that part's row, and nothing else is."""
+    actual = {part: {module.rsplit(".", 1)[1] for module in BENCHMARK_MODULES
+                     if benchmark_part(module) == part and module != part}
+              for part in BENCHMARK_FLOORS if part.count(".") == 1 and part != "benchmarks.run"}
+    assert documented_benchmark_parts() == actual

@@ -251,3 +251,28 @@ def test_a_required_preset_as_the_framework_has_it(capsys):
     assert parser.parse_config(["--preset", "cpu", "--set", "n=7"])[1] == Config(n=7)
     code, last, _, _ = _exit(capsys, lambda: parser.parse_config([]))
     assert code == 2 and "--preset" in last
+
+
+FRAMEWORK_EXPERIMENTS = ["benchmarks.bmvc.convergence_study:ConvergenceStudy",
+                         "benchmarks.bmvc.betti_threshold:BettiThreshold"]
+
+
+@pytest.mark.parametrize("target", FRAMEWORK_EXPERIMENTS)
+def test_framework_experiments_parse_with_the_same_parser(target, capsys, tmp_path):
+    """The experiments on benchmarks/core/framework.py take the same parser (preset required):
+    an unknown --set key or preset exits 2 with one line naming it, before any work."""
+    from benchmarks.core import framework
+
+    module, name = target.split(":")
+    experiment_class = getattr(importlib.import_module(module), name)
+    parser = framework.build_parser(experiment_class())
+    assert isinstance(parser, ConfigParser) and parser.default_preset is None
+    preset = sorted(experiment_class.presets)[0]
+    out = ["--out-dir", str(tmp_path / "out")]
+    code, last, err, _ = _exit(capsys, lambda: framework.main(experiment_class, ["--preset", preset, "--set",
+                                                                                 "no_such_key=1", *out]))
+    assert code == 2 and "no_such_key" in last and "known keys" in last and "Traceback" not in err
+    assert last.startswith(f"python -m {module}: error: ")
+    code, last, _, _ = _exit(capsys, lambda: framework.main(experiment_class, ["--preset", "huge", *out]))
+    assert code == 2 and "huge" in last
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from benchmarks.core.config import apply_overrides, preset_config, stable_hash, validate
-from benchmarks.grid.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
+from benchmarks.core.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
 from benchmarks.run import main
 from benchmarks.grid.runner import record_key
 from tests.offline_data import needs_offline_data

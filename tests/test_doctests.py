@@ -36,7 +36,7 @@ FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 def test_every_module_is_collected():
     assert {"nni_topo_pruner.pruner", "nni_topo_pruner.topology.mst", "nni_topo_pruner.registry",
-            "benchmarks.grid.summary", "benchmarks.grid.executors", "benchmarks.grid.backends"} <= set(MODULES)
+            "benchmarks.grid.summary", "benchmarks.core.executors", "benchmarks.grid.backends"} <= set(MODULES)
     assert WITHOUT_EXAMPLES <= set(MODULES)
 
 

@@ -12,14 +12,25 @@ An experiment (a subclass of :class:`Experiment`) supplies
 * ``render(results)``: the Markdown report (and ``write_extras`` for plots, if any).
 
 The framework gives the command line (``--preset``, ``--set KEY=VALUE`` on any config field,
-``--out-dir``, ``--fresh``, ``--no-progress``), the out-dir lock (:func:`benchmarks.core.store.process_lock`:
-one process per directory), resuming (a stored record is reused when its ``record_hash``
-matches; others are redone), quarantine of unusable records, and ``results.json`` +
-``report.md`` rewritten atomically after every record. ``results.json`` holds
-``schema_version``, ``experiment``, ``config``, what ``setup`` returned, the current
+``--out-dir``, ``--fresh``, ``--no-progress``) and the one experiment loop, :func:`run`: the
+out-dir lock (:func:`benchmarks.core.store.process_lock`: one process per directory), the
+stored records, ``setup``, the plan, the finished records reused and the rest handed to an
+executor (:mod:`benchmarks.core.executors`: in this process, or as Ray tasks), the outputs
+rewritten atomically after every record (extras such as plots at most every
+``extras_interval_s``), a record its executor lost turned into a failed record, and status
+``interrupted`` written on Ctrl-C / SIGTERM before the interrupt goes on.
+
+By default the records live in ``results.json`` (a stored record is reused when its
+``record_hash`` matches; others are redone; malformed ones are quarantined), run in this
+process, and an exception stops the experiment after saving what is done. ``results.json``
+then holds ``schema_version``, ``experiment``, ``config``, what ``setup`` returned, the current
 invocation (``command``, ``versions``, ``git``, ``machine``), every invocation so far
 (``invocations``) and the records (under ``records_field``). A directory holding results of
-another configuration is refused unless ``--fresh``.
+another configuration is refused unless ``--fresh``. An experiment whose records live
+elsewhere overrides the loop's hooks (``load_stored``, ``finished_records``, ``is_finished``,
+``record_task``, ``accept_record``, ``lost_record``, ``final_status``, ``write_outputs``): the pruning grid
+(:mod:`benchmarks.grid.runner`) keeps one file per record under ``runs/``, runs them on any
+executor, and keeps failed records.
 
 A whole experiment fits in one small file; see docs/benchmarks.md ("A new experiment")::
 
@@ -48,15 +59,18 @@ import logging
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from tqdm.auto import tqdm
 
-from .config import apply_overrides, stable_hash
+from .cli import ConfigParser
+from .config import stable_hash
 from .data import REPO_ROOT
 from .environment import git_state, machine_info, package_versions
+from .executors import LocalExecutor
 from .store import (LockedError, UnwritablePathError, atomic_write_json, atomic_write_text, load_json_or_none,
                     process_lock, quarantine, unwritable_path_message, writable_directory)
 
@@ -67,6 +81,25 @@ PlannedRecord = Tuple[str, Dict[str, Any]]
 
 class ExperimentUsageError(ValueError):
     """The command asks for something the experiment cannot do (reported without a traceback)."""
+
+
+@dataclass
+class RunState:
+    """One invocation of :func:`run`: what the loop's hooks read and the outputs are built from."""
+
+    out_dir: Path
+    command: str
+    #: what :meth:`Experiment.load_stored` found in ``out_dir`` (``None``: nothing usable)
+    stored: Optional[Dict[str, Any]] = None
+    #: what :meth:`Experiment.setup` returned
+    context: Dict[str, Any] = field(default_factory=dict)
+    plan: List[PlannedRecord] = field(default_factory=list)
+    #: key -> record: the finished ones reused, then each as it lands
+    records: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: ``running``, ``interrupted``, then :meth:`Experiment.final_status`
+    status: str = "running"
+    #: this invocation's command, versions, git state and machine
+    invocation: Dict[str, Any] = field(default_factory=dict)
 
 
 class Experiment(abc.ABC):
@@ -82,11 +115,15 @@ class Experiment(abc.ABC):
     record_version: ClassVar[int] = 1
     #: ``--preset`` help text
     preset_help: ClassVar[str] = "the starting configuration"
+    #: while running, extras (plots) are redrawn at most this often, in seconds (always at the end)
+    extras_interval_s: ClassVar[float] = 0.0
 
     def __init__(self) -> None:
         self.config: Any = None
         self.args: argparse.Namespace = argparse.Namespace()
         self.device = torch.device("cpu")  # recorded as the machine's device; setup may change it
+        #: the invocation in progress (set by :func:`run` before ``setup``)
+        self.state: Optional[RunState] = None
 
     @property
     def logger(self) -> logging.Logger:
@@ -112,16 +149,17 @@ class Experiment(abc.ABC):
 
     def setup(self, progress: bool) -> Dict[str, Any]:
         """Heavy preparation before any record (data, a baseline); returns extra top-level
-        entries of results.json."""
+        entries of results.json (``self.state.stored`` holds what the out-dir had, to check against)."""
         return {}
 
     @abc.abstractmethod
     def plan(self) -> List[PlannedRecord]:
         """Every record of this invocation, in order: ``(key, inputs)``."""
 
-    @abc.abstractmethod
     def run_record(self, key: str, inputs: Dict[str, Any], records: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-        """One record (JSON-able); an exception stops the experiment after saving what is done."""
+        """One record (JSON-able); an exception stops the experiment after saving what is done.
+        (Needed unless :meth:`record_task` is overridden.)"""
+        raise NotImplementedError(f"{type(self).__name__} defines neither run_record nor record_task")
 
     @abc.abstractmethod
     def render(self, results: Dict[str, Any]) -> str:
@@ -133,6 +171,72 @@ class Experiment(abc.ABC):
     def describe(self, key: str, record: Dict[str, Any]) -> str:
         """The log line of a finished record."""
         return key
+
+    # ------------------------------------- the loop's hooks (defaults: records inside results.json)
+
+    @property
+    def lock_name(self) -> str:
+        """What the out-dir lock says holds the directory."""
+        return self.module
+
+    def load_stored(self, out_dir: Path, fresh: bool) -> Optional[Dict[str, Any]]:
+        """What ``out_dir`` holds for this experiment (before ``setup``): :func:`load_results`."""
+        return load_results(self, out_dir, fresh)
+
+    def finished_records(self, state: RunState) -> Dict[str, Dict[str, Any]]:
+        """The records the run starts from (``state.plan`` and ``state.stored`` are set): the stored
+        ones; :meth:`is_finished` decides which of the plan are redone."""
+        return dict(state.stored[self.records_field]) if state.stored else {}
+
+    def is_finished(self, key: str, inputs: Dict[str, Any], record: Optional[Dict[str, Any]]) -> bool:
+        """Whether the plan's record ``key`` needs no run: it is stored with the hash of these inputs."""
+        return record is not None and record.get("record_hash") == record_hash(self, key, inputs)
+
+    def record_task(self, state: RunState, *, progress: bool,
+                    remote: bool) -> Tuple[Callable[[Any, Any], Dict[str, Any]], Any]:
+        """``(function, shared)`` for the executor: ``function(shared, (key, inputs))`` makes one record
+        (a module-level function, so that Ray can ship it; ``remote``: it runs in another process).
+        Default: :meth:`run_record` in this process."""
+        return run_record_in_process, (self, state.records)
+
+    def accept_record(self, key: str, record: Dict[str, Any]) -> Dict[str, Any]:
+        """What the run keeps of a record its executor returned (default: the record as it is)."""
+        return record
+
+    def lost_record(self, key: str, inputs: Dict[str, Any], error: BaseException) -> Dict[str, Any]:
+        """The record of a plan entry its executor lost (a Ray worker died); default: stop."""
+        raise error
+
+    def final_status(self, state: RunState) -> str:
+        """The status written when the plan has been worked through."""
+        return "complete"
+
+    def results(self, state: RunState) -> Dict[str, Any]:
+        """The content of results.json."""
+        invocation = state.invocation
+        return {"schema_version": SCHEMA_VERSION, "experiment": self.module, "config": self.config_dict(),
+                **state.context, **{k: invocation[k] for k in ("command", "versions", "git", "machine")},
+                "invocations": [*(state.stored.get("invocations", []) if state.stored else []), invocation],
+                self.records_field: state.records}
+
+    def write_outputs(self, state: RunState, extras: bool = True) -> Dict[str, Any]:
+        """results.json, report.md and (if ``extras``) the extras, each written atomically; returns
+        the results."""
+        results = self.results(state)
+        atomic_write_json(results, state.out_dir / "results.json")
+        atomic_write_text(self.render(results), state.out_dir / "report.md")
+        if extras:
+            self.write_extras(results, state.out_dir)
+        return results
+
+
+def run_record_in_process(shared: Tuple[Experiment, Dict[str, Dict[str, Any]]],
+                          task: PlannedRecord) -> Dict[str, Any]:
+    """The default record task: ``experiment.run_record`` on the finished records so far, stamped
+    with its ``record_hash``."""
+    experiment, records = shared
+    key, inputs = task
+    return {**experiment.run_record(key, inputs, records), "record_hash": record_hash(experiment, key, inputs)}
 
 
 def record_hash(experiment: Experiment, key: str, inputs: Dict[str, Any]) -> str:
@@ -181,16 +285,13 @@ def load_results(experiment: Experiment, out_dir: Path, fresh: bool) -> Optional
     return stored
 
 
-def write_outputs(experiment: Experiment, results: Dict[str, Any], out_dir: Path) -> None:
-    """results.json, report.md and the experiment's extras, each written atomically."""
-    atomic_write_json(results, out_dir / "results.json")
-    atomic_write_text(experiment.render(results), out_dir / "report.md")
-    experiment.write_extras(results, out_dir)
-
-
-def run(experiment: Experiment, out_dir: Path, *, command: str, fresh: bool = False,
-        progress: bool = True) -> Dict[str, Any]:
+def run(experiment: Experiment, out_dir: Path, *, command: str, fresh: bool = False, progress: bool = True,
+        executor: Any = None) -> Dict[str, Any]:
     """Run (or resume) a configured ``experiment`` into ``out_dir``; returns the results.
+
+    The one experiment loop: lock, stored records, ``setup``, plan, the unfinished records to
+    ``executor`` (default :class:`benchmarks.core.executors.LocalExecutor`), outputs after every
+    record, status ``interrupted`` on ``KeyboardInterrupt`` (re-raised), then the final status.
 
     >>> import pathlib, tempfile
     >>> from dataclasses import dataclass
@@ -215,48 +316,64 @@ def run(experiment: Experiment, out_dir: Path, *, command: str, fresh: bool = Fa
     >>> (out / "report.md").read_text()
     '2 records\\n'
     """
+    executor = executor if executor is not None else LocalExecutor()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    field = experiment.records_field
-    with process_lock(out_dir, experiment.module):
-        stored = load_results(experiment, out_dir, fresh)
-        context = experiment.setup(progress)
-        records: Dict[str, Dict[str, Any]] = dict(stored[field]) if stored else {}
-        invocation = dict(command=command, versions=package_versions(), git=git_state(REPO_ROOT, ignore=[out_dir]),
-                          machine=machine_info(experiment.device), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          **{f"{field}_before": len(records)})
-        invocations = list(stored.get("invocations", [])) if stored else []
-        invocations.append(invocation)
-        results: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "experiment": experiment.module,
-                                   "config": experiment.config_dict(), **context,
-                                   **{k: invocation[k] for k in ("command", "versions", "git", "machine")},
-                                   "invocations": invocations, field: records}
-        plan = experiment.plan()
-        hashes = {key: record_hash(experiment, key, inputs) for key, inputs in plan}
-        stale = [key for key, _ in plan if key in records and records[key].get("record_hash") != hashes[key]]
+    field_name = experiment.records_field
+    with process_lock(out_dir, experiment.lock_name):
+        state = RunState(out_dir=out_dir, command=command, stored=experiment.load_stored(out_dir, fresh))
+        experiment.state = state
+        state.context = experiment.setup(progress)
+        state.plan = experiment.plan()
+        state.records = experiment.finished_records(state)
+        state.invocation = dict(command=command, versions=package_versions(),
+                                git=git_state(REPO_ROOT, ignore=[out_dir]), machine=machine_info(experiment.device),
+                                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                **{f"{field_name}_before": len(state.records)})
+        todo = [(key, inputs) for key, inputs in state.plan
+                if not experiment.is_finished(key, inputs, state.records.get(key))]
+        stale = [key for key, _ in todo if key in state.records]
         if stale:
-            experiment.logger.info("redoing %d stored %s made with other inputs or an older version: %s",
-                                   len(stale), field, ", ".join(stale))
-        todo = [(key, inputs) for key, inputs in plan if records.get(key, {}).get("record_hash") != hashes[key]]
-        experiment.logger.info("%d %s to do, %d already in %s", len(todo), field, len(plan) - len(todo),
-                               out_dir / "results.json")
-        for key, inputs in tqdm(todo, desc=field, disable=not progress):
-            records[key] = {**experiment.run_record(key, inputs, records), "record_hash": hashes[key]}
-            write_outputs(experiment, results, out_dir)
-            experiment.logger.info("%s", experiment.describe(key, records[key]))
-        write_outputs(experiment, results, out_dir)
-    return results
+            experiment.logger.info("redoing %d stored %s made with other inputs, an older version or that failed: "
+                                   "%s", len(stale), field_name, ", ".join(stale))
+        experiment.logger.info("%d %s to do, %d already in %s", len(todo), field_name, len(state.plan) - len(todo),
+                               out_dir)
+        if len(todo) < len(state.plan):
+            experiment.write_outputs(state)  # once for the reused records, not once per record
+        local = isinstance(executor, LocalExecutor)
+        function, shared = experiment.record_task(state, progress=progress and local, remote=not local)
+        bar = tqdm(total=len(state.plan), initial=len(state.plan) - len(todo), desc=field_name, disable=not progress)
+        last_extras = time.monotonic()
+        try:
+            for (key, inputs), outcome in executor.map(function, shared, todo):
+                if isinstance(outcome, BaseException):
+                    experiment.logger.error("%s: lost by the %s executor: %s: %s", key, executor.name,
+                                            type(outcome).__name__, outcome)
+                    outcome = experiment.lost_record(key, inputs, outcome)
+                state.records[key] = experiment.accept_record(key, outcome)
+                experiment.logger.info("%s", experiment.describe(key, state.records[key]))
+                redraw = time.monotonic() - last_extras >= experiment.extras_interval_s
+                experiment.write_outputs(state, extras=redraw)
+                last_extras = time.monotonic() if redraw else last_extras
+                bar.update(1)
+                bar.set_postfix_str(key)
+        except KeyboardInterrupt:
+            state.status = "interrupted"
+            experiment.write_outputs(state)
+            raise
+        finally:
+            bar.close()
+        state.status = experiment.final_status(state)
+        return experiment.write_outputs(state)
 
 
-def build_parser(experiment: Experiment, description: Optional[str] = None) -> argparse.ArgumentParser:
-    """The framework's flags, then the experiment's."""
-    parser = argparse.ArgumentParser(prog=f"python -m {experiment.module}", description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", required=True, choices=sorted(experiment.presets), help=experiment.preset_help)
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field of the preset (repeatable; lists comma-separated)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output directory (results.json, report.md; rerunning resumes)")
+def build_parser(experiment: Experiment, description: Optional[str] = None) -> ConfigParser:
+    """The command-line convention of ``benchmarks/`` (:class:`benchmarks.core.cli.ConfigParser`:
+    ``--preset``, required here, ``--set``, ``--out-dir``), the framework's ``--fresh`` and
+    ``--no-progress``, then the experiment's flags."""
+    parser = ConfigParser(f"python -m {experiment.module}", experiment.presets, description=description,
+                          default_preset=None, preset_help=experiment.preset_help,
+                          out_dir_help="output directory (results.json, report.md; rerunning resumes)")
     parser.add_argument("--fresh", action="store_true", help="discard results already in --out-dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     experiment.add_arguments(parser)
@@ -276,17 +393,14 @@ def main(experiment_class: Type[Experiment], argv: Optional[Sequence[str]] = Non
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prog = parser.prog
-
-    def usage_error(message: str) -> NoReturn:
-        parser.exit(2, f"{prog}: error: {message}\n")
-
+    usage_error = parser.usage_error
     try:
-        config = apply_overrides(experiment.presets[args.preset], args.assignments)
+        config = parser.resolve(args)
         experiment.args = args
         experiment.config = experiment.configure(config, args)
     except (ValueError, TypeError) as error:
         usage_error(str(error))
-    out_dir = args.out_dir if args.out_dir is not None else experiment.default_out_dir(args.preset)
+    out_dir = args.out_dir if args.out_dir is not None else experiment.default_out_dir(parser.preset_name(args))
     if out_dir is None:
         parser.error("--out-dir is required")
     try:

@@ -208,8 +208,8 @@ def load_json_or_none(path: Path) -> Optional[Any]:
 #: the move: such files, left by an interrupted run, still load (and the run resumes) after it.
 MOVED_MODULES = {f"benchmarks.{name}": f"benchmarks.{part}.{name}" for part, names in {
     "core": ("config", "data", "models", "training", "baseline", "baseline_store", "measure", "store",
-             "environment", "framework"),
-    "grid": ("runner", "experiment", "backends", "gradual", "scratch", "executors", "summary", "report_markdown",
+             "environment", "executors", "framework"),
+    "grid": ("runner", "experiment", "backends", "gradual", "scratch", "summary", "report_markdown",
              "plots", "compare_runs"),
     "bmvc": ("convergence_study", "betti_threshold", "betti_activation_plot"),
     "speed": ("pruner_speed", "engine_speed", "tp_speed", "cpu_throughput"),

@@ -32,17 +32,16 @@ import urllib.error
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..core.baseline import Baseline, load_or_train_baseline, measure_speed, training_trace
 from ..core.config import BenchmarkConfig, pruner_spec, run_key, stable_hash
 from ..core.data import REPO_ROOT, CifarArrays, load_data, subsample
 from ..core.environment import git_state, machine_info, package_versions
-from .executors import LocalExecutor
+from ..core.framework import Experiment, RunState, run
 from .experiment import StepError, run_experiment
 from .plots import plot_accuracy_vs_flops, plot_recovery
 from .report_markdown import render_report
@@ -418,10 +417,10 @@ def prepare(config: BenchmarkConfig, progress: bool = True) -> tuple:
     return device, arrays, baseline
 
 
-def _record_task(shared: Dict[str, Any], entry: tuple) -> Dict[str, Any]:
-    """One plan entry ``(sparsity, seed, pruner)``, wherever the executor runs it (the device is
-    resolved there: a Ray worker may hold a GPU the driver does not)."""
-    sparsity, seed, pruner = entry
+def _record_task(shared: Dict[str, Any], task: Tuple[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """One plan entry ``(name, {sparsity, seed, pruner})``, wherever the executor runs it (the device
+    is resolved there: a Ray worker may hold a GPU the driver does not)."""
+    sparsity, seed, pruner = (task[1][field] for field in ("sparsity", "seed", "pruner"))
     config, arrays = shared["config"], shared["arrays"]
     if shared.get("remote"):
         _quiet_worker()
@@ -570,85 +569,120 @@ def render_stored(config: BenchmarkConfig, *, preset: str, out_dir: Path, comman
         return 0
 
 
+class GridExperiment(Experiment):
+    """The thesis' pruning grid on the one experiment loop (:func:`benchmarks.core.framework.run`).
+
+    Its records live one file per plan entry under ``runs/`` (made by :func:`run_one_record`,
+    which reuses a finished file of the same key and provenance), so the loop's hooks read them
+    from there rather than from results.json; results.json and the report are built by
+    :class:`BenchmarkState`. ``setup`` loads the data and the baseline and refuses an out-dir
+    made with another baseline or data set; a record an executor lost becomes a failed record
+    (:func:`_lost_record`), kept in memory only so the next invocation redoes it.
+    """
+
+    module = "benchmarks.run"
+    presets: ClassVar[Mapping[str, Any]] = {}  # benchmarks.run's parser resolves the preset
+    records_field = "runs"
+    extras_interval_s = PLOT_INTERVAL_S
+    lock_name = "benchmark outputs"
+
+    def __init__(self, config: BenchmarkConfig, preset: str, command_line: Sequence[str]) -> None:
+        super().__init__()
+        self.config = config
+        self.preset = preset
+        self.command_line = list(command_line)
+        self.grid: Optional[BenchmarkState] = None
+        self.baseline: Optional[Baseline] = None
+        self.arrays: Optional[CifarArrays] = None
+        self.reused = 0
+
+    def config_dict(self) -> Dict[str, Any]:
+        return self.config.to_dict()
+
+    def load_stored(self, out_dir: Path, fresh: bool) -> Optional[Dict[str, Any]]:
+        stored = None if fresh else load_json_or_none(out_dir / "results.json")
+        return stored if isinstance(stored, dict) else None
+
+    def setup(self, progress: bool) -> Dict[str, Any]:
+        stored = self.state.stored or {}
+        self.device, self.arrays, self.baseline = prepare(self.config, progress)
+        mismatch = (baseline_mismatch(stored.get("baseline"), {**self.baseline.info, "key_hash": self.baseline.key_hash})
+                    or data_set_mismatch(stored.get("data"), self.arrays))
+        if mismatch:
+            raise BenchmarkInputError(mismatch)
+        context = {"packages": package_versions(), "git": git_state(REPO_ROOT, ignore=[self.state.out_dir]),
+                   "machine": machine_info(self.device), "data": self.arrays.describe()}
+        latency = measure_speed(self.baseline.fresh_model().to(self.device), self.config, self.device)
+        self.grid = BenchmarkState(self.config, self.preset, self.command_line, context,
+                                   _baseline_summary(self.baseline, latency), benchmark_plan(self.config))
+        return context
+
+    def plan(self) -> List[Tuple[str, Dict[str, Any]]]:
+        return [(record_name(pruner, sparsity, seed), {"sparsity": sparsity, "seed": seed, "pruner": pruner})
+                for sparsity, seed, pruner in self.grid.plan]
+
+    def finished_records(self, state: RunState) -> Dict[str, Dict[str, Any]]:
+        # records made before they stored their provenance are vouched for only by a readable
+        # results.json whose baseline matched (checked in setup)
+        legacy_ok = isinstance((state.stored or {}).get("baseline"), dict)
+        self.grid.load_finished(state.out_dir, self.baseline.key_hash,
+                                record_provenance(self.baseline, self.arrays), legacy_ok)
+        self.reused = len(self.grid.records)
+        if self.reused:
+            _logger.info("%d of %d records already finished in %s, reused", self.reused, len(state.plan),
+                         state.out_dir / "runs")
+        return self.grid.records  # the same mapping: the loop adds to what the results are built from
+
+    def is_finished(self, key: str, inputs: Dict[str, Any], record: Optional[Dict[str, Any]]) -> bool:
+        return record is not None  # load_finished took only reusable records
+
+    def record_task(self, state: RunState, *, progress: bool, remote: bool) -> Tuple[Callable, Dict[str, Any]]:
+        return _record_task, {"config": self.config, "baseline": self.baseline, "arrays": self.arrays,
+                              "out_dir": state.out_dir, "progress": progress, "remote": remote}
+
+    def accept_record(self, key: str, record: Dict[str, Any]) -> Dict[str, Any]:
+        record = dict(record)
+        self.reused += record.pop("reused")  # finished meanwhile by another process sharing the out-dir
+        return record
+
+    def describe(self, key: str, record: Dict[str, Any]) -> str:
+        if record["status"] != "ok":
+            return f"{key}: failed at step {record['error']['step']}: {record['error']['message']}"
+        after_bn = "-" if "acc_after_bn" not in record else f"{record['acc_after_bn']:.4f}"
+        return (f"{key}: acc after pruning {record['acc_after_pruning']:.4f}, after BN re-estimation {after_bn}, "
+                f"final {record['recoverability']:.4f}")
+
+    def lost_record(self, key: str, inputs: Dict[str, Any], error: BaseException) -> Dict[str, Any]:
+        return _lost_record(self.config, self.baseline.key_hash,
+                            (inputs["sparsity"], inputs["seed"], inputs["pruner"]), error)
+
+    def final_status(self, state: RunState) -> str:
+        return self.grid.final_status()
+
+    def render(self, results: Dict[str, Any]) -> str:
+        out_dir = self.state.out_dir
+        return render_report(results, {title: name for title, name in PLOT_FILES.items() if (out_dir / name).is_file()})
+
+    def write_outputs(self, state: RunState, extras: bool = True) -> Dict[str, Any]:
+        self.grid.status = state.status
+        return write_outputs(self.grid, state.out_dir, plots=extras)
+
+
 def run_benchmark(config: BenchmarkConfig, *, preset: str, out_dir: Path, command_line: Sequence[str],
                   progress: bool = True, executor: Any = None) -> int:
     """Run (or resume) the benchmark into ``out_dir``; 0 if every record succeeded, else 1.
 
     ``executor`` runs the records that are not finished yet (default: :class:`LocalExecutor`, in
-    this process; :class:`benchmarks.grid.executors.RayExecutor` runs them as Ray tasks). The baseline
+    this process; :class:`benchmarks.core.executors.RayExecutor` runs them as Ray tasks). The baseline
     is trained (or loaded) here, before any record starts, and every record lands in
     ``out_dir/runs`` whichever executor ran it.
 
     Raises ``KeyboardInterrupt`` after leaving consistent files behind (status ``interrupted``).
     """
-    executor = executor if executor is not None else LocalExecutor()
+    experiment = GridExperiment(config, preset, command_line)
     out_dir = Path(out_dir).resolve()  # Ray workers see the same absolute path on a shared filesystem
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with process_lock(out_dir, "benchmark outputs"):
-        device, arrays, baseline = prepare(config, progress)
-        stored = load_json_or_none(out_dir / "results.json")
-        mismatch = baseline_mismatch(stored.get("baseline") if isinstance(stored, dict) else None,
-                                     {**baseline.info, "key_hash": baseline.key_hash})
-        if mismatch:
-            raise BenchmarkInputError(mismatch)
-        data_mismatch = data_set_mismatch(stored.get("data") if isinstance(stored, dict) else None, arrays)
-        if data_mismatch:
-            raise BenchmarkInputError(data_mismatch)
-        context = {"packages": package_versions(), "git": git_state(REPO_ROOT, ignore=[out_dir]), "machine": machine_info(device),
-                   "data": arrays.describe()}
-        latency = measure_speed(baseline.fresh_model().to(device), config, device)
-        plan = benchmark_plan(config)
-        state = BenchmarkState(config, preset, list(command_line), context, _baseline_summary(baseline, latency),
-                               plan)
-        # finished records are reused here, whatever the executor, and rendered once (not per record:
-        # the paired statistics cost grows with the records)
-        # records made before they stored their provenance are vouched for only by a readable
-        # results.json whose baseline matched (checked above)
-        legacy_ok = isinstance(stored, dict) and isinstance(stored.get("baseline"), dict)
-        pending = state.load_finished(out_dir, baseline.key_hash, record_provenance(baseline, arrays), legacy_ok)
-        reused = len(state.records)
-        if reused:
-            _logger.info("%d of %d records already finished in %s, reused", reused, len(plan), out_dir / "runs")
-            write_outputs(state, out_dir)
-        last_plot = time.monotonic()
-        bar = tqdm(total=len(plan), initial=reused, desc="benchmark", unit="run", disable=not progress)
-
-        def accept(entry: tuple, record: Dict[str, Any]) -> None:
-            nonlocal reused, last_plot
-            sparsity, seed, pruner = entry
-            name = record_name(pruner, sparsity, seed)
-            reused += record.pop("reused")  # finished meanwhile by another process sharing the out-dir
-            state.records[name] = record
-            if record["status"] == "ok":
-                _logger.info("%s: acc after pruning %.4f, after BN re-estimation %s, final %.4f", name,
-                             record["acc_after_pruning"],
-                             "-" if "acc_after_bn" not in record else f"{record['acc_after_bn']:.4f}",
-                             record["recoverability"])
-            redraw = time.monotonic() - last_plot >= PLOT_INTERVAL_S
-            write_outputs(state, out_dir, plots=redraw)
-            last_plot = time.monotonic() if redraw else last_plot
-            bar.update(1)
-            bar.set_postfix_str(name)
-
-        try:
-            local = isinstance(executor, LocalExecutor)
-            shared = {"config": config, "baseline": baseline, "arrays": arrays, "out_dir": out_dir,
-                      "progress": progress and local, "remote": not local}
-            for entry, outcome in executor.map(_record_task, shared, pending):
-                if isinstance(outcome, BaseException):
-                    _logger.error("%s: lost by the %s executor: %s: %s", record_name(entry[2], entry[0], entry[1]),
-                                  executor.name, type(outcome).__name__, outcome)
-                    outcome = _lost_record(config, baseline.key_hash, entry, outcome)
-                accept(entry, outcome)
-        except KeyboardInterrupt:
-            state.status = "interrupted"
-            write_outputs(state, out_dir)
-            raise
-        finally:
-            bar.close()
-        failed = state.failed()
-        state.status = state.final_status()
-        write_outputs(state, out_dir)
-        _logger.info("done: %d records (%d reused from earlier runs), %d failed; report in %s",
-                     len(plan), reused, len(failed), out_dir / "report.md")
-        return 0 if not failed else 1
+    run(experiment, out_dir, command=shlex.join(command_line), progress=progress, executor=executor)
+    failed = experiment.grid.failed()
+    _logger.info("done: %d records (%d reused from earlier runs), %d failed; report in %s",
+                 len(experiment.grid.plan), experiment.reused, len(failed), out_dir / "report.md")
+    return 0 if not failed else 1
