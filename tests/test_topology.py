@@ -1,6 +1,8 @@
 """Topology maths against the real libraries (scipy, GUDHI, POT) on the same inputs."""
 from __future__ import annotations
 
+import importlib
+
 import gudhi
 import numpy as np
 import pytest
@@ -17,7 +19,9 @@ from nni_topo_pruner.topology import (
     mst_edge_lengths_batch,
     persistence_diagrams,
     wasserstein_exact,
+    wasserstein1_h0_slope,
     wasserstein_h0,
+    wasserstein_h0_dp,
     wasserstein_h0_sorted,
 )
 
@@ -251,6 +255,49 @@ def test_fast_wasserstein_h0_equals_the_assignment_problem():
     for a, b in random_h0_diagrams(rng, 150):
         for order in (1.0, 2.0, 3.5):
             assert wasserstein_h0(a, b, order) == pytest.approx(wasserstein_exact(a, b, order), rel=1e-10, abs=1e-10)
+
+
+def test_slope_trick_wasserstein1_equals_pot_and_the_dynamic_programme():
+    # The O(m log m) path against POT's exact solver and against the DP, on diagrams with ties,
+    # zero-length bars, one side empty and very unequal sizes.
+    import ot  # noqa: F401
+    from gudhi.wasserstein import wasserstein_distance as pot_wasserstein
+
+    rng = np.random.default_rng(31)
+    for a, b in random_h0_diagrams(rng, 200):
+        a_asc, b_asc = np.sort(a[:, 1]), np.sort(b[:, 1])
+        want = pot_wasserstein(a, b, order=1.0, internal_p=np.inf)
+        assert wasserstein1_h0_slope(a_asc, b_asc) == pytest.approx(want, rel=1e-10, abs=1e-10)
+    for trial in range(300):
+        m, n = rng.integers(0, 60, size=2)
+        a_asc = np.sort(rng.exponential(1.0, m) * (rng.random(m) < 0.85))  # some zero-length bars
+        b_asc = np.sort(rng.exponential(1.0, n))
+        if trial % 3 == 0:  # many exact ties, within and across the diagrams
+            a_asc, b_asc = np.sort(np.round(a_asc, 1)), np.sort(np.round(b_asc, 1))
+        want = float(wasserstein_h0_dp(a_asc, b_asc, 1.0)) if m + n else 0.0
+        assert wasserstein1_h0_slope(a_asc, b_asc) == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert wasserstein1_h0_slope(b_asc, a_asc) == pytest.approx(want, rel=1e-9, abs=1e-12)  # symmetric
+
+
+def test_wasserstein_h0_sorted_takes_the_fast_path_on_large_batches_and_agrees_with_the_dp():
+    # Sizes of a ConvNeXt group (a 768-channel cloud keeping 576, and a 3,072-point one): the
+    # dispatcher takes the slope trick there, whose values equal the DP's within rounding.
+    module = importlib.import_module("nni_topo_pruner.topology.diagram_distance")
+
+    rng = np.random.default_rng(5)
+    for n_full, n_keep in ((768, 576), (3072, 2304)):
+        full = np.sort(rng.random(n_full - 1))
+        subs = np.sort(rng.random((3, n_keep - 1)) * 1.1, axis=1)
+        slope_seconds = 3 * (n_full + n_keep) * module._SLOPE_POINT_SECONDS
+        dp_seconds = n_keep * (module._DP_STEP_SECONDS + 3 * n_full * module._DP_ELEMENT_SECONDS)
+        assert slope_seconds < dp_seconds  # the fast path is the one taken
+        dispatched = wasserstein_h0_sorted(full, subs, 1.0)
+        reference = wasserstein_h0_dp(full, subs, 1.0)
+        np.testing.assert_allclose(dispatched, reference, rtol=1e-10)
+        np.testing.assert_array_equal(dispatched, [wasserstein1_h0_slope(full, row) for row in subs])
+    # order 2 always takes the DP
+    full, subs = np.sort(rng.random(400)), np.sort(rng.random((2, 300)), axis=1)
+    np.testing.assert_array_equal(wasserstein_h0_sorted(full, subs, 2.0), wasserstein_h0_dp(full, subs, 2.0))
 
 
 def test_diagram_distance_combines_dimensions_as_documented():

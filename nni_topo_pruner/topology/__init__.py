@@ -17,8 +17,10 @@ from .diagram_distance import (
     bottleneck_h0,
     bottleneck_h0_sorted,
     diagram_distance,
+    wasserstein1_h0_slope,
     wasserstein_exact,
     wasserstein_h0,
+    wasserstein_h0_dp,
     wasserstein_h0_sorted,
 )
 from .distances import SUPPORTED_CLOUD_METRICS, diameter, distance_matrix, reordered
@@ -47,7 +49,9 @@ __all__ = [
     "mst_edge_lengths_batch",
     "mst_edges",
     "persistence_diagrams",
+    "wasserstein1_h0_slope",
     "wasserstein_exact",
     "wasserstein_h0",
+    "wasserstein_h0_dp",
     "wasserstein_h0_sorted",
 ]

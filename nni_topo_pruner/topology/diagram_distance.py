@@ -13,7 +13,8 @@ can only be matched to a bar of its own dimension or to the diagonal):
 Fast paths (tested against GUDHI): for H0 diagrams of a Rips filtration every birth is 0,
 so a diagram is a multiset of death times and the bottleneck distance is a 1-D problem
 solved exactly in O(m log m) (:func:`bottleneck_h0`), and the Wasserstein distance by an
-exact dynamic programme over the sorted deaths (:func:`wasserstein_h0`). Other diagrams
+exact dynamic programme over the sorted deaths (:func:`wasserstein_h0`), or for order 1 on
+large diagrams by the slope trick in O(m log m) (:func:`wasserstein1_h0_slope`). Other diagrams
 use GUDHI's exact bottleneck (``e=0``) and an exact assignment problem
 (:func:`scipy.optimize.linear_sum_assignment`) for Wasserstein.
 
@@ -26,6 +27,7 @@ Example:
 """
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 
 import gudhi
@@ -118,16 +120,110 @@ def _pow(x: np.ndarray, order: float) -> np.ndarray:
     return np.power(x, order)
 
 
+# Cost model of the two exact H0 Wasserstein-1 algorithms (seconds, measured on a 2-core AMD
+# EPYC): the dynamic programme costs a numpy step per element of the shorter diagram, over the
+# batch times the longer one; the slope trick a Python step per point, per diagram of the batch.
+_DP_STEP_SECONDS, _DP_ELEMENT_SECONDS, _SLOPE_POINT_SECONDS = 1.5e-5, 8e-9, 6e-7
+
+
 def wasserstein_h0_sorted(a_asc: np.ndarray, b_asc: np.ndarray, order: float = 1.0) -> np.ndarray:
     """Exact Wasserstein distances between 1-D diagrams ``{(0, a_i)}`` and ``{(0, b_j)}``.
 
     Both hold death times sorted in *ascending* order; zeros (padding, zero-length bars)
     are points on the diagonal and cost nothing. Leading dimensions broadcast (one diagram
-    against a batch). With a cost convex in ``a - b`` an optimal matching never crosses,
-    so a dynamic programme over the two sorted lists is exact:
+    against a batch). Two exact algorithms, chosen by size only (so the same inputs take the
+    same path on every machine; they agree to rounding, which the tests check):
+    :func:`wasserstein_h0_dp` for any order, and for order 1 on large diagrams
+    :func:`wasserstein1_h0_slope`, O((m + n) log(m + n)) per diagram instead of O(m n).
+    """
+    a_asc = np.asarray(a_asc, dtype=np.float64)
+    b_asc = np.asarray(b_asc, dtype=np.float64)
+    shape = np.broadcast_shapes(a_asc.shape[:-1], b_asc.shape[:-1])
+    n_long, n_short = max(a_asc.shape[-1], b_asc.shape[-1]), min(a_asc.shape[-1], b_asc.shape[-1])
+    batch = int(np.prod(shape, dtype=np.int64))
+    dp_seconds = n_short * (_DP_STEP_SECONDS + batch * n_long * _DP_ELEMENT_SECONDS)
+    if order == 1.0 and batch * (n_long + n_short) * _SLOPE_POINT_SECONDS < dp_seconds:
+        a_rows = np.broadcast_to(a_asc, shape + a_asc.shape[-1:]).reshape(batch, -1)
+        b_rows = np.broadcast_to(b_asc, shape + b_asc.shape[-1:]).reshape(batch, -1)
+        out = np.array([wasserstein1_h0_slope(a, b) for a, b in zip(a_rows, b_rows)], dtype=np.float64)
+        return out.reshape(shape)
+    return wasserstein_h0_dp(a_asc, b_asc, order)
+
+
+def wasserstein1_h0_slope(a_asc: np.ndarray, b_asc: np.ndarray) -> float:
+    """Exact Wasserstein-1 distance between two H0 diagrams given as ascending death times,
+    in O((m + n) log(m + n)) by the slope trick.
+
+    Why it is exact: a matching keeps equal numbers of points of each diagram (the rest go
+    to the diagonal at ``x / 2``), and the kept ones are best matched in sorted order at cost
+    ``integral |F_a(t) - F_b(t)| dt`` (F: how many kept points lie below t). Sweeping t upwards
+    with state ``s = F_a - F_b``, the least cost so far is a convex function of s: between
+    points it grows by ``gap * |s|``; a point x of ``a`` either is dropped (``+ x/2``) or
+    steps s up by 1, an infimal convolution with a two-point convex function that inserts one
+    segment of slope ``-x/2`` into the sorted slopes (``+x/2`` and a step down for ``b``). The
+    answer is the function's value at s = 0. Slopes left and right of s = 0 live in two heaps
+    with lazy offsets.
+
+    Example:
+        >>> wasserstein1_h0_slope(np.array([1.0, 2.0]), np.array([2.0]))
+        0.5
+    """
+    a_list, b_list = np.asarray(a_asc, dtype=np.float64).tolist(), np.asarray(b_asc, dtype=np.float64).tolist()
+    left: list[float] = []   # max-heap (negated) of the slopes of segments [s, s+1] with s < 0
+    right: list[float] = []  # min-heap of the slopes of segments with s >= 0
+    left_offset = right_offset = 0.0  # added to every slope of that heap (gap * |s| terms)
+    left_sum = 0.0  # sum of the left slopes, offsets included
+    value_at_min = 0.0  # the function's value at the leftmost s of its domain
+    s_min, previous = 0, 0.0
+    i = j = 0
+    n_a, n_b = len(a_list), len(b_list)
+    while i < n_a or j < n_b:
+        from_a = j >= n_b or (i < n_a and a_list[i] <= b_list[j])
+        x = a_list[i] if from_a else b_list[j]
+        gap = x - previous
+        if gap > 0.0:
+            value_at_min -= gap * s_min  # s_min <= 0: + gap * |s_min|
+            left_offset -= gap
+            right_offset += gap
+            left_sum -= gap * len(left)
+            previous = x
+        half = 0.5 * x
+        if from_a:  # slope -x/2 joins; the domain grows by one to the right
+            i += 1
+            value_at_min += half
+            if left and -half < left_offset - left[0]:
+                heapq.heappush(left, half + left_offset)  # stored as -(slope - offset)
+                moved = left_offset - heapq.heappop(left)
+                left_sum += -half - moved
+                heapq.heappush(right, moved - right_offset)
+            else:
+                heapq.heappush(right, -half - right_offset)
+        else:  # slope +x/2 joins; the domain grows by one to the left
+            j += 1
+            s_min -= 1
+            if right and half > right[0] + right_offset:
+                heapq.heappush(right, half - right_offset)
+                moved = heapq.heappop(right) + right_offset
+            else:
+                moved = half
+            heapq.heappush(left, left_offset - moved)
+            left_sum += moved
+    return max(value_at_min + left_sum, 0.0)
+
+
+def wasserstein_h0_dp(a_asc: np.ndarray, b_asc: np.ndarray, order: float = 1.0) -> np.ndarray:
+    """Exact Wasserstein distances between 1-D diagrams (arguments as for
+    :func:`wasserstein_h0_sorted`), any order, by a dynamic programme.
+
+    With a cost convex in ``a - b`` an optimal matching never crosses, so a dynamic
+    programme over the two sorted lists is exact:
     ``f[i][j] = min(f[i-1][j] + (a_i/2)^q, f[i][j-1] + (b_j/2)^q, f[i-1][j-1] + |a_i - b_j|^q)``.
     Each column is one vectorised step (the in-column recurrence is a running minimum of
     ``g - prefix sums``), so the cost is ``len(b)`` numpy steps over ``len(a)``-long rows.
+
+    Example:
+        >>> float(wasserstein_h0_dp(np.array([1.0, 2.0]), np.array([2.0])))
+        0.5
     """
     a_asc = np.asarray(a_asc, dtype=np.float64)
     b_asc = np.asarray(b_asc, dtype=np.float64)
