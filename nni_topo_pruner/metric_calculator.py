@@ -32,7 +32,7 @@ from .topology.diagram_distance import (
 from .topology.bounds import enclosing_radius, higher_dim_bottleneck_bound, max_persistence, smallest_positive_distance
 from .topology.distances import check_metric, distance_matrix
 from .topology.validation import check_distance_matrix
-from .topology.mst import mst_edge_lengths_batch, mst_edges
+from .topology.mst import MinimumSpanningTree, mst_edges, subset_mst_edge_lengths
 from .topology.persistence import check_persistence_method, persistence_diagrams
 from .topology.salience import leave_one_out_salience
 from .topology.ties import tolerant_argsort
@@ -50,12 +50,15 @@ class LayerTopology:
         diagrams: ``{dim: (m, 2)}`` finite persistence diagrams (essential H0 bar dropped).
         salience: (n,) diagram distance between the cloud and the cloud without neuron i.
         homology_dims: the dimensions in ``diagrams``.
+        tree: the cloud's minimum spanning tree ``(u, v, w)`` when H0 is analysed (the fitness
+            reads the H0 deaths of subsets that span a connected part of it from it).
     """
 
     distances: np.ndarray
     diagrams: dict[int, np.ndarray]
     salience: np.ndarray
     homology_dims: tuple[int, ...] = field(default=(0,))
+    tree: MinimumSpanningTree | None = None
 
     @property
     def n(self) -> int:
@@ -173,7 +176,7 @@ class MetricCalculator:
             skip=skip_salience,
             tree=tree,
         )
-        return LayerTopology(dist, diagrams, salience, self.homology_dims)
+        return LayerTopology(dist, diagrams, salience, self.homology_dims, tree)
 
     def subset_fitness(self, layer: LayerTopology) -> SubsetFitness:
         """The GA's fitness for ``layer``: distance of a kept subset's diagram to the layer's."""
@@ -191,9 +194,10 @@ class SubsetFitness:
     cloud)``; smaller is better, 0 means the subset has the layer's exact diagram.
 
     The subset's distance matrix is a slice of the layer's. Results are cached on the
-    subset; ``evaluations`` counts the real (uncached) ones. For H0, :meth:`batch` runs one
-    batched Prim over the whole population and the exact 1-D bottleneck (or Wasserstein
-    dynamic programme) on all of it at once.
+    subset; ``evaluations`` counts the real (uncached) ones. For H0, :meth:`batch` reads the
+    deaths of subsets that span a connected part of the layer's minimum spanning tree from
+    that tree (exact; the usual case of a salience-ranked subset) and runs one batched Prim
+    over the rest, then the exact 1-D bottleneck (or Wasserstein) on all of it at once.
 
     Example:
         >>> import numpy as np
@@ -305,7 +309,8 @@ class SubsetFitness:
         b, k = subsets.shape
         per_dim: list[np.ndarray] = []
         if 0 in self.homology_dims:
-            deaths = mst_edge_lengths_batch(self.layer.distances, subsets) if k >= 2 else np.zeros((b, 0))
+            deaths = (subset_mst_edge_lengths(self.layer.distances, subsets, self.layer.tree) if k >= 2
+                      else np.zeros((b, 0)))
             if self.distance == "bottleneck":
                 per_dim.append(bottleneck_h0_sorted(self._full_desc, sorted_descending(deaths)))
             else:

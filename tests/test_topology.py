@@ -17,7 +17,10 @@ from nni_topo_pruner.topology import (
     leave_one_out_salience,
     mst_edge_lengths,
     mst_edge_lengths_batch,
+    mst_edges,
     persistence_diagrams,
+    subset_mst_edge_lengths,
+    subtree_edge_lengths,
     wasserstein_exact,
     wasserstein1_h0_slope,
     wasserstein_h0,
@@ -174,6 +177,57 @@ def test_mst_batch_equals_single_prim_and_gudhi_h0():
         np.testing.assert_allclose(np.sort(row), np.sort(single))
         ref = persistence_diagrams(dist[np.ix_(sub, sub)], method="gudhi")[0][:, 1]
         np.testing.assert_allclose(np.sort(row), np.sort(ref))
+
+
+def _grown_subtree(rng, tree, n, k):
+    """k vertices spanning a connected part of ``tree``, grown from a random vertex."""
+    u, v, _ = tree
+    chosen = {int(rng.integers(n))}
+    while len(chosen) < k:
+        frontier = [int(b) for a, b in zip(u, v) if a in chosen and b not in chosen]
+        frontier += [int(a) for a, b in zip(u, v) if b in chosen and a not in chosen]
+        chosen.add(frontier[int(rng.integers(len(frontier)))])
+    return np.array(sorted(chosen))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_subsets_read_from_the_tree_have_exactly_prims_deaths(ties):
+    # The fast path for subsets spanning a connected part of the whole cloud's MST gives the
+    # same multiset of H0 deaths, bit for bit, as a Prim on the subset; on clouds with many
+    # tied distances (integer grid points) as well, and mixed with subsets that do not span one.
+    rng = np.random.default_rng(11 + ties)
+    for trial in range(20):
+        n = int(rng.integers(8, 60))
+        points = rng.integers(0, 4, size=(n, 3)).astype(float) if ties else rng.standard_normal((n, 5))
+        dist = distance_matrix(points)
+        tree = mst_edges(dist)
+        k = int(rng.integers(2, n + 1))
+        grown = np.stack([_grown_subtree(rng, tree, n, k) for _ in range(4)])
+        scattered = np.stack([np.sort(rng.permutation(n)[:k]) for _ in range(4)])
+        subsets = np.concatenate([grown, scattered])
+        connected, _ = subtree_edge_lengths(tree, n, subsets)
+        assert connected[:4].all()  # grown subtrees take the fast path
+        fast = subset_mst_edge_lengths(dist, subsets, tree)
+        prim = mst_edge_lengths_batch(dist, subsets)
+        np.testing.assert_array_equal(np.sort(fast, axis=1), np.sort(prim, axis=1))
+
+
+def test_metric_calculator_fitness_is_unchanged_by_the_tree_path():
+    # SubsetFitness with the layer's tree equals the same fitness without it (Prim everywhere),
+    # exactly, for both diagram distances, on the salience-ranked subsets and random ones.
+    from dataclasses import replace
+
+    from nni_topo_pruner.metric_calculator import MetricCalculator, salience_ranked_subset
+
+    rng = np.random.default_rng(3)
+    for distance in ("wasserstein", "bottleneck"):
+        calc = MetricCalculator(distance=distance)
+        layer = calc.analyse(rng.standard_normal((40, 6)))
+        assert layer.tree is not None
+        with_tree, without = calc.subset_fitness(layer), calc.subset_fitness(replace(layer, tree=None))
+        for k in (5, 20, 39):
+            subsets = [salience_ranked_subset(layer.salience, k)] + [np.sort(rng.permutation(40)[:k]) for _ in range(5)]
+            np.testing.assert_array_equal(with_tree.batch(subsets), without.batch(subsets))
 
 
 # --- diagram distances -------------------------------------------------------------------

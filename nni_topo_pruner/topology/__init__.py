@@ -24,7 +24,7 @@ from .diagram_distance import (
     wasserstein_h0_sorted,
 )
 from .distances import SUPPORTED_CLOUD_METRICS, diameter, distance_matrix, reordered
-from .mst import mst_edge_lengths, mst_edge_lengths_batch, mst_edges
+from .mst import mst_edge_lengths, mst_edge_lengths_batch, mst_edges, subset_mst_edge_lengths, subtree_edge_lengths
 from .persistence import SUPPORTED_PERSISTENCE_METHODS, h0_diagram, persistence_diagrams
 from .salience import leave_one_out_salience
 from .validation import InvalidParameterError, check_distance_matrix, check_homology_dims, check_points
@@ -49,6 +49,8 @@ __all__ = [
     "mst_edge_lengths_batch",
     "mst_edges",
     "persistence_diagrams",
+    "subset_mst_edge_lengths",
+    "subtree_edge_lengths",
     "wasserstein1_h0_slope",
     "wasserstein_exact",
     "wasserstein_h0",
