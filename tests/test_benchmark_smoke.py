@@ -53,6 +53,8 @@ def check_outputs(out_dir: Path, pruners: Sequence[str], seeds: Sequence[int], s
         (p, s, sp) for p in pruners for s in seeds for sp in sparsities)
     for run in runs:
         assert run["status"] == "ok"
+        # each record says which code made it (a grid made over several commits can tell them apart)
+        assert run["code"] == {"commit": commit, "dirty": results["git"]["dirty"]}
         assert 0 < run["params"] < baseline["params"]
         assert 0 < run["flops"] < baseline["flops"]
         assert run["params_ratio"] == pytest.approx(run["params"] / baseline["params"])

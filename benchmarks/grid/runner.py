@@ -361,10 +361,12 @@ def reusable_record(config: BenchmarkConfig, baseline_hash: str, pruner: str, sp
 
 def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
                    sparsity: float, seed: int, device: torch.device, out_dir: Path,
-                   progress: bool = True) -> Dict[str, Any]:
+                   progress: bool = True, code: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The record for one (pruner, sparsity, seed), reusing a finished one when its hash matches.
 
-    Returns the record with ``reused`` set to whether it came from disk.
+    Returns the record with ``reused`` set to whether it came from disk. ``code`` (the driver's
+    ``git_state``: commit, dirty) is stored in a new record as ``code``, so a grid made over several
+    commits says which record ran at which; it is not part of the key (records stay reusable).
     """
     name = record_name(pruner, sparsity, seed)
     key = record_key(config, baseline.key_hash, pruner, sparsity, seed)
@@ -385,6 +387,8 @@ def run_one_record(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
                               "pruner": record_label(pruner), "pruner_name": pruner_spec(spec)[1],
                               "sparsity": float(sparsity), "seed": int(seed), **provenance,
                               "started": started}
+    if code is not None:
+        record["code"] = {"commit": code.get("commit"), "dirty": code.get("dirty")}
     try:
         experiment = run_scratch_e if scratch else run_experiment
         result = experiment(config, baseline, arrays, spec, sparsity, seed, device, work_dir, progress)
@@ -429,7 +433,7 @@ def _record_task(shared: Dict[str, Any], task: Tuple[str, Dict[str, Any]]) -> Di
                                                 ("x_train", "y_train", "x_test", "y_test")})
     return run_one_record(config, shared["baseline"], arrays, pruner, sparsity, seed,
                           resolve_device(task_device(config, bool(shared.get("remote")))), shared["out_dir"],
-                          shared["progress"])
+                          shared["progress"], shared.get("code"))
 
 
 def task_device(config: BenchmarkConfig, remote: bool) -> str:
@@ -638,7 +642,8 @@ class GridExperiment(Experiment):
 
     def record_task(self, state: RunState, *, progress: bool, remote: bool) -> Tuple[Callable, Dict[str, Any]]:
         return _record_task, {"config": self.config, "baseline": self.baseline, "arrays": self.arrays,
-                              "out_dir": state.out_dir, "progress": progress, "remote": remote}
+                              "out_dir": state.out_dir, "progress": progress, "remote": remote,
+                              "code": self.grid.context.get("git")}
 
     def accept_record(self, key: str, record: Dict[str, Any]) -> Dict[str, Any]:
         record = dict(record)
