@@ -26,8 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-import torch
-
 from nni_topo_pruner.fileio import atomic_write
 
 _logger = logging.getLogger(__name__)
@@ -73,6 +71,8 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
+    import torch  # here, not at the top: the lock and JSON helpers serve processes without torch
+
     _atomic_write(path, lambda stream: torch.save(payload, stream), "wb")
 
 
@@ -241,6 +241,8 @@ def load_torch_or_none(path: Path, *, weights_only: bool = False) -> Optional[An
 
     Only for files this benchmark wrote itself (``weights_only=False`` unpickles modules).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         return None
