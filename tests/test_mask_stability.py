@@ -275,3 +275,25 @@ def test_the_stability_benchmark_explains_a_moved_mask_from_the_two_reports():
     text = explain(unit([4.0, 3.0, 2.0, 1.0], 3.5), unit([4.0, 3.0, 2.2, 1.0], 3.25))
     assert "salience moved 0.05" in text and "gap at the cut 0.25" in text
     assert "final 3.5" in text and "final 3.25" in text and "2 generations" in text and "bound 3" in text
+
+
+def test_the_stability_benchmark_calibrates_on_real_images_when_given_a_data_set(tmp_path):
+    """``--data``: the activation variant's calibration batches are fixed training images of that data
+    set (the same ones every call, normalised), not random tensors; a bad spec names the data flag."""
+    from benchmarks.studies.mask_stability import build_parser, calibration
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8), y_train=rng.integers(0, 10, 80),
+             x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y_test=rng.integers(0, 10, 20))
+    first, again = calibration(data=str(npz)), calibration(data=str(npz))
+    assert len(first) == 2 and all(images.shape == (32, 3, 32, 32) for images, _ in first)
+    for (a, _), (b, _) in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert float(first[0][0].mean().abs()) < 1.0 < float(first[0][0].std()) * 2  # normalised, not in [0, 1]
+    random_images = calibration()
+    assert all(isinstance(batch, torch.Tensor) and float(batch.min()) >= 0.0 for batch in random_images)
+    _, config = build_parser().parse_config(["--data", str(npz), "--variants", "activations"])
+    assert config.data == str(npz)
+    with pytest.raises(ValueError, match="npz"):
+        calibration(data="not-a-data-set")

@@ -8,7 +8,9 @@ kept channels are compared with the unperturbed run's: "layer masks changed" cou
 
 The model is a random-init VGG-16 (Kaiming conv weights, BN affine drawn in [0.5, 1.5] and
 [-0.2, 0.2], eval mode) unless ``--weights`` names a state dict (e.g. a trained baseline's
-``model.pt``). Calibration images for ``cloud='activations'`` are fixed random tensors.
+``model.pt``). Calibration images for ``cloud='activations'`` are 64 fixed random tensors, or
+with ``--data`` (``auto``, an ``.npz`` path, ...) 64 fixed training images of that data set,
+normalised as the benchmark normalises them (a trained network sees what it was trained on).
 
 Only the pruner's public API is used, so the same script measures an older checkout
 (``git worktree add /tmp/before HEAD`` then ``PYTHONPATH=/tmp/before``).
@@ -64,7 +66,13 @@ def build_model(width: float, weights: Optional[str], seed: int) -> torch.nn.Mod
     return model.eval()
 
 
-def calibration(seed: int = 1, batches: int = 2, batch_size: int = 32) -> List[torch.Tensor]:
+def calibration(seed: int = 1, batches: int = 2, batch_size: int = 32, data: str = "") -> List[Any]:
+    """The calibration batches: random images, or ``batches * batch_size`` fixed training
+    images of the data set ``data`` names (:func:`benchmarks.core.data.load_data`)."""
+    if data:
+        from benchmarks.core.data import calibration_loader, load_data
+
+        return list(calibration_loader(load_data(data), batches * batch_size, batch_size, seed))
     generator = torch.Generator().manual_seed(seed)
     return [torch.rand(batch_size, 3, 32, 32, generator=generator) for _ in range(batches)]
 
@@ -87,13 +95,14 @@ def perturbed(model: torch.nn.Module, rel: float, seed: int) -> torch.nn.Module:
     return model
 
 
-def unit_reports(model: torch.nn.Module, options: Dict, sparsity: float) -> Dict[str, Any]:
+def unit_reports(model: torch.nn.Module, options: Dict, sparsity: float,
+                 images: Optional[List[Any]] = None) -> Dict[str, Any]:
     """The pruner's report per pruned layer (``UnitReport``: kept channels, salience, GA)."""
     from nni_topo_pruner import TopologicalPruner
 
     options = dict(options)
     if options.get("cloud") == "activations":
-        options["calibration_loader"] = calibration()
+        options["calibration_loader"] = images if images is not None else calibration()
     config = [{"op_types": ["Conv2d"], "sparse_ratio": sparsity}]
     pruner = TopologicalPruner(model, config, progress=False, **options)
     pruner.compress()
@@ -118,12 +127,12 @@ def explain(reference: Any, moved: Any) -> str:
 
 
 def measure(model: torch.nn.Module, options: Dict, sparsity: float, trials: int, rel: float,
-            explain_changes: bool = False) -> Dict[str, float]:
-    reference = unit_reports(copy.deepcopy(model), options, sparsity)
+            explain_changes: bool = False, images: Optional[List[Any]] = None) -> Dict[str, float]:
+    reference = unit_reports(copy.deepcopy(model), options, sparsity, images)
     changed = swapped = 0
     started = time.perf_counter()
     for trial in range(trials):
-        units = unit_reports(perturbed(model, rel, 1000 + trial), options, sparsity)
+        units = unit_reports(perturbed(model, rel, 1000 + trial), options, sparsity, images)
         for layer, unit in reference.items():
             moved = len(set(unit.kept_channels) ^ set(units[layer].kept_channels)) // 2
             changed += moved > 0
@@ -145,6 +154,7 @@ class MaskStabilityConfig:
     rel: float = 1e-7  # relative perturbation of every parameter
     sparsity: float = 0.5
     seed: int = 0
+    data: str = ""  # calibration images: '' = random tensors, else a data spec (load_data) for real ones
     explain: bool = False  # log, for every layer mask that moved, how its salience moved and where the GA stopped
 
 
@@ -175,6 +185,9 @@ def build_parser() -> ConfigParser[MaskStabilityConfig]:
                          help="relative perturbation of every parameter (default 1e-7)")
     parser.add_shorthand("--sparsity", field="sparsity", type=float, help="default 0.5")
     parser.add_shorthand("--seed", field="seed", type=int, help="default 0")
+    parser.add_shorthand("--data", field="data",
+                         help="calibration images of cloud='activations' from this data set ('auto', an .npz path, "
+                              "...; default: random tensors)")
     parser.add_argument("--out", default=None, help="append the markdown rows to this file")
     parser.add_shorthand("--explain", field="explain", action="store_true",
                          help="log, for every layer mask that moved, how far its salience moved and where the GA "
@@ -187,9 +200,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = build_model(config.width, config.weights or None, config.seed)
     source = config.weights or "random-init"
+    images = calibration(data=config.data) if config.data else None
+    if config.data:
+        source += f", {config.data} images"
     rows = ["| model / criterion | layer masks changed | channels swapped | seconds |", "| --- | --- | --- | --- |"]
     for name in config.variants:
-        result = measure(model, VARIANTS[name], config.sparsity, config.trials, config.rel, config.explain)
+        result = measure(model, VARIANTS[name], config.sparsity, config.trials, config.rel, config.explain, images)
         rows.append(f"| VGG-16 width {config.width:g} ({source}), {name} | {result['changed']}/{result['layers']} "
                     f"| {result['swapped']} | {result['seconds']:.0f} |")
         logger.info(rows[-1])
