@@ -156,13 +156,14 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
     # each norm from a contiguous copy of its own row: independent of where the row is stored
     norms = np.array([np.sqrt(np.dot(r, r)) for r in (np.ascontiguousarray(points[i]) for i in range(n))])
     keyed = points / np.where(norms > 0, norms, 1.0)[:, None] if scale_free else points
-    groups = [np.arange(n, dtype=np.intp)]
+    # The order so far and, per position, its tie group (non-decreasing): each key refines it.
+    order, group = np.arange(n, dtype=np.intp), np.zeros(n, dtype=np.intp)
     if not scale_free:
-        groups = _split(groups, -norms, tolerance(np.max(norms, initial=0.0), rtol))
-    tied = np.concatenate([g for g in groups if len(g) > 1] or [np.zeros(0, dtype=np.intp)])
+        order, group = _refine(order, group, -norms, tolerance(np.max(norms, initial=0.0), rtol))
+    tied = order[_in_tied_group(group)]
     if len(tied) and spread is not None:
         spread = np.asarray(spread, dtype=np.float64)
-        groups = _split(groups, -spread, tolerance(np.max(spread[tied]), rtol))
+        order, group = _refine(order, group, -spread, tolerance(np.max(spread[tied]), rtol))
     elif len(tied):
         # the spread of the tied rows only (trained and random layers rarely tie on norms: this
         # skips an n x n x d product); its tolerance's scale is the largest of them (all rows
@@ -171,30 +172,45 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
         gram = keyed[tied] @ keyed.T
         spread = np.zeros(n)
         spread[tied] = np.sqrt(np.maximum(squared[tied, None] + squared[None, :] - 2.0 * gram, 0.0)).sum(axis=1)
-        groups = _split(groups, -spread, tolerance(np.max(spread[tied]), rtol))
+        order, group = _refine(order, group, -spread, tolerance(np.max(spread[tied]), rtol))
     coordinate_tol = tolerance(np.max(np.abs(keyed), initial=0.0), rtol)
     for column in range(keyed.shape[1]):
-        if all(len(g) == 1 for g in groups):
+        if n == 0 or group[-1] == n - 1:  # every row alone
             break
-        groups = _split(groups, keyed[:, column], coordinate_tol)
-    order = []
-    for group in groups:
-        if len(group) > 1:  # equal within tolerance everywhere: any order is the criterion's; bytes fix one
-            group = sorted(group, key=lambda i: (keyed[i].tobytes(), points[i].tobytes()))
-        order.extend(int(i) for i in group)
-    return np.asarray(order, dtype=np.intp)
+        order, group = _refine(order, group, keyed[:, column], coordinate_tol)
+    # rows equal within tolerance everywhere: any order is the criterion's; bytes fix one
+    starts = np.flatnonzero(np.diff(group, prepend=-1))
+    for first, stop in zip(starts.tolist(), np.append(starts[1:], n).tolist()):
+        if stop - first > 1:
+            order[first:stop] = sorted(order[first:stop].tolist(),
+                                       key=lambda i: (keyed[i].tobytes(), points[i].tobytes()))
+    return order
 
 
-def _split(groups: list[np.ndarray], key: np.ndarray, tol: float) -> list[np.ndarray]:
-    """Each group split into its tie groups of ``key`` (ascending), in place of the group."""
-    out = []
-    for group in groups:
-        if len(group) == 1:
-            out.append(group)
-            continue
-        labels = tie_groups(key[group], tol)
-        out.extend(group[labels == label] for label in range(int(labels.max()) + 1))
-    return out
+def _in_tied_group(group: np.ndarray) -> np.ndarray:
+    """Which positions share their tie group with another position."""
+    return np.bincount(group)[group] > 1 if len(group) else np.zeros(0, dtype=bool)
+
+
+def _refine(order: np.ndarray, group: np.ndarray, key: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split every tie group of ``order`` into the tie groups of ``key`` (ascending; sorted
+    values whose gaps are at most ``tol`` tie, as :func:`~nni_topo_pruner.topology.ties.tie_groups`),
+    rows keeping their previous order within a new group. One sort for all groups at once:
+    the groups of large layers are mostly single rows."""
+    tied = np.flatnonzero(_in_tied_group(group))
+    if len(tied) == 0:
+        return order, group
+    values, owners = np.asarray(key, dtype=np.float64)[order[tied]], group[tied]
+    by_value = np.lexsort((values, owners))  # stable: equal values keep their positions' order
+    starts = np.ones(len(tied), dtype=bool)
+    starts[1:] = (owners[by_value][1:] != owners[by_value][:-1]) | ~(np.diff(values[by_value]) <= tol)
+    sub = np.zeros(len(order), dtype=np.intp)
+    sub[tied[by_value]] = np.cumsum(starts)  # increasing with the group, then with the value
+    moved = np.lexsort((np.arange(len(order)), sub, group))
+    group, sub = group[moved], sub[moved]
+    changed = np.ones(len(order), dtype=bool)
+    changed[1:] = (group[1:] != group[:-1]) | (sub[1:] != sub[:-1])
+    return order[moved], np.cumsum(changed) - 1
 
 
 def canonical_ranks(points: np.ndarray, *, scale_free: bool = False) -> np.ndarray:

@@ -219,3 +219,78 @@ def test_zero_anchor_through_the_pruner_prunes_small_filters_first():
     with pytest.raises(ValueError, match="zero_anchor"):
         TopologicalPruner(conv_model(), [{"op_names": ["0"], "sparse_ratio": 0.5}], zero_anchor=True,
                           cloud_metric="cosine")
+
+
+def _canonical_order_per_group(points: np.ndarray, *, scale_free: bool = False, spread=None) -> np.ndarray:
+    """The reference: canonical_order as first written (issue 25), one tie group at a time
+    (group[labels == label] per label); the engine's one-sort refinement must equal it."""
+    from nni_topo_pruner.topology.ties import RTOL, tie_groups, tolerance
+
+    def split(groups, key, tol):
+        out = []
+        for g in groups:
+            if len(g) == 1:
+                out.append(g)
+                continue
+            labels = tie_groups(key[g], tol)
+            out.extend(g[labels == label] for label in range(int(labels.max()) + 1))
+        return out
+
+    points = np.asarray(points, dtype=np.float64)
+    n = points.shape[0]
+    norms = np.array([np.sqrt(np.dot(r, r)) for r in (np.ascontiguousarray(points[i]) for i in range(n))])
+    keyed = points / np.where(norms > 0, norms, 1.0)[:, None] if scale_free else points
+    groups = [np.arange(n, dtype=np.intp)]
+    if not scale_free:
+        groups = split(groups, -norms, tolerance(np.max(norms, initial=0.0), RTOL))
+    tied = np.concatenate([g for g in groups if len(g) > 1] or [np.zeros(0, dtype=np.intp)])
+    if len(tied) and spread is not None:
+        groups = split(groups, -spread, tolerance(np.max(spread[tied]), RTOL))
+    elif len(tied):
+        squared = np.sum(keyed * keyed, axis=1)
+        gram = keyed[tied] @ keyed.T
+        spread = np.zeros(n)
+        spread[tied] = np.sqrt(np.maximum(squared[tied, None] + squared[None, :] - 2.0 * gram, 0.0)).sum(axis=1)
+        groups = split(groups, -spread, tolerance(np.max(spread[tied]), RTOL))
+    coordinate_tol = tolerance(np.max(np.abs(keyed), initial=0.0), RTOL)
+    for column in range(keyed.shape[1]):
+        if all(len(g) == 1 for g in groups):
+            break
+        groups = split(groups, keyed[:, column], coordinate_tol)
+    order = []
+    for g in groups:
+        if len(g) > 1:
+            g = sorted(g, key=lambda i: (keyed[i].tobytes(), points[i].tobytes()))
+        order.extend(int(i) for i in g)
+    return np.asarray(order, dtype=np.intp)
+
+
+@pytest.mark.parametrize("scale_free", [False, True])
+def test_canonical_order_equals_the_per_group_reference(scale_free):
+    """Property: on random clouds with every kind of tie (equal norms, sign flips, duplicate
+    rows, integer grids, near-ties within the tolerance, rows equal to 1e-9) the one-sort
+    refinement gives exactly the order of the per-group implementation it replaced."""
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n, d = int(rng.integers(1, 60)), int(rng.integers(1, 6))
+        kind = trial % 5
+        if kind == 0:
+            points = rng.normal(size=(n, d))
+        elif kind == 1:
+            points = rng.integers(-2, 3, size=(n, d)).astype(float)  # many exact ties
+        elif kind == 2:
+            base = rng.normal(size=(max(1, n // 3), d))
+            points = base[rng.integers(0, len(base), n)] * rng.choice([-1.0, 1.0], size=(n, 1))
+        elif kind == 3:
+            points = rng.normal(size=(n, d))
+            points /= np.linalg.norm(points, axis=1, keepdims=True)  # every norm tied
+            points *= 1.0 + 1e-9 * rng.normal(size=(n, 1))
+        else:
+            points = np.round(rng.normal(size=(n, d)), 1) * (1.0 + 3e-6 * rng.normal(size=(n, d)))
+        np.testing.assert_array_equal(canonical_order(points, scale_free=scale_free),
+                                      _canonical_order_per_group(points, scale_free=scale_free),
+                                      err_msg=f"trial {trial}")
+        spread = np.round(rng.normal(size=n), 1)  # a caller's spread key with ties
+        np.testing.assert_array_equal(canonical_order(points, scale_free=scale_free, spread=spread),
+                                      _canonical_order_per_group(points, scale_free=scale_free, spread=spread),
+                                      err_msg=f"trial {trial} with spread")
