@@ -541,9 +541,13 @@ def _in_columns(layer: torch.nn.Module) -> Optional[torch.Tensor]:
 
 
 def _group_cloud(group: Any, graph: Any, tp: Any, n_total: int) -> Optional[Tuple[np.ndarray, List[str], str]]:
-    """The group's point cloud (``n_total`` points, root indexing), its members and its kind."""
+    """The group's point cloud (``n_total`` points, root indexing), its members and its kind.
+
+    The cloud keeps the weights' own precision (float32 for float32 weights; float64 only for
+    float64 ones): every consumer converts to float64 exactly where it computes, so the values
+    are the same and the n x d cloud is written once, at half the bytes."""
     for kind, is_fn, rows_of in (("out_rows", _is_out_fn, _out_rows), ("in_columns", _is_in_fn, _in_columns)):
-        blocks: Dict[str, np.ndarray] = {}
+        parts: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
         for item in group:
             dep, idxs = item
             root_idxs = item.root_idxs
@@ -553,14 +557,19 @@ def _group_cloud(group: Any, graph: Any, tp: Any, n_total: int) -> Optional[Tupl
             rows = rows_of(layer)
             if rows is None or len(idxs) == 0:
                 continue
-            name = _name(graph, layer)
-            block = blocks.get(name)
-            if block is None:
-                block = blocks[name] = np.zeros((n_total, rows.shape[1]), dtype=np.float64)
-            block[np.asarray(root_idxs, dtype=np.intp)] = rows[list(idxs)].to(torch.float64).cpu().numpy()
-        if blocks:
-            members = sorted(blocks)
-            return np.concatenate([blocks[m] for m in members], axis=1), members, kind
+            picked = rows[torch.as_tensor(idxs, dtype=torch.long, device=rows.device)]
+            parts.setdefault(_name(graph, layer), []).append((torch.as_tensor(root_idxs, dtype=torch.long), picked))
+        if parts:
+            members = sorted(parts)
+            widths = [parts[m][0][1].shape[1] for m in members]
+            wide = any(t.dtype == torch.float64 for m in members for _, t in parts[m])
+            cloud = torch.zeros((n_total, sum(widths)), dtype=torch.float64 if wide else torch.float32)
+            start = 0
+            for member, width in zip(members, widths):
+                for where, values in parts[member]:
+                    cloud[where, start:start + width] = values.to(device="cpu", dtype=cloud.dtype)
+                start += width
+            return cloud.numpy(), members, kind
     return None
 
 

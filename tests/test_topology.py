@@ -467,3 +467,28 @@ def test_capped_filtration_is_exact_at_the_enclosing_radius_and_bounded_below_it
     assert gudhi.bottleneck_distance(low[1], exact[1], e=0) <= radius - cap
     with pytest.raises(ValueError, match="max_edge_length"):
         persistence_diagrams(dist, (0, 1), max_edge_length=-1.0)
+
+
+def test_h0_salience_over_several_blocks_with_a_skipped_point_equals_leave_one_out_msts():
+    """The leave-one-out search works a block of points at a time (512): across block
+    boundaries, with a skipped point and a tied (integer-grid) cloud, every salience equals
+    the diagram distance to the MST of the cloud without that point, for W1, W2 and bottleneck."""
+    from nni_topo_pruner.topology.diagram_distance import bottleneck_h0, wasserstein_h0
+    from nni_topo_pruner.topology.mst import mst_edge_lengths
+
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.normal(size=(500, 6)), rng.integers(-1, 2, size=(30, 6)).astype(float)])
+    dist = distance_matrix(x)
+    full = np.column_stack([np.zeros(len(x) - 1), mst_edge_lengths(dist)])
+    without = []
+    for v in range(len(x)):
+        keep = np.arange(len(x)) != v
+        lengths = mst_edge_lengths(dist[np.ix_(keep, keep)])
+        without.append(np.column_stack([np.zeros(len(lengths)), lengths]))
+    for kind, order, distance in (("wasserstein", 1.0, lambda a, b: wasserstein_h0(a, b, 1.0)),
+                                  ("wasserstein", 2.0, lambda a, b: wasserstein_h0(a, b, 2.0)),
+                                  ("bottleneck", 1.0, bottleneck_h0)):
+        salience = leave_one_out_salience(dist, (0,), kind, order=order, skip=(0, 515))
+        checked = np.arange(len(x)) if order == 1.0 else np.r_[0:len(x):9, 512:520]  # W2's exact DP is slow
+        expected = np.array([0.0 if v in (0, 515) else distance(full, without[v]) for v in checked])
+        np.testing.assert_allclose(salience[checked], expected, rtol=1e-9, atol=1e-12, err_msg=f"{kind} {order}")

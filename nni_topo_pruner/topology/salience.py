@@ -53,6 +53,8 @@ from .bounds import (
 from .mst import MinimumSpanningTree, mst_edges
 from .persistence import persistence_diagrams
 from .validation import check_distance_matrix, check_homology_dims
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import depth_first_order
 
 logger = logging.getLogger(__name__)
 
@@ -62,43 +64,28 @@ _ROWS_PER_BLOCK = 512
 
 def _rooted_tree(n: int, us: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, list[list[int]], np.ndarray, np.ndarray]:
     """Parent array, children lists, preorder position ``tin`` and subtree end ``tout``
-    (the subtree of v occupies preorder positions ``[tin[v], tout[v])``), rooted at 0."""
-    adjacency: list[list[int]] = [[] for _ in range(n)]
-    for a, b in zip(us.tolist(), vs.tolist()):
-        adjacency[a].append(b)
-        adjacency[b].append(a)
-    parent = np.full(n, -1, dtype=np.intp)
-    children: list[list[int]] = [[] for _ in range(n)]
-    order: list[int] = []
-    stack = [0]
-    seen = np.zeros(n, dtype=bool)
-    seen[0] = True
-    while stack:
-        v = stack.pop()
-        order.append(v)
-        for w in adjacency[v]:
-            if not seen[w]:
-                seen[w] = True
-                parent[w] = v
-                children[v].append(w)
-                stack.append(w)
-    # Children were pushed in adjacency order and popped in reverse: re-derive the
-    # preorder so that every subtree is one contiguous block.
-    order_arr = np.asarray(order, dtype=np.intp)
-    size = np.ones(n, dtype=np.intp)
-    for v in order_arr[::-1]:
-        if parent[v] >= 0:
-            size[parent[v]] += size[v]
+    (the subtree of v occupies preorder positions ``[tin[v], tout[v])``), rooted at 0.
+
+    A depth-first preorder (scipy's, in C) keeps every subtree contiguous; the pieces of
+    ``T - v`` and so every salience depend only on the tree, not on the order children are
+    visited in."""
+    graph = csr_matrix((np.ones(len(us)), (us, vs)), shape=(n, n))
+    order, parent = depth_first_order(graph, 0, directed=False, return_predecessors=True)
+    if len(order) != n:
+        raise ValueError(f"the tree's {len(us)} edges do not connect its {n} points")
+    parent = np.where(parent < 0, -1, parent).astype(np.intp)
     tin = np.empty(n, dtype=np.intp)
-    # Assign positions top-down: a child's block starts after its earlier siblings' blocks.
-    tin[0] = 0
-    for v in order_arr:
-        pos = tin[v] + 1
-        for w in children[v]:
-            tin[w] = pos
-            pos += size[w]
-    tout = tin + size
-    return parent, children, tin, tout
+    tin[order] = np.arange(n)
+    # subtree sizes, leaves first: reverse preorder visits every child before its parent
+    size = np.ones(n, dtype=np.intp)
+    parent_list, size_list = parent.tolist(), size.tolist()
+    for v in order[:0:-1].tolist():
+        size_list[parent_list[v]] += size_list[v]
+    size = np.asarray(size_list, dtype=np.intp)
+    children: list[list[int]] = [[] for _ in range(n)]
+    for v in order[1:].tolist():
+        children[parent_list[v]].append(v)
+    return parent, children, tin, tin + size
 
 
 def _replacement_weights(
@@ -153,29 +140,39 @@ def _replacement_weights(
 
 
 def _leave_one_out_changes(dist: np.ndarray, skip: frozenset = frozenset(), tree: MinimumSpanningTree | None = None):
-    """The full MST weights, then for each point v not in ``skip``: (v, ids of v's tree edges,
-    weights of the edges that reconnect T - v). Yields lazily so that memory stays O(n) per point."""
+    """The full MST weights, then blocks of up to ``_ROWS_PER_BLOCK`` points not in ``skip``,
+    in index order: ``(points, removed, extra)`` where row r of the (block, max degree)
+    array ``removed`` holds the ids of point r's tree edges (padded with -1) and ``extra``
+    the weights of the edges that reconnect T - point (zero-padded: a zero is a bar on the
+    diagonal). Leaves (most points) need no search; memory stays O(block * n)."""
     n = dist.shape[0]
     us, vs, ws = mst_edges(dist) if tree is None else tree
     yield ws
-    if n < 3:
-        for v in range(n):
-            if v not in skip:
-                yield v, np.arange(len(ws)), np.empty(0)
-        return
-    parent, children, tin, tout = _rooted_tree(n, us, vs)
-    degree = np.bincount(np.concatenate([us, vs]), minlength=n)
-    position = np.empty(n, dtype=np.intp)
-    position[tin] = np.arange(n)  # position[p] = vertex at preorder p
-    incident: list[list[int]] = [[] for _ in range(n)]
-    for e, (a, b) in enumerate(zip(us.tolist(), vs.tolist())):
-        incident[a].append(e)
-        incident[b].append(e)
-    for v in range(n):
-        if v in skip:
-            continue
-        extra = _replacement_weights(dist, position, v, parent, children[v], tin, tout) if degree[v] >= 2 else np.empty(0)
-        yield v, np.asarray(incident[v], dtype=np.intp), extra
+    points = np.array([v for v in range(n) if v not in skip], dtype=np.intp)
+    ends = np.concatenate([us, vs]).astype(np.intp)
+    degree = np.bincount(ends, minlength=n)
+    by_point = np.argsort(ends, kind="stable")  # each point's tree edges, in edge order
+    first_edge = np.concatenate([[0], np.cumsum(degree)])
+    edge_of = np.concatenate([np.arange(len(us)), np.arange(len(us))])[by_point]
+    rooted = _rooted_tree(n, us, vs) if n >= 3 else None
+    if rooted is not None:
+        parent, children, tin, tout = rooted
+        position = np.empty(n, dtype=np.intp)
+        position[tin] = np.arange(n)  # position[p] = vertex at preorder p
+    for start in range(0, len(points), _ROWS_PER_BLOCK):
+        block = points[start:start + _ROWS_PER_BLOCK]
+        deg = degree[block]
+        width = max(int(deg.max(initial=0)), 1)
+        removed = np.full((len(block), width), -1, dtype=np.intp)
+        rows = np.repeat(np.arange(len(block)), deg)
+        slots = np.arange(len(rows)) - np.repeat(np.cumsum(deg) - deg, deg)
+        removed[rows, slots] = edge_of[np.repeat(first_edge[block], deg) + slots]
+        extra = np.zeros((len(block), width))
+        if rooted is not None:
+            for r in np.flatnonzero(deg >= 2).tolist():
+                weights = _replacement_weights(dist, position, int(block[r]), parent, children[block[r]], tin, tout)
+                extra[r, : len(weights)] = weights
+        yield block, removed, extra
 
 
 def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = frozenset(),
@@ -185,45 +182,28 @@ def _h0_salience(dist: np.ndarray, kind: str, order: float, skip: frozenset = fr
     n = dist.shape[0]
     full_desc = sorted_descending(full[full > 0.0])
     out = np.zeros(n)
-    # Row r of a block: the full weights with v's tree edges zeroed (zero = a point on the
-    # diagonal, which changes no distance) and the reconnecting edges in the extra columns.
-    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
-
-    def flush() -> None:
-        rows = [v for v, _, _ in pending]
+    for rows, removed, extra in changes:
+        present = removed >= 0
         if kind == "wasserstein" and order == 1.0:
             # W1 depends only on the difference of the two diagrams (Kantorovich-Rubinstein
             # duality; see the module docstring), and the diagrams share every bar except v's
             # tree edges and their replacements: compare just those, deg(v) bars per row.
-            width = max(max(len(r) for _, r, _ in pending), 1)
-            removed_block = np.zeros((len(pending), width))
-            extra_block = np.zeros((len(pending), width))
-            for r, (_, removed, extra) in enumerate(pending):
-                removed_block[r, : len(removed)] = full[removed]
-                extra_block[r, : len(extra)] = extra
-            out[rows] = wasserstein_h0_sorted(np.sort(removed_block, axis=1), np.sort(extra_block, axis=1), 1.0)
-            pending.clear()
-            return
-        width = len(full) + max(len(e) for _, _, e in pending)
-        block = np.zeros((len(pending), max(width, 1)))
+            removed_weights = np.where(present, full[np.where(present, removed, 0)] if len(full) else 0.0, 0.0)
+            out[rows] = wasserstein_h0_sorted(np.sort(removed_weights, axis=1), np.sort(extra, axis=1), 1.0)
+            continue
+        # Row r: the full weights with v's tree edges zeroed (zero = a point on the diagonal,
+        # which changes no distance) and the reconnecting edges in the extra columns.
+        extra = extra[:, : max(int(present.sum(axis=1).max(initial=0)) - 1, 0)]  # deg - 1 replacements at most
+        block = np.zeros((len(rows), max(len(full) + extra.shape[1], 1)))
         block[:, : len(full)] = full
-        for r, (_, removed, extra) in enumerate(pending):
-            block[r, removed] = 0.0
-            block[r, len(full) : len(full) + len(extra)] = extra
+        block[np.nonzero(present)[0], removed[present]] = 0.0
+        block[:, len(full) : len(full) + extra.shape[1]] = extra
         if kind == "wasserstein":  # zeros cost nothing in the dynamic programme
             out[rows] = wasserstein_h0_sorted(full_desc[::-1], np.sort(block, axis=1), order)
         else:
             block = sorted_descending(block)  # zeros sink to the end (points on the diagonal)
             length = max(block.shape[1], len(full_desc))
             out[rows] = bottleneck_h0_sorted(pad_last(full_desc, length), pad_last(block, length))
-        pending.clear()
-
-    for change in changes:
-        pending.append(change)
-        if len(pending) == _ROWS_PER_BLOCK:
-            flush()
-    if pending:
-        flush()
     return out
 
 
