@@ -149,13 +149,20 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
         >>> canonical_order(np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 1.0]]), scale_free=True).tolist()
         [0, 2, 1]
     """
-    points = np.asarray(points, dtype=np.float64)
+    points = np.asarray(points)
     if points.ndim != 2:
         raise ValueError(f"points must be a 2-D array (neurons x features), got shape {points.shape}")
+    if points.dtype not in (np.float32, np.float64):
+        points = points.astype(np.float64)
+    # Every key is computed in float64 from the values as given (float32 -> float64 is exact);
+    # the cloud is not copied whole to float64 unless a key needs all of it (cosine directions,
+    # a spread the caller did not pass): most layers are ordered by their norms alone.
     n = points.shape[0]
-    # each norm from a contiguous copy of its own row: independent of where the row is stored
-    norms = np.array([np.sqrt(np.dot(r, r)) for r in (np.ascontiguousarray(points[i]) for i in range(n))])
-    keyed = points / np.where(norms > 0, norms, 1.0)[:, None] if scale_free else points
+    norms = np.empty(n)
+    for start in range(0, n, 256):
+        rows = np.array(points[start:start + 256], dtype=np.float64)  # C-contiguous: each row is one
+        norms[start:start + len(rows)] = [np.sqrt(np.dot(r, r)) for r in rows]
+    keyed = points.astype(np.float64) / np.where(norms > 0, norms, 1.0)[:, None] if scale_free else points
     # The order so far and, per position, its tie group (non-decreasing): each key refines it.
     order, group = np.arange(n, dtype=np.intp), np.zeros(n, dtype=np.intp)
     if not scale_free:
@@ -168,22 +175,24 @@ def canonical_order(points: np.ndarray, *, scale_free: bool = False, rtol: float
         # the spread of the tied rows only (trained and random layers rarely tie on norms: this
         # skips an n x n x d product); its tolerance's scale is the largest of them (all rows
         # when all are tied: unit-length activation clouds, the cosine metric)
+        keyed = np.asarray(keyed, dtype=np.float64)
         squared = np.sum(keyed * keyed, axis=1)
         gram = keyed[tied] @ keyed.T
         spread = np.zeros(n)
         spread[tied] = np.sqrt(np.maximum(squared[tied, None] + squared[None, :] - 2.0 * gram, 0.0)).sum(axis=1)
         order, group = _refine(order, group, -spread, tolerance(np.max(spread[tied]), rtol))
-    coordinate_tol = tolerance(np.max(np.abs(keyed), initial=0.0), rtol)
-    for column in range(keyed.shape[1]):
-        if n == 0 or group[-1] == n - 1:  # every row alone
-            break
-        order, group = _refine(order, group, keyed[:, column], coordinate_tol)
+    if n and group[-1] < n - 1:  # ties left: the coordinates, first to last
+        coordinate_tol = tolerance(np.max(np.abs(keyed), initial=0.0), rtol)
+        for column in range(keyed.shape[1]):
+            if group[-1] == n - 1:  # every row alone
+                break
+            order, group = _refine(order, group, keyed[:, column], coordinate_tol)
     # rows equal within tolerance everywhere: any order is the criterion's; bytes fix one
     starts = np.flatnonzero(np.diff(group, prepend=-1))
     for first, stop in zip(starts.tolist(), np.append(starts[1:], n).tolist()):
         if stop - first > 1:
-            order[first:stop] = sorted(order[first:stop].tolist(),
-                                       key=lambda i: (keyed[i].tobytes(), points[i].tobytes()))
+            order[first:stop] = sorted(order[first:stop].tolist(), key=lambda i: (
+                np.asarray(keyed[i], dtype=np.float64).tobytes(), np.asarray(points[i], dtype=np.float64).tobytes()))
     return order
 
 
@@ -351,8 +360,8 @@ def analyse_unit(calculator: MetricCalculator, points: np.ndarray, *, zero_ancho
     full = np.concatenate([[0], order + 1]).astype(np.intp) if anchored else order
     # the anchor is never removed, so its own salience is not needed (and in a star-shaped MST
     # it would be the one expensive leave-one-out)
-    topology = calculator.analyse(cloud[full], skip_salience=(0,) if anchored else (),
-                                  distances=reordered(distances, full))
+    # the distances are the cloud's in canonical order: the (n, d) cloud itself is not needed again
+    topology = calculator.analyse(None, skip_salience=(0,) if anchored else (), distances=reordered(distances, full))
     return AnalysedUnit(order, topology, anchored)
 
 

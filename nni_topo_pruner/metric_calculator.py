@@ -142,22 +142,25 @@ class MetricCalculator:
             f"persistence_method={self.persistence_method!r})"
         )
 
-    def analyse(self, points: np.ndarray, *, progress: bool = False, skip_salience: Sequence[int] = (),
+    def analyse(self, points: np.ndarray | None, *, progress: bool = False, skip_salience: Sequence[int] = (),
                 distances: np.ndarray | None = None) -> LayerTopology:
         """Distance matrix, diagrams and per-neuron salience of one layer's cloud.
 
         Args:
-            points: (n, d) array, one row per neuron; NaN/Inf raise a ValueError.
+            points: (n, d) array, one row per neuron; NaN/Inf raise a ValueError. May be
+                ``None`` when ``distances`` are given (nothing else is read from it).
             progress: tqdm bar for the leave-one-out loop of dimensions above 0.
             skip_salience: points whose salience is not computed (0), e.g. an anchor.
             distances: ``distance_matrix(points, self.cloud_metric)`` when the caller has it
                 already (validated as a distance matrix of ``len(points)`` points, not recomputed).
         """
         if distances is None:
+            if points is None:
+                raise ValueError("analyse needs the points or their distance matrix (distances=...)")
             dist = distance_matrix(points, self.cloud_metric)  # validates: NaN/Inf -> ValueError
         else:
             dist = check_distance_matrix(distances, "distances")
-            if dist.shape[0] != len(points):
+            if points is not None and dist.shape[0] != len(points):
                 raise ValueError(f"distances must be {len(points)} x {len(points)} (one row per point), "
                                  f"got {dist.shape[0]} x {dist.shape[1]}")
         # H0's diagram and its leave-one-out salience both come from the minimum spanning

@@ -269,7 +269,8 @@ def _canonical_order_per_group(points: np.ndarray, *, scale_free: bool = False, 
 def test_canonical_order_equals_the_per_group_reference(scale_free):
     """Property: on random clouds with every kind of tie (equal norms, sign flips, duplicate
     rows, integer grids, near-ties within the tolerance, rows equal to 1e-9) the one-sort
-    refinement gives exactly the order of the per-group implementation it replaced."""
+    refinement gives exactly the order of the per-group implementation it replaced, for float64
+    and float32 clouds."""
     rng = np.random.default_rng(7)
     for trial in range(60):
         n, d = int(rng.integers(1, 60)), int(rng.integers(1, 6))
@@ -290,6 +291,10 @@ def test_canonical_order_equals_the_per_group_reference(scale_free):
         np.testing.assert_array_equal(canonical_order(points, scale_free=scale_free),
                                       _canonical_order_per_group(points, scale_free=scale_free),
                                       err_msg=f"trial {trial}")
+        single = points.astype(np.float32)  # a float32 cloud is ordered as its exact float64 copy
+        np.testing.assert_array_equal(canonical_order(single, scale_free=scale_free),
+                                      _canonical_order_per_group(single, scale_free=scale_free),
+                                      err_msg=f"trial {trial} float32")
         spread = np.round(rng.normal(size=n), 1)  # a caller's spread key with ties
         np.testing.assert_array_equal(canonical_order(points, scale_free=scale_free, spread=spread),
                                       _canonical_order_per_group(points, scale_free=scale_free, spread=spread),

@@ -183,3 +183,14 @@ def test_engine_distances_computed_once_equal_the_canonical_clouds_own():
         ga = GAConfig(seed=0, population_size=8, generations=3)
         direct = AnalysedUnit(unit.order, reference, anchored)
         assert np.array_equal(choose_kept(calc, unit, 20, ga).keep_mask, choose_kept(calc, direct, 20, ga).keep_mask)
+
+
+def test_analyse_from_distances_alone_equals_analyse_from_points_and_needs_one_of_them():
+    calc = MetricCalculator(distance="wasserstein")
+    points = np.random.default_rng(4).normal(size=(12, 3))
+    from_points = calc.analyse(points)
+    from_distances = calc.analyse(None, distances=from_points.distances)
+    np.testing.assert_array_equal(from_distances.salience, from_points.salience)
+    np.testing.assert_array_equal(from_distances.diagrams[0], from_points.diagrams[0])
+    with pytest.raises(ValueError, match="points or their distance matrix"):
+        calc.analyse(None)
