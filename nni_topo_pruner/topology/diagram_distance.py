@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping
 
 import gudhi
@@ -169,44 +170,47 @@ def wasserstein1_h0_slope(a_asc: np.ndarray, b_asc: np.ndarray) -> float:
         0.5
     """
     a_list, b_list = np.asarray(a_asc, dtype=np.float64).tolist(), np.asarray(b_asc, dtype=np.float64).tolist()
+    push, pushpop = heapq.heappush, heapq.heappushpop  # pushpop: a push then a pop, in one sift
     left: list[float] = []   # max-heap (negated) of the slopes of segments [s, s+1] with s < 0
     right: list[float] = []  # min-heap of the slopes of segments with s >= 0
     left_offset = right_offset = 0.0  # added to every slope of that heap (gap * |s| terms)
     left_sum = 0.0  # sum of the left slopes, offsets included
     value_at_min = 0.0  # the function's value at the leftmost s of its domain
-    s_min, previous = 0, 0.0
-    i = j = 0
+    s_min, previous = 0, 0.0  # -s_min: the number of b points so far (= len(left))
     n_a, n_b = len(a_list), len(b_list)
+    i = j = 0
+    a_next = a_list[0] if n_a else math.inf
+    b_next = b_list[0] if n_b else math.inf
     while i < n_a or j < n_b:
-        from_a = j >= n_b or (i < n_a and a_list[i] <= b_list[j])
-        x = a_list[i] if from_a else b_list[j]
+        from_a = a_next <= b_next
+        x = a_next if from_a else b_next
         gap = x - previous
         if gap > 0.0:
             value_at_min -= gap * s_min  # s_min <= 0: + gap * |s_min|
             left_offset -= gap
             right_offset += gap
-            left_sum -= gap * len(left)
+            left_sum += gap * s_min  # - gap * len(left)
             previous = x
         half = 0.5 * x
         if from_a:  # slope -x/2 joins; the domain grows by one to the right
             i += 1
+            a_next = a_list[i] if i < n_a else math.inf
             value_at_min += half
-            if left and -half < left_offset - left[0]:
-                heapq.heappush(left, half + left_offset)  # stored as -(slope - offset)
-                moved = left_offset - heapq.heappop(left)
+            if s_min and -half < left_offset - left[0]:
+                moved = left_offset - pushpop(left, half + left_offset)  # stored as -(slope - offset)
                 left_sum += -half - moved
-                heapq.heappush(right, moved - right_offset)
+                push(right, moved - right_offset)
             else:
-                heapq.heappush(right, -half - right_offset)
+                push(right, -half - right_offset)
         else:  # slope +x/2 joins; the domain grows by one to the left
             j += 1
+            b_next = b_list[j] if j < n_b else math.inf
             s_min -= 1
             if right and half > right[0] + right_offset:
-                heapq.heappush(right, half - right_offset)
-                moved = heapq.heappop(right) + right_offset
+                moved = pushpop(right, half - right_offset) + right_offset
             else:
                 moved = half
-            heapq.heappush(left, left_offset - moved)
+            push(left, left_offset - moved)
             left_sum += moved
     return max(value_at_min + left_sum, 0.0)
 
