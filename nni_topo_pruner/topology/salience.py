@@ -33,6 +33,8 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import depth_first_order
 from tqdm.auto import tqdm
 
 from .diagram_distance import (
@@ -53,8 +55,6 @@ from .bounds import (
 from .mst import MinimumSpanningTree, mst_edges
 from .persistence import persistence_diagrams
 from .validation import check_distance_matrix, check_homology_dims
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import depth_first_order
 
 logger = logging.getLogger(__name__)
 
