@@ -1,8 +1,6 @@
 """Topology maths against the real libraries (scipy, GUDHI, POT) on the same inputs."""
 from __future__ import annotations
 
-import importlib
-
 import gudhi
 import numpy as np
 import pytest
@@ -80,24 +78,46 @@ def test_euclidean_gram_path_is_accurate_for_near_duplicates_far_from_origin():
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_gram_distances_do_not_depend_on_the_block_size(monkeypatch, metric):
-    """The in-place passes run a few rows at a time (``_CACHE_ELEMENTS``); any block size,
-    down to one row, gives the same matrix bit for bit, and scipy's within rounding, with
-    near-duplicates (the exact-refinement path) spread across blocks."""
-    from nni_topo_pruner.topology import distances as module
-
+def test_gram_distances_refine_near_duplicates(metric):
+    """Near-duplicates (the exact-refinement path) anywhere in the matrix: scipy's distances
+    within rounding, exact duplicates exactly 0 apart, a symmetric matrix."""
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((70, 40)) * 2 + 3).astype(np.float32)
     x[1] = x[0]
     x[50] = x[2] * np.float32(1 + 1e-6)
     x[69] = x[33] + np.float32(1e-5)
-    default = distance_matrix(x, metric)
+    got = distance_matrix(x, metric)
     want = squareform(pdist(np.asarray(x, np.float64), SCIPY_NAME[metric]))
-    np.testing.assert_allclose(default, want, rtol=1e-9, atol=1e-12)
-    for elements in (1, 70 * 3, 70 * 16 + 5):
-        monkeypatch.setattr(module, "_CACHE_ELEMENTS", elements)
-        assert np.array_equal(distance_matrix(x, metric), default)
-    assert default[0, 1] == 0.0
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert got[0, 1] == 0.0 and np.array_equal(got, got.T)
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 130])
+def test_compiled_distance_passes_equal_their_numpy_formulas(n):
+    """The compiled passes of the Gram distances do, bit for bit, what the numpy expressions
+    say: the Gram formula in the same order of operations, the count and list of nearly
+    coincident pairs, the clamped square roots mirrored (tiles of 64: sizes around a tile)."""
+    from nni_topo_pruner.topology.kernels import close_pairs, gram_to_squared_distances, squared_to_symmetric_distances
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 7))
+    x[n // 2] = x[0] * (1 + 1e-9)  # a nearly coincident pair (for n >= 2)
+    gram = x @ x.T
+    sq = np.diag(gram).copy()
+    refine = 1e-6
+    want = (gram * -2.0 + sq[:, None]) + sq[None, :]
+    upper = np.triu(np.ones((n, n), dtype=bool))
+    strict = np.triu(np.ones((n, n), dtype=bool), 1)
+    close = strict & (want <= refine * (sq[:, None] + sq[None, :]))
+    got = gram.copy()
+    assert gram_to_squared_distances(got, sq, refine) == close.sum()
+    assert np.array_equal(got[upper], want[upper])
+    rows, cols = np.empty(close.sum(), np.intp), np.empty(close.sum(), np.intp)
+    close_pairs(got, sq, refine, rows, cols)
+    assert (rows.tolist(), cols.tolist()) == tuple(a.tolist() for a in np.nonzero(close))
+    squared_to_symmetric_distances(got)
+    root = np.sqrt(np.maximum(want, 0.0))
+    assert np.array_equal(got[upper], root[upper]) and np.array_equal(got, got.T)
 
 
 def test_cosine_zero_vectors_have_documented_distances():
@@ -333,22 +353,18 @@ def test_slope_trick_wasserstein1_equals_pot_and_the_dynamic_programme():
         assert wasserstein1_h0_slope(b_asc, a_asc) == pytest.approx(want, rel=1e-9, abs=1e-12)  # symmetric
 
 
-def test_wasserstein_h0_sorted_takes_the_fast_path_on_large_batches_and_agrees_with_the_dp():
-    # Sizes of a ConvNeXt group (a 768-channel cloud keeping 576, and a 3,072-point one): the
-    # dispatcher takes the slope trick there, whose values equal the DP's within rounding.
-    module = importlib.import_module("nni_topo_pruner.topology.diagram_distance")
-
+def test_wasserstein_h0_sorted_takes_the_slope_trick_for_order_1_and_agrees_with_the_dp():
+    # Sizes from 2 points to a ConvNeXt group (a 3,072-point cloud keeping 2,304): order 1 is the
+    # slope trick, whose values equal the DP's within rounding; a batch or a single diagram.
     rng = np.random.default_rng(5)
-    for n_full, n_keep in ((768, 576), (3072, 2304)):
+    for n_full, n_keep in ((2, 1), (9, 4), (768, 576), (3072, 2304)):
         full = np.sort(rng.random(n_full - 1))
         subs = np.sort(rng.random((3, n_keep - 1)) * 1.1, axis=1)
-        slope_seconds = 3 * (n_full + n_keep) * module._SLOPE_POINT_SECONDS
-        dp_seconds = n_keep * (module._DP_STEP_SECONDS + 3 * n_full * module._DP_ELEMENT_SECONDS)
-        assert slope_seconds < dp_seconds  # the fast path is the one taken
         dispatched = wasserstein_h0_sorted(full, subs, 1.0)
         reference = wasserstein_h0_dp(full, subs, 1.0)
-        np.testing.assert_allclose(dispatched, reference, rtol=1e-10)
+        np.testing.assert_allclose(dispatched, reference, rtol=1e-10, atol=1e-15)
         np.testing.assert_array_equal(dispatched, [wasserstein1_h0_slope(full, row) for row in subs])
+        assert wasserstein_h0_sorted(full, subs[0], 1.0) == wasserstein1_h0_slope(full, subs[0])
     # order 2 always takes the DP
     full, subs = np.sort(rng.random(400)), np.sort(rng.random((2, 300)), axis=1)
     np.testing.assert_array_equal(wasserstein_h0_sorted(full, subs, 2.0), wasserstein_h0_dp(full, subs, 2.0))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional
 
 import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
 REPORTED_PACKAGES = ("torch", "torchvision", "nni", "nni-topo-pruner", "thop", "gudhi", "pyeasyga", "numpy",
                      "scipy", "matplotlib", "tqdm")
@@ -30,6 +31,27 @@ def package_versions(names: Iterable[str] = REPORTED_PACKAGES) -> Dict[str, Opti
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def limit_threads(threads: int) -> str:
+    """Run this process's compute on ``threads`` threads: torch's intra-op pool *and* the native
+    pools NumPy and SciPy use (OpenBLAS, OpenMP; through threadpoolctl), for the rest of the process.
+
+    A timing benchmark must limit both: NumPy's BLAS keeps its default thread count when only
+    torch's is set, so a NumPy product (the topological engine's distances) runs on every core
+    and its spinning threads are billed as CPU time. Returns the setting, for the report.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # not a context: the limit holds until the process ends
+    return describe_threads()
+
+
+def describe_threads() -> str:
+    """The thread counts in effect: torch's, and each native pool's (e.g. ``openblas 1``)."""
+    pools = sorted({f"{pool['internal_api']} {pool['num_threads']}" for pool in threadpool_info()})
+    return f"{torch.get_num_threads()} torch threads" + "".join(f", {pool}" for pool in pools)
 
 
 def git_state(repo: Path, ignore: Iterable[Path] = ()) -> Dict[str, Optional[object]]:

@@ -24,8 +24,10 @@ from typing import Callable, Dict, List
 import torch
 
 from nni_topo_pruner.registry import create_pruner  # applies the NNI compat patches, for NNI's pruners too
+from nni_topo_pruner.topology.kernels import warm_up
 
 from ..core.cli import ConfigParser, require
+from ..core.environment import describe_threads, limit_threads
 from ..core.models import build_vgg16
 
 
@@ -55,7 +57,7 @@ class PrunerSpeedConfig:
     weights: str = ""  # a state dict to time on trained weights ('' = random init)
     workers: int = 1
     seed: int = 0
-    threads: int = 0  # torch threads (0 = torch's default)
+    threads: int = 0  # torch's and NumPy's BLAS threads (0 = their defaults)
 
 
 PRESETS = {"default": PrunerSpeedConfig()}
@@ -97,7 +99,7 @@ def build_parser() -> ConfigParser[PrunerSpeedConfig]:
                          help="a state dict (e.g. benchmarks/cache/baseline-*/model.pt) to time on trained weights")
     parser.add_shorthand("--workers", field="workers", type=int, help="default 1")
     parser.add_shorthand("--seed", field="seed", type=int, help="default 0")
-    parser.add_shorthand("--threads", field="threads", type=int, help="torch threads (0 = torch's default)")
+    parser.add_shorthand("--threads", field="threads", type=int, help="threads of torch and of NumPy's BLAS (0 = their defaults)")
     parser.add_argument("--json", help="write the raw timings to this file")
     return parser
 
@@ -106,8 +108,9 @@ def main(argv: List[str] | None = None) -> Dict:
     parser = build_parser()
     args, config = parser.parse_config(argv)
     if config.threads:
-        torch.set_num_threads(config.threads)
+        limit_threads(config.threads)  # torch's pool and NumPy's BLAS: every pruner on the same count
 
+    jit_s = warm_up()  # the compiled kernels' one-time load (or first compilation) stays off the clock
     torch.manual_seed(config.seed)
     try:
         model = build_vgg16(width=config.width).eval()
@@ -147,7 +150,8 @@ def main(argv: List[str] | None = None) -> Dict:
     median = {name: sorted(t)[len(t) // 2] for name, t in timings.items()}
     result = {
         "command": " ".join([sys.executable, "-m", "benchmarks.speed.pruner_speed", *(argv or sys.argv[1:])]),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip(),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {describe_threads()}".strip(),
+        "kernels_loaded_s": jit_s,
         "model": f"CIFAR VGG-16 width {config.width} ({filters} conv filters)",
         "sparse_ratio": config.sparse_ratio, "topological_options": {k: v for k, v in topo_options.items()
                                                                    if k != "progress"},

@@ -14,8 +14,10 @@ downloaded), then for each importance a fresh copy is pruned by ``tp.pruner.Base
 spent inside the importance (``estimate_importance``), each as wall-clock and as this process's
 CPU time. The ratios use CPU time: on a shared machine (these have 2 cores, often busy with a
 training run) wall-clock time measures the neighbours, while CPU time measures the work; run
-with ``--threads 1`` so that both importances do it on one thread (Torch-Pruning's FPGM uses
-torch's threads, ours NumPy's). Importances run interleaved per repeat. Exit status 2 on a bad
+with ``--threads 1`` so that both importances do it on one thread (it limits torch's threads,
+which Torch-Pruning's FPGM uses, and NumPy's BLAS, which ours uses). The compiled kernels of the
+topology are loaded (compiled, on a machine's first run) before any timing; the header says how
+long that took. Importances run interleaved per repeat. Exit status 2 on a bad
 option or an ``--out-dir`` it cannot write (``--out`` is the same flag's older name).
 """
 from __future__ import annotations
@@ -36,10 +38,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torchvision
 
+from nni_topo_pruner.topology.kernels import warm_up
 from nni_topo_pruner.torch_pruning import TopologicalImportance, import_torch_pruning
 
 from ..core.cli import ConfigParser, require
-from ..core.environment import package_versions
+from ..core.environment import describe_threads, limit_threads, package_versions
 from ..core.store import UnwritablePathError, writable_directory
 
 logger = logging.getLogger(__name__)
@@ -208,7 +211,7 @@ class TpSpeedConfig:
 
     cases: List[str] = field(default_factory=lambda: list(CASES))
     repeats: int = 1  # timed repeats per importance (median reported)
-    threads: int = 0  # torch threads (0 = torch's default)
+    threads: int = 0  # torch's and NumPy's BLAS threads (0 = their defaults)
     profile: bool = False  # profile the topological importance in an extra, untimed run
     regularize: bool = False  # instead: the cost of one GroupNormPruner.regularize() call (resnet18)
 
@@ -230,7 +233,7 @@ def build_parser() -> ConfigParser[TpSpeedConfig]:
     parser.add_shorthand("--cases", field="cases", nargs="+", metavar="CASE",
                          help=f"cases to run (default: all): {', '.join(CASES)}")
     parser.add_shorthand("--repeats", field="repeats", type=int, help="timed repeats per importance (median reported)")
-    parser.add_shorthand("--threads", field="threads", type=int, help="torch threads (0 = torch's default)")
+    parser.add_shorthand("--threads", field="threads", type=int, help="threads of torch and of NumPy's BLAS (0 = their defaults)")
     parser.add_shorthand("--profile", field="profile", action="store_true",
                          help="profile the topological importance (cProfile) in an extra, untimed run; "
                               "printed and saved with --out-dir")
@@ -250,11 +253,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         except UnwritablePathError as error:
             parser.usage_error(str(error))
     if config.threads:
-        torch.set_num_threads(config.threads)
+        limit_threads(config.threads)  # torch's pool and NumPy's BLAS: both importances on the same count
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("nni_topo_pruner").setLevel(logging.WARNING)
     command = " ".join(["python -m benchmarks.speed.tp_speed", *(sys.argv[1:] if argv is None else argv)])
-    machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip()
+    jit_s = warm_up()  # the compiled kernels' one-time load (or first compilation) stays off the clock
+    machine = (f"{platform.machine()} {platform.processor() or ''} {describe_threads()}; compiled kernels loaded "
+               f"in {jit_s:.1f} s before timing (once per process)").strip()
     if config.regularize:
         print(f"{command}\n{machine}\n", flush=True)
         table = regularize_cost()
@@ -265,7 +270,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 f"Command: `{command}`  \nMachine: {machine}\n\n{table}\n")
         return {"command": command, "regularize": table}
     print(f"{command}\n{machine}\n\n{HEADER}", flush=True)
-    result = {"command": command, "machine": machine, "packages": package_versions(),
+    result = {"command": command, "machine": machine, "kernels_loaded_s": jit_s, "packages": package_versions(),
               **run(config.cases, config.repeats, config.profile)}
     for name, text in result["profiles"].items():
         print(f"\nprofile of TopologicalImportance, {name} (top 15 by own time):\n{text}")

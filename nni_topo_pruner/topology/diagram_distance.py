@@ -13,8 +13,8 @@ can only be matched to a bar of its own dimension or to the diagonal):
 Fast paths (tested against GUDHI): for H0 diagrams of a Rips filtration every birth is 0,
 so a diagram is a multiset of death times and the bottleneck distance is a 1-D problem
 solved exactly in O(m log m) (:func:`bottleneck_h0`), and the Wasserstein distance by an
-exact dynamic programme over the sorted deaths (:func:`wasserstein_h0`), or for order 1 on
-large diagrams by the slope trick in O(m log m) (:func:`wasserstein1_h0_slope`). Other diagrams
+exact dynamic programme over the sorted deaths (:func:`wasserstein_h0`), or for order 1
+by the slope trick in O(m log m) (:func:`wasserstein1_h0_slope`, compiled). Other diagrams
 use GUDHI's exact bottleneck (``e=0``) and an exact assignment problem
 (:func:`scipy.optimize.linear_sum_assignment`) for Wasserstein.
 
@@ -27,14 +27,13 @@ Example:
 """
 from __future__ import annotations
 
-import heapq
-import math
 from collections.abc import Mapping
 
 import gudhi
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .kernels import wasserstein1_h0_slope_kernel, wasserstein1_h0_slope_rows
 from .validation import check_choice, check_number
 
 SUPPORTED_DIAGRAM_DISTANCES = ("bottleneck", "wasserstein")
@@ -121,34 +120,28 @@ def _pow(x: np.ndarray, order: float) -> np.ndarray:
     return np.power(x, order)
 
 
-# Cost model of the two exact H0 Wasserstein-1 algorithms (seconds, measured on a 2-core AMD
-# EPYC): the dynamic programme costs a numpy step per element of the shorter diagram, over the
-# batch times the longer one; the slope trick a Python step per point, per diagram of the batch.
-_DP_STEP_SECONDS, _DP_ELEMENT_SECONDS, _SLOPE_POINT_SECONDS = 1.5e-5, 8e-9, 6e-7
-
-
 def wasserstein_h0_sorted(a_asc: np.ndarray, b_asc: np.ndarray, order: float = 1.0) -> np.ndarray:
     """Exact Wasserstein distances between 1-D diagrams ``{(0, a_i)}`` and ``{(0, b_j)}``.
 
     Both hold death times sorted in *ascending* order; zeros (padding, zero-length bars)
     are points on the diagonal and cost nothing. Leading dimensions broadcast (one diagram
-    against a batch). Two exact algorithms, chosen by size only (so the same inputs take the
-    same path on every machine; they agree to rounding, which the tests check):
-    :func:`wasserstein_h0_dp` for any order, and for order 1 on large diagrams
-    :func:`wasserstein1_h0_slope`, O((m + n) log(m + n)) per diagram instead of O(m n).
+    against a batch). Order 1 takes the slope trick (:func:`wasserstein1_h0_slope`, compiled,
+    O((m + n) log(m + n)) per diagram; 8-100x faster than the dynamic programme at every size
+    measured, 8 to 3,072 points), any other order :func:`wasserstein_h0_dp`; the two agree to
+    rounding, which the tests check.
     """
     a_asc = np.asarray(a_asc, dtype=np.float64)
     b_asc = np.asarray(b_asc, dtype=np.float64)
+    if order != 1.0:
+        return wasserstein_h0_dp(a_asc, b_asc, order)
     shape = np.broadcast_shapes(a_asc.shape[:-1], b_asc.shape[:-1])
-    n_long, n_short = max(a_asc.shape[-1], b_asc.shape[-1]), min(a_asc.shape[-1], b_asc.shape[-1])
     batch = int(np.prod(shape, dtype=np.int64))
-    dp_seconds = n_short * (_DP_STEP_SECONDS + batch * n_long * _DP_ELEMENT_SECONDS)
-    if order == 1.0 and batch * (n_long + n_short) * _SLOPE_POINT_SECONDS < dp_seconds:
-        a_rows = np.broadcast_to(a_asc, shape + a_asc.shape[-1:]).reshape(batch, -1)
-        b_rows = np.broadcast_to(b_asc, shape + b_asc.shape[-1:]).reshape(batch, -1)
-        out = np.array([wasserstein1_h0_slope(a, b) for a, b in zip(a_rows, b_rows)], dtype=np.float64)
-        return out.reshape(shape)
-    return wasserstein_h0_dp(a_asc, b_asc, order)
+    a_rows = np.broadcast_to(a_asc, shape + a_asc.shape[-1:]).reshape(batch, -1)
+    b_rows = np.broadcast_to(b_asc, shape + b_asc.shape[-1:]).reshape(batch, -1)
+    out = np.empty(batch)
+    # fresh writable C arrays: one compiled signature (broadcast views are read-only)
+    wasserstein1_h0_slope_rows(np.array(a_rows, order="C"), np.array(b_rows, order="C"), out)
+    return out.reshape(shape)
 
 
 def wasserstein1_h0_slope(a_asc: np.ndarray, b_asc: np.ndarray) -> float:
@@ -163,56 +156,14 @@ def wasserstein1_h0_slope(a_asc: np.ndarray, b_asc: np.ndarray) -> float:
     steps s up by 1, an infimal convolution with a two-point convex function that inserts one
     segment of slope ``-x/2`` into the sorted slopes (``+x/2`` and a step down for ``b``). The
     answer is the function's value at s = 0. Slopes left and right of s = 0 live in two heaps
-    with lazy offsets.
+    with lazy offsets (compiled: :func:`~.kernels.wasserstein1_h0_slope_kernel`).
 
     Example:
         >>> wasserstein1_h0_slope(np.array([1.0, 2.0]), np.array([2.0]))
         0.5
     """
-    a_list, b_list = np.asarray(a_asc, dtype=np.float64).tolist(), np.asarray(b_asc, dtype=np.float64).tolist()
-    push, pushpop = heapq.heappush, heapq.heappushpop  # pushpop: a push then a pop, in one sift
-    left: list[float] = []   # max-heap (negated) of the slopes of segments [s, s+1] with s < 0
-    right: list[float] = []  # min-heap of the slopes of segments with s >= 0
-    left_offset = right_offset = 0.0  # added to every slope of that heap (gap * |s| terms)
-    left_sum = 0.0  # sum of the left slopes, offsets included
-    value_at_min = 0.0  # the function's value at the leftmost s of its domain
-    s_min, previous = 0, 0.0  # -s_min: the number of b points so far (= len(left))
-    n_a, n_b = len(a_list), len(b_list)
-    i = j = 0
-    a_next = a_list[0] if n_a else math.inf
-    b_next = b_list[0] if n_b else math.inf
-    while i < n_a or j < n_b:
-        from_a = a_next <= b_next
-        x = a_next if from_a else b_next
-        gap = x - previous
-        if gap > 0.0:
-            value_at_min -= gap * s_min  # s_min <= 0: + gap * |s_min|
-            left_offset -= gap
-            right_offset += gap
-            left_sum += gap * s_min  # - gap * len(left)
-            previous = x
-        half = 0.5 * x
-        if from_a:  # slope -x/2 joins; the domain grows by one to the right
-            i += 1
-            a_next = a_list[i] if i < n_a else math.inf
-            value_at_min += half
-            if s_min and -half < left_offset - left[0]:
-                moved = left_offset - pushpop(left, half + left_offset)  # stored as -(slope - offset)
-                left_sum += -half - moved
-                push(right, moved - right_offset)
-            else:
-                push(right, -half - right_offset)
-        else:  # slope +x/2 joins; the domain grows by one to the left
-            j += 1
-            b_next = b_list[j] if j < n_b else math.inf
-            s_min -= 1
-            if right and half > right[0] + right_offset:
-                moved = pushpop(right, half - right_offset) + right_offset
-            else:
-                moved = half
-            push(left, left_offset - moved)
-            left_sum += moved
-    return max(value_at_min + left_sum, 0.0)
+    return float(wasserstein1_h0_slope_kernel(np.array(a_asc, dtype=np.float64, order="C"),
+                                               np.array(b_asc, dtype=np.float64, order="C")))
 
 
 def wasserstein_h0_dp(a_asc: np.ndarray, b_asc: np.ndarray, order: float = 1.0) -> np.ndarray:

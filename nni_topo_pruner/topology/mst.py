@@ -5,8 +5,8 @@ the shortest edge between them appears, so the finite H0 bars are exactly ``(0, 
 the edge weights ``w`` of a minimum spanning tree (Kruskal's algorithm *is* the H0
 persistence algorithm). Prim's algorithm on the dense matrix is O(n^2) time, O(n) memory
 beyond the matrix; :func:`mst_edge_lengths_batch` runs Prim on many vertex subsets of one
-matrix at once (one numpy step per added vertex for the whole batch), which is what a
-genetic algorithm's population needs.
+matrix, which is what a genetic algorithm's population needs. Both loops are compiled
+(:mod:`~nni_topo_pruner.topology.kernels`).
 
 Example:
     >>> import numpy as np
@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+
+from .kernels import prim_edges, prim_subset_weights
 
 
 # (u, v, w): the tree's edges u[i] - v[i] and their weights, as mst_edges returns them
@@ -34,25 +36,10 @@ def mst_edges(dist: np.ndarray) -> MinimumSpanningTree:
     if n < 2:
         empty = np.empty(0, dtype=np.intp)
         return empty, empty.copy(), np.empty(0)
-    remaining = np.arange(1, n)
-    best = dist[0, 1:].copy()
-    parent = np.zeros(n - 1, dtype=np.intp)
     us = np.empty(n - 1, dtype=np.intp)
     vs = np.empty(n - 1, dtype=np.intp)
     ws = np.empty(n - 1)
-    for step in range(n - 1):
-        j = int(np.argmin(best))
-        v = remaining[j]
-        us[step], vs[step], ws[step] = parent[j], v, best[j]
-        # Drop the chosen vertex by moving the last one into its slot.
-        last = len(remaining) - 1
-        remaining[j], best[j], parent[j] = remaining[last], best[last], parent[last]
-        remaining, best, parent = remaining[:last], best[:last], parent[:last]
-        if last:
-            row = dist[v, remaining]
-            closer = row < best
-            best[closer] = row[closer]
-            parent[closer] = v
+    prim_edges(np.ascontiguousarray(dist), us, vs, ws)
     return us, vs, ws
 
 
@@ -76,21 +63,11 @@ def mst_edge_lengths_batch(dist: np.ndarray, subsets: np.ndarray) -> np.ndarray:
     out = np.empty((b, max(k - 1, 0)))
     if k < 2 or b == 0:
         return out
-    rows = np.arange(b)
-    remaining = subsets[:, 1:].copy()
-    best = dist[subsets[:, :1], remaining]
-    for step in range(k - 1):
-        j = np.argmin(best, axis=1)
-        out[:, step] = best[rows, j]
-        added = remaining[rows, j]
-        last = k - 2 - step
-        remaining[rows, j] = remaining[:, last]
-        best[rows, j] = best[:, last]
-        remaining, best = remaining[:, :last], best[:, :last]
-        if last:
-            np.minimum(best, dist[added[:, None], remaining], out=best)
+    if subsets.min() < 0 or subsets.max() >= dist.shape[0]:  # the compiled loop does not check its indices
+        raise ValueError(f"subsets must hold vertex indices in [0, {dist.shape[0]}), "
+                         f"found {int(subsets.min())}..{int(subsets.max())}")
+    prim_subset_weights(np.ascontiguousarray(dist), subsets, out)
     return out
-
 
 
 def subtree_edge_lengths(tree: MinimumSpanningTree, n: int, subsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
