@@ -104,3 +104,23 @@ def test_warm_up_compiles_every_kernel():
                    kernels.wasserstein1_h0_slope_rows, kernels.gather_square, kernels.gram_to_squared_distances,
                    kernels.close_pairs, kernels.squared_to_symmetric_distances):
         assert kernel.signatures, f"{kernel.py_func.__name__} was not compiled by warm_up()"
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """numba raises at decoration time when it finds no writable cache location (a read-only
+    install, a user without a home): the kernels then compile once per process instead."""
+    import numba
+
+    real = numba.njit
+
+    def njit(*args, cache=False, **kwargs):
+        if cache:
+            def fail(function):
+                raise RuntimeError(f"cannot cache function {function.__name__!r}: no locator available for file 'x'")
+            return fail
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    kernel = kernels.compiled(kernels.wasserstein1_h0_slope_kernel.py_func)
+    assert kernel(np.array([1.0, 2.0]), np.array([2.0])) == 0.5
+    assert kernel.signatures  # compiled, not the Python function

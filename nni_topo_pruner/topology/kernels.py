@@ -20,14 +20,26 @@ Example:
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 
 import numba
 import numpy as np
 
-# cache: compiled once per machine (beside this file, or numba's user cache when that is read-only);
-# nogil: callers in threads (Ray, the pruner's workers) run them in parallel
-compiled = numba.njit(cache=True, nogil=True)
+logger = logging.getLogger(__name__)
+
+
+def compiled(function):
+    """``numba.njit`` with an on-disk cache (compiled once per machine: beside this file, or in
+    numba's user cache when the package is read-only) and ``nogil`` (callers in threads run in
+    parallel). Where numba finds no writable cache location at all (a read-only install run by
+    a user without a home, e.g. ``docker run --user``), it compiles once per process instead:
+    numba raises at decoration time there, which must not make the package unimportable."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError as error:  # "cannot cache function ...: no locator available"
+        logger.debug("%s: no numba cache (%s); compiled once per process", function.__name__, error)
+        return numba.njit(nogil=True)(function)
 
 
 @compiled
