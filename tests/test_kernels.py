@@ -1,14 +1,18 @@
 """The compiled kernels (numba) against the same code run by CPython (``kernel.py_func``),
 bit for bit, on random and on tied inputs; and against independent references (NumPy's
 fancy indexing, SciPy's minimum spanning tree)."""
+import json
+
 import numpy as np
 import pytest
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial.distance import pdist, squareform
 
-from nni_topo_pruner.topology import kernels
-from nni_topo_pruner.topology.mst import mst_edge_lengths_batch, mst_edges
+from nni_topo_pruner.topology import kernels, mst
 from nni_topo_pruner.topology.distances import reordered
+from nni_topo_pruner.topology.mst import mst_edge_lengths_batch, mst_edges
+
+from tests.test_mask_pinning import FIXTURE, pinned_view
 
 
 def _matrices(seed: int):
@@ -124,3 +128,24 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch):
     kernel = kernels.compiled(kernels.wasserstein1_h0_slope_kernel.py_func)
     assert kernel(np.array([1.0, 2.0]), np.array([2.0])) == 0.5
     assert kernel.signatures  # compiled, not the Python function
+
+
+@pytest.fixture
+def python_kernels(monkeypatch):
+    """Every compiled kernel replaced, where its callers find it, by its own Python code."""
+    from nni_topo_pruner.topology import diagram_distance, distances
+
+    for module in (mst, distances, diagram_distance, kernels):
+        for name in ("prim_edges", "prim_subset_weights", "gather_square", "gram_to_squared_distances", "close_pairs",
+                     "squared_to_symmetric_distances", "wasserstein1_h0_slope_kernel", "wasserstein1_h0_slope_rows"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(kernels, name).py_func)
+
+
+@pytest.mark.parametrize("case", ["bn_cnn-default", "bn_cnn-activations", "vgg_chain-seed7", "mlp-bottleneck-no_anchor",
+                                  "residual-dependency"])
+def test_pinned_masks_are_the_same_with_the_kernels_run_as_python(python_kernels, case):
+    """End to end, the fast path equals its reference: the pruner keeps the pinned channels
+    (tests/test_mask_pinning.py) with every kernel run as plain Python."""
+    assert not hasattr(mst.prim_edges, "py_func")  # the fixture is in effect
+    assert pinned_view(case) == json.loads(FIXTURE.read_text())[case]
