@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import time
 
 import numba
 import numpy as np
@@ -228,8 +229,6 @@ def warm_up() -> float:
     engine passes, through the public functions that call them; returns the seconds it took.
     A process pays this once, at its first use of the topology (timing benchmarks pay it here,
     before the clock starts, and report it)."""
-    import time
-
     from .diagram_distance import wasserstein1_h0_slope, wasserstein_h0_sorted
     from .distances import distance_matrix, reordered
     from .mst import mst_edge_lengths_batch, mst_edges
