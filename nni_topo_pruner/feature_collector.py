@@ -4,6 +4,14 @@ layer by forward hooks (the data collector's "activations" view, thesis 6.3).
 Used by the BMVC Betti pruner (feature maps per filter) and by the Topological Pruner's
 ``cloud="activations"`` (one point per channel: its mean activation on each image).
 
+Precision: by default the calibration forward pass runs in float64
+(``calibration_precision='float64'``): a float32 convolution's last bits depend on the CPU's
+instruction set, the library and the thread count, and through a deep network those
+differences reach the activation cloud at ~1e-6 of its scale, where they can move a mask
+(measured: with ``ONEDNN_MAX_CPU_ISA=AVX2`` one of 13 layers of a smoke-trained VGG-16 moved).
+In float64 they are ~1e-15. The model's own tensors are put back afterwards, bit for bit.
+``'model'`` runs the model as it is (faster; masks may then differ between machines).
+
 Example
 -------
 >>> import torch
@@ -16,10 +24,11 @@ torch.Size([6, 4, 1])
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import zlib
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -31,23 +40,75 @@ _logger = logging.getLogger(__name__)
 #: how a feature map larger than max_feature_dim is reduced (FeatureCollector(reduction=...))
 SUPPORTED_REDUCTIONS = ("random_projection", "avgpool", "none")
 
+#: precision of the calibration forward pass (``calibration_precision=``): float64, or the model's own
+CALIBRATION_PRECISIONS = ("float64", "model")
 
-def feed_calibration_loader(model: nn.Module, loader: Iterable, collector: "FeatureCollector") -> None:
+
+def feed_calibration_loader(model: nn.Module, loader: Iterable, collector: "FeatureCollector",
+                            precision: str = "float64") -> None:
     """Run ``loader``'s batches through ``model`` in eval mode without gradients until the
-    collector is full; the model's mode is restored."""
+    collector is full; the model's mode (and, under ``precision='float64'``, its tensors) are
+    restored."""
     device = model_device(model)
+    dtype = torch.float64 if precision == "float64" else None
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), computing_in(model, dtype):
             for batch in loader:
-                model(batch_inputs(batch).to(device))
+                inputs = batch_inputs(batch)
+                inputs = inputs.to(device, dtype) if dtype is not None and inputs.is_floating_point() else inputs.to(device)
+                try:
+                    model(inputs)
+                except RuntimeError as error:
+                    if dtype is None:
+                        raise
+                    raise RuntimeError(f"the calibration forward pass in float64 failed ({error}); if the model "
+                                       f"cannot run in float64, pass calibration_precision='model'") from error
                 if collector.full:
                     break
     finally:
         model.train(was_training)
     if collector.images_seen == 0:
         raise ValueError("calibration_loader yielded no images")
+
+
+@contextlib.contextmanager
+def computing_in(model: nn.Module, dtype: Optional[torch.dtype]) -> Iterator[nn.Module]:
+    """Hold every floating parameter and buffer of ``model`` in ``dtype`` inside the block
+    (``None``: leave them). Afterwards the original tensors are put back: the same Parameter
+    objects holding the same storage, so nothing is rounded and optimisers still hold them.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 1)
+        >>> parameter, storage = layer.weight, layer.weight.data_ptr()
+        >>> with computing_in(layer, torch.float64):
+        ...     layer.weight.dtype
+        torch.float64
+        >>> layer.weight is parameter, layer.weight.dtype, layer.weight.data_ptr() == storage
+        (True, torch.float32, True)
+    """
+    if dtype is None:
+        yield model
+        return
+    parameters: Dict[int, tuple] = {}
+    buffers: List[tuple] = []
+    try:
+        for module in model.modules():
+            for parameter in module._parameters.values():
+                if parameter is not None and parameter.is_floating_point() and id(parameter) not in parameters:
+                    parameters[id(parameter)] = (parameter, parameter.data)
+                    parameter.data = parameter.data.to(dtype)
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.is_floating_point():
+                    buffers.append((module, name, buffer))
+                    module._buffers[name] = buffer.to(dtype)
+        yield model
+    finally:
+        for parameter, original in parameters.values():
+            parameter.data = original
+        for module, name, original in buffers:
+            module._buffers[name] = original
 
 
 class FeatureCollector:
@@ -104,6 +165,8 @@ class FeatureCollector:
                 _logger.debug("%s: buffer %s (%.1f MiB)", name, tuple(self.buffers[name].shape),
                               self.buffers[name].numel() * 4 / 2**20)
             start = self.filled[name]
+            # Stored in float32 (memory): rounding float64 values that agree to ~1e-15 gives the
+            # same float32 on every machine, so the pass's precision is kept where it matters.
             self.buffers[name][start:start + maps.shape[0]] = maps.to("cpu", torch.float32)
             self.filled[name] = start + maps.shape[0]
 
@@ -124,7 +187,8 @@ class FeatureCollector:
             gen = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
             proj = torch.randn(size, limit, generator=gen, dtype=torch.float32) / math.sqrt(limit)
             self.projections[name] = proj.to(out.device)
-        return (out.reshape(b * c, size).to(torch.float32) @ self.projections[name]).reshape(b, c, limit)
+        dtype = torch.float64 if out.dtype == torch.float64 else torch.float32  # project at the pass's precision
+        return (out.reshape(b * c, size).to(dtype) @ self.projections[name].to(dtype)).reshape(b, c, limit)
 
     def result(self) -> Dict[str, torch.Tensor]:
         short = {name: count for name, count in self.filled.items() if count < self.num_images}

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from . import sparsity_allocator as allocator
 from .one_shot import OneShotPruner
 from .data_collector import PruningUnit, check_module_supported, collect_pruning_units
-from .feature_collector import FeatureCollector, feed_calibration_loader
+from .feature_collector import CALIBRATION_PRECISIONS, FeatureCollector, feed_calibration_loader
 from .engine import (DEFAULT_CLOUD_METRIC, DEFAULT_DISTANCE, DEFAULT_HOMOLOGY_DIMS, DEFAULT_WASSERSTEIN_ORDER,
                      DEFAULT_ZERO_ANCHOR, AnalysedUnit, check_zero_anchor, KeptNeurons, analyse_unit, build_criterion, choose_kept, unit_ga_config)
 from .evolutionary import GAConfig
@@ -134,6 +134,11 @@ class TopologicalPruner(OneShotPruner):
     calibration_loader, num_images
         Calibration batches (tensors or ``(inputs, targets)``) for ``cloud='activations'``, and
         how many images to use.
+    calibration_precision
+        ``'float64'`` (default): the calibration forward pass runs in float64, so that the
+        activation cloud, and the masks, do not depend on the CPU's float32 rounding (the
+        model's tensors are put back afterwards, bit for bit); ``'model'``: in the model's own
+        precision (faster; masks may differ between machines).
     workers
         Processes over which layers are analysed in parallel (``1`` = in this process).
     progress
@@ -156,7 +161,7 @@ class TopologicalPruner(OneShotPruner):
                  generations: Optional[int] = None, crossover_probability: float = 0.8,
                  mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0,
                  cloud: str = "weights", zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR, calibration_loader: Optional[Iterable] = None, num_images: int = 256,
-                 workers: int = 1, progress: bool = True, existed_wrappers=None):
+                 calibration_precision: str = "float64", workers: int = 1, progress: bool = True, existed_wrappers=None):
         # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
         seed = check_int(seed, "seed", 0, allow_none=True)  # np.int64(1) -> 1: random.seed takes no NumPy ints
         self.calculator, self.ga_config = build_criterion(
@@ -174,6 +179,8 @@ class TopologicalPruner(OneShotPruner):
             check_calibration_loader(calibration_loader)
         self.zero_anchor = check_zero_anchor(zero_anchor, self.calculator.cloud_metric, cloud)
         self.cloud, self.calibration_loader, self.num_images = cloud, calibration_loader, num_images
+        self.calibration_precision = check_choice(calibration_precision, "calibration_precision",
+                                                  CALIBRATION_PRECISIONS)
         self.progress = check_bool(progress, "progress")
         self.report: Optional[PruningReport] = None
         #: one report per generate_masks() call (a schedule's steps); ``report`` is the last
@@ -256,7 +263,7 @@ class TopologicalPruner(OneShotPruner):
         collector = FeatureCollector(modules, self.num_images, max_feature_dim=1, reduction="avgpool",
                                      seed=self.ga_config.seed or 0)
         with collector.hooked():
-            feed_calibration_loader(self.bound_model, self.calibration_loader, collector)
+            feed_calibration_loader(self.bound_model, self.calibration_loader, collector, self.calibration_precision)
         features = {name: f[:, :, 0].double().numpy() for name, f in collector.result().items()}
         for name, values in features.items():
             if not np.all(np.isfinite(values)):

@@ -314,7 +314,7 @@ class BettiImportance:
     Parameters: ``calibration_loader`` (an iterable of input batches, or ``(inputs, targets)``
     batches; iterated until ``num_images`` images are seen), ``num_images``, ``scale``,
     ``scale_reference``, ``count``, ``homology_dims``, ``max_feature_dim``,
-    ``feature_reduction``, ``seed``: as for BettiPruner. After a step, :attr:`scores`,
+    ``feature_reduction``, ``calibration_precision``, ``seed``: as for BettiPruner. After a step, :attr:`scores`,
     :attr:`betti` and :attr:`images_used` hold, per layer name, what BettiPruner's attributes
     of the same names hold.
 
@@ -330,9 +330,9 @@ class BettiImportance:
     def __init__(self, calibration_loader: Any, *, num_images: int = 512, scale: float = 0.5,
                  scale_reference: str = "median", count: str = "alive", homology_dims: Sequence[int] = (0,),
                  max_feature_dim: Optional[int] = 1024, feature_reduction: str = "random_projection",
-                 seed: int = 0) -> None:
+                 calibration_precision: str = "float64", seed: int = 0) -> None:
         from .bmvc.scoring import BettiScale
-        from .feature_collector import SUPPORTED_REDUCTIONS
+        from .feature_collector import CALIBRATION_PRECISIONS, SUPPORTED_REDUCTIONS
         from .topology.validation import check_choice, check_homology_dims, check_int
 
         if calibration_loader is None or isinstance(calibration_loader, (torch.Tensor, str, bytes)) \
@@ -349,6 +349,8 @@ class BettiImportance:
         self.calibration_loader = calibration_loader
         self.num_images, self.homology_dims, self.seed = num_images, dims, int(seed)
         self.max_feature_dim, self.feature_reduction = max_feature_dim, feature_reduction
+        self.calibration_precision = check_choice(calibration_precision, "calibration_precision",
+                                                  CALIBRATION_PRECISIONS)
         #: per layer: score (sum of Betti numbers) of every output channel, Betti numbers, images used
         self.scores: Dict[str, np.ndarray] = {}
         self.betti: Dict[str, np.ndarray] = {}
@@ -395,7 +397,7 @@ class BettiImportance:
         collector = FeatureCollector(modules, self.num_images, self.max_feature_dim, self.feature_reduction,
                                      self.seed)
         with collector.hooked():
-            feed_calibration_loader(model, self.calibration_loader, collector)
+            feed_calibration_loader(model, self.calibration_loader, collector, self.calibration_precision)
         buffers = collector.result()
         logger.info("BettiImportance: feature clouds of %d layers from %d images (%.1f MiB)", len(buffers),
                     collector.images_seen, sum(b.numel() for b in buffers.values()) * 4 / 2**20)

@@ -297,3 +297,19 @@ def test_the_stability_benchmark_calibrates_on_real_images_when_given_a_data_set
     assert config.data == str(npz)
     with pytest.raises(ValueError, match="npz"):
         calibration(data="not-a-data-set")
+
+
+def test_activation_masks_are_the_same_under_other_thread_counts_and_instruction_sets():
+    """``mask_stability --environments``: the same model and images pruned in child processes under
+    2 threads, oneDNN up to AVX2 and no SIMD at all (ATen's scalar kernels, oneDNN SSE4.1: what
+    differs between machines) against 1 thread. With the calibration pass in float64 (the
+    default) the activation masks are identical in every one. (The weight cloud runs no
+    convolution; the study covers the other environments and variants.)"""
+    from benchmarks.studies.mask_stability import ENVIRONMENTS, build_model, calibration, measure_environments
+
+    chosen = [ENVIRONMENTS[0], ENVIRONMENTS[2], ENVIRONMENTS[5]]
+    results = measure_environments(build_model(0.0625, None, 0), 0.0625, {"cloud": "activations", "num_images": 16},
+                                   0.5, [batch[:8] for batch in calibration()], chosen)
+    assert [r["environment"] for r in results] == [label for label, _ in chosen]
+    assert all(r["layers"] == 13 for r in results)
+    assert [r["changed"] for r in results] == [0, 0, 0], results

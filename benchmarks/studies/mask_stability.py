@@ -12,6 +12,14 @@ The model is a random-init VGG-16 (Kaiming conv weights, BN affine drawn in [0.5
 with ``--data`` (``auto``, an ``.npz`` path, ...) 64 fixed training images of that data set,
 normalised as the benchmark normalises them (a trained network sees what it was trained on).
 
+With ``--environments`` the model is not perturbed: the same model and images are pruned in
+child processes under other thread counts and CPU instruction sets (``OMP_NUM_THREADS``,
+``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``: what differs between machines), and each
+environment's masks are compared with the first's. The model's weights travel to the children
+in a file (a random-init model drawn under another ``ATEN_CPU_CAPABILITY`` would be another
+model: torch's normal sampler is vectorised). ``--precision`` sets ``calibration_precision``
+of the activation variant (``float64``, the default, or ``model``).
+
 Only the pruner's public API is used, so the same script measures an older checkout
 (``git worktree add /tmp/before HEAD`` then ``PYTHONPATH=/tmp/before``).
 
@@ -19,14 +27,18 @@ Usage::
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.mask_stability --trials 10 --out table.md
     OMP_NUM_THREADS=1 python -m benchmarks.studies.mask_stability --variants cosine --width 0.5 --trials 3
+    python -m benchmarks.studies.mask_stability --environments --variants activations --precision model
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +107,57 @@ def perturbed(model: torch.nn.Module, rel: float, seed: int) -> torch.nn.Module:
     return model
 
 
+#: (label, environment variables) of ``--environments``; the first is the reference
+ENVIRONMENTS = [
+    ("1 thread", {"OMP_NUM_THREADS": "1"}),
+    ("2 threads", {"OMP_NUM_THREADS": "2"}),
+    ("1 thread, oneDNN up to AVX2", {"OMP_NUM_THREADS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("1 thread, ATen AVX2 kernels", {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2"}),
+    ("1 thread, no SIMD (ATen default, oneDNN SSE4.1)",
+     {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}),
+    ("2 threads, no SIMD", {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}),
+]
+
+
+def environment_child(folder: str) -> None:
+    """In a child process: prune the model of ``folder/job.pt`` and write its kept channels."""
+    job = torch.load(Path(folder) / "job.pt", weights_only=False)
+    model = build_vgg16(width=job["width"])
+    model.load_state_dict(job["state"])
+    units = unit_reports(model.eval(), job["options"], job["sparsity"], job["images"])
+    (Path(folder) / "kept.json").write_text(json.dumps({name: sorted(map(int, unit.kept_channels))
+                                                        for name, unit in units.items()}))
+
+
+def measure_environments(model: torch.nn.Module, width: float, options: Dict, sparsity: float,
+                         images: Optional[List[Any]] = None,
+                         environments: Sequence = tuple(ENVIRONMENTS)) -> List[Dict[str, Any]]:
+    """Prune the same model and images under each of ``environments`` (default
+    :data:`ENVIRONMENTS`) in a child process; per environment, the layer masks (and channels)
+    that differ from the first's."""
+    root = Path(__file__).resolve().parents[2]
+    results, reference = [], None
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save({"width": width, "state": model.state_dict(), "options": options, "sparsity": sparsity,
+                    "images": images if images is not None else calibration()}, Path(folder) / "job.pt")
+        for label, variables in environments:
+            env = {**os.environ, **variables, "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+            for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+                if name not in variables:
+                    env.pop(name, None)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import sys; from benchmarks.studies.mask_stability import "
+                            "environment_child; environment_child(sys.argv[1])", folder],
+                           env=env, check=True, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            kept = json.loads((Path(folder) / "kept.json").read_text())
+            reference = reference or kept
+            moved = [len(set(reference[layer]) ^ set(kept[layer])) // 2 for layer in reference]
+            results.append({"environment": label, "layers": len(moved), "changed": sum(m > 0 for m in moved),
+                            "swapped": sum(moved), "seconds": time.perf_counter() - started})
+    return results
+
+
 def unit_reports(model: torch.nn.Module, options: Dict, sparsity: float,
                  images: Optional[List[Any]] = None) -> Dict[str, Any]:
     """The pruner's report per pruned layer (``UnitReport``: kept channels, salience, GA)."""
@@ -156,6 +219,8 @@ class MaskStabilityConfig:
     seed: int = 0
     data: str = ""  # calibration images: '' = random tensors, else a data spec (load_data) for real ones
     explain: bool = False  # log, for every layer mask that moved, how its salience moved and where the GA stopped
+    environments: bool = False  # compare masks across thread counts and instruction sets instead of perturbing
+    precision: str = "float64"  # calibration_precision of the activation variant ('float64' or 'model')
 
 
 PRESETS = {"default": MaskStabilityConfig()}
@@ -171,6 +236,8 @@ def check(config: MaskStabilityConfig) -> None:
     require(config.trials >= 1, "trials", "--trials", "be >= 1", config.trials)
     require(0 < config.sparsity < 1, "sparsity", "--sparsity", "lie strictly between 0 and 1", config.sparsity)
     require(config.rel >= 0, "rel", "--rel", "be >= 0", config.rel)
+    require(config.precision in ("float64", "model"), "precision", "--precision", "be 'float64' or 'model'",
+            config.precision)
 
 
 def build_parser() -> ConfigParser[MaskStabilityConfig]:
@@ -188,6 +255,11 @@ def build_parser() -> ConfigParser[MaskStabilityConfig]:
     parser.add_shorthand("--data", field="data",
                          help="calibration images of cloud='activations' from this data set ('auto', an .npz path, "
                               "...; default: random tensors)")
+    parser.add_shorthand("--environments", field="environments", action="store_true",
+                         help="prune the same model under other thread counts and instruction sets (child "
+                              "processes) instead of perturbing it")
+    parser.add_shorthand("--precision", field="precision", choices=["float64", "model"],
+                         help="calibration_precision of the activation variant (default float64)")
     parser.add_argument("--out", default=None, help="append the markdown rows to this file")
     parser.add_shorthand("--explain", field="explain", action="store_true",
                          help="log, for every layer mask that moved, how far its salience moved and where the GA "
@@ -204,12 +276,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if config.data:
         source += f", {config.data} images"
     rows = ["| model / criterion | layer masks changed | channels swapped | seconds |", "| --- | --- | --- | --- |"]
+    if config.environments:
+        rows[0] = "| model / criterion | environment | layer masks changed | channels swapped | seconds |"
+        rows[1] = "| --- | --- | --- | --- | --- |"
     for name in config.variants:
-        result = measure(model, VARIANTS[name], config.sparsity, config.trials, config.rel, config.explain, images)
+        options = dict(VARIANTS[name])
+        if options.get("cloud") == "activations":
+            options["calibration_precision"] = config.precision
+            name = f"{name} ({config.precision})"
+        if config.environments:
+            for result in measure_environments(model, config.width, options, config.sparsity, images):
+                rows.append(f"| VGG-16 width {config.width:g} ({source}), {name} | {result['environment']} | "
+                            f"{result['changed']}/{result['layers']} | {result['swapped']} | {result['seconds']:.0f} |")
+                logger.info(rows[-1])
+            continue
+        result = measure(model, options, config.sparsity, config.trials, config.rel, config.explain, images)
         rows.append(f"| VGG-16 width {config.width:g} ({source}), {name} | {result['changed']}/{result['layers']} "
                     f"| {result['swapped']} | {result['seconds']:.0f} |")
         logger.info(rows[-1])
-    header = (f"rel={config.rel:g}, trials={config.trials}, sparsity={config.sparsity:g}, torch {torch.__version__}, "
+    measured = "environments (child processes)" if config.environments else f"rel={config.rel:g}, trials={config.trials}"
+    header = (f"{measured}, sparsity={config.sparsity:g}, torch {torch.__version__}, "
               f"{platform.machine()} {platform.processor() or ''}, threads={torch.get_num_threads()}, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     text = "\n".join([header, "", *rows]) + "\n"

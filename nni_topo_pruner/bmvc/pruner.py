@@ -72,7 +72,8 @@ from nni.compression.utils.evaluator import Evaluator
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..feature_collector import SUPPORTED_REDUCTIONS, FeatureCollector, feed_calibration_loader
+from ..feature_collector import (CALIBRATION_PRECISIONS, SUPPORTED_REDUCTIONS, FeatureCollector,
+                                 feed_calibration_loader)
 from ..masks_io import Masks
 from ..one_shot import OneShotPruner
 from ..scheduled import dead_channels_last
@@ -114,6 +115,11 @@ class BettiPruner(OneShotPruner):
         ``sparse_ratio``.
     max_feature_dim, feature_reduction
         Memory bound for large feature maps (see module doc).
+    calibration_precision
+        ``'float64'`` (default): ``calibration_loader``'s batches run through the model in
+        float64, so the feature maps do not depend on the CPU's float32 rounding (the model's
+        tensors are put back afterwards, bit for bit); ``'model'``: in the model's own precision.
+        Maps recorded through an evaluator are in whatever precision its loop runs.
     seed
         Seed of the random projection (per layer: derived from the layer name).
     progress
@@ -132,8 +138,8 @@ class BettiPruner(OneShotPruner):
                  calibration_loader: Optional[Iterable] = None, num_images: int = 512, scale: float = 0.5,
                  scale_reference: str = "median", count: str = "alive", homology_dims: Sequence[int] = (0,),
                  betti_threshold: Optional[float] = None, max_feature_dim: Optional[int] = 1024,
-                 feature_reduction: str = "random_projection", seed: int = 0, progress: bool = True,
-                 existed_wrappers=None):
+                 feature_reduction: str = "random_projection", calibration_precision: str = "float64", seed: int = 0,
+                 progress: bool = True, existed_wrappers=None):
         # validate our own options first: a bad option leaves the model unwrapped
         if calibration_loader is None and evaluator is None:
             raise ValueError("BettiPruner needs calibration data: pass calibration_loader= (a DataLoader or an "
@@ -150,6 +156,8 @@ class BettiPruner(OneShotPruner):
             check_number(betti_threshold, "betti_threshold", minimum=0)
         feature_reduction = check_choice(feature_reduction, "feature_reduction", SUPPORTED_REDUCTIONS)
         max_feature_dim = check_int(max_feature_dim, "max_feature_dim", 1, allow_none=True)
+        self.calibration_precision = check_choice(calibration_precision, "calibration_precision",
+                                                  CALIBRATION_PRECISIONS)
         self.calibration_loader = calibration_loader
         self.num_images = num_images
         self.homology_dims = dims
@@ -298,7 +306,7 @@ class BettiPruner(OneShotPruner):
 
     # ----------------------------------------------------------------- data
     def _run_loader(self, collector: FeatureCollector) -> None:
-        feed_calibration_loader(self.bound_model, self.calibration_loader, collector)
+        feed_calibration_loader(self.bound_model, self.calibration_loader, collector, self.calibration_precision)
 
     def _run_evaluator(self, collector: FeatureCollector) -> None:
         evaluator = self.evaluator
