@@ -297,6 +297,8 @@ class TopologicalPruner(OneShotPruner):
         options = {"homology_dims": list(self.calculator.homology_dims), "distance": self.calculator.distance,
                    "cloud_metric": self.calculator.cloud_metric, "wasserstein_order": self.calculator.wasserstein_order,
                    "cloud": self.cloud, "zero_anchor": self.zero_anchor, "ga": asdict(self.ga_config), "workers": self.workers}
+        if self.cloud == "activations":
+            options.update(num_images=self.num_images, calibration_precision=self.calibration_precision)
         report = PruningReport(options=options)
         for unit, result, choice, t_a, t_g in zip(units, analysed, kept, analyse_seconds, ga_seconds):
             topology, ga = result.topology, choice.ga

@@ -135,3 +135,11 @@ def test_activation_masks_leave_the_model_unchanged(precision):
     assert masks["0"]["weight"].sum(dim=(1, 2, 3)).gt(0).sum() == 4
     for key, value in model.state_dict().items():
         assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+
+
+def test_the_report_records_the_calibration_precision():
+    pruner = TopologicalPruner(small_net(), [{"op_names": ["0"], "sparse_ratio": 0.5}], cloud="activations",
+                               calibration_loader=images(), calibration_precision="model", num_images=12,
+                               progress=False)
+    pruner.compress()
+    assert pruner.report.options["calibration_precision"] == "model" and pruner.report.options["num_images"] == 12
