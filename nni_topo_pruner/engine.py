@@ -85,6 +85,7 @@ def build_criterion(
     mutation_probability: float = 0.2,
     elitism: bool = True,
     seed: int | None = 0,
+    search: str = "ga",
 ) -> tuple[MetricCalculator, GAConfig]:
     """The metric calculator and GA settings for a set of options (validated; a bad value
     raises ``ValueError`` naming the option). ``None`` sizes take :class:`GAConfig`'s defaults.
@@ -98,7 +99,7 @@ def build_criterion(
     calculator = MetricCalculator(homology_dims=check_homology_dims(homology_dims, allow_int=False), distance=distance, cloud_metric=cloud_metric,
                                   wasserstein_order=wasserstein_order)
     ga_options = dict(crossover_probability=crossover_probability, mutation_probability=mutation_probability,
-                      elitism=elitism, seed=seed)
+                      elitism=elitism, seed=seed, search=search)
     if population_size is not None:
         ga_options["population_size"] = population_size
     if generations is not None:

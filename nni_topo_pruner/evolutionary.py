@@ -30,6 +30,14 @@ stays as close as possible to the whole layer's.
   lookups; a pass whose whole neighbourhood does not fit in what is left is not started),
   and ``GAResult.converged`` says whether it finished.
 
+Search (``GAConfig.search``): ``'ga'`` (default) is the above; ``'local'`` skips the GA and
+returns the polish of the salience-ranked start alone. That answer makes no random draw and
+compares only along one deterministic path of best-improvement swaps, so a small change of the
+inputs (a 1e-7 change of every weight, seen 40-400x larger in an untrained network's activation
+cloud) cannot send it down another path: the GA's can, and its polish then ends in another
+local optimum (``benchmarks/results/mask_stability``). Where the polish's budget does not cover
+a layer, ``'local'`` keeps the salience-ranked start.
+
 ``generations`` counts the generations bred after the initial population, so ``history``
 has ``generations + 1`` entries (pyeasyga's own ``run()`` counts the initial one). With
 elitism the GA stops early once the best individual reaches the fitness's proven lower
@@ -63,7 +71,7 @@ from pyeasyga.pyeasyga import Chromosome, GeneticAlgorithm
 
 from .metric_calculator import SubsetFitness, keep_indices
 from .topology.ties import RTOL, tie_groups, tolerance, tolerant_argmin
-from .topology.validation import check_bool, check_int, check_probability
+from .topology.validation import check_bool, check_choice, check_int, check_probability
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +84,9 @@ BOUND_TOLERANCE = RTOL
 
 #: Fitness differences up to this fraction of the layer's diameter are ties (see ties.RTOL).
 FITNESS_RTOL = RTOL
+
+#: GAConfig.search: the thesis' GA then the polish, or the polish of the salience-ranked start alone
+SEARCHES = ("ga", "local")
 
 #: Neighbours (kept x pruned swaps) evaluated per polish batch: bounds its memory.
 POLISH_CHUNK = 4096
@@ -102,6 +113,8 @@ class GAConfig:
             counted apart). The default (2e7, a few seconds) gives a 64-neuron layer at half
             sparsity (1e6 a pass) 19 passes and a 128-neuron one (1.7e7) one pass; larger
             layers keep the GA's answer (``GAResult.converged`` False).
+        search: ``'ga'`` (default: the GA, then the polish) or ``'local'`` (the polish of the
+            salience-ranked start alone: deterministic, no GA; see the module doc).
 
     Example:
         >>> GAConfig(population_size=16).generations >= 0
@@ -116,6 +129,7 @@ class GAConfig:
     seed: int | None = 0
     polish_passes: int = 32
     polish_budget: int = 20_000_000
+    search: str = "ga"
 
     def __post_init__(self) -> None:
         check_int(self.population_size, "population_size", 2)
@@ -126,6 +140,7 @@ class GAConfig:
         check_int(self.seed, "seed", 0, allow_none=True)
         check_int(self.polish_passes, "polish_passes", 0)
         check_int(self.polish_budget, "polish_budget", 0)
+        object.__setattr__(self, "search", check_choice(self.search, "search", SEARCHES))
 
 
 @dataclass
@@ -312,6 +327,8 @@ def evolve_neuron_mask(
             return GAResult(initial_mask, float(initial_fitness), [float(initial_fitness)] * (config.generations + 1),
                             fitness.evaluations - before, float(initial_fitness), 0, lower_bound,
                             ga_fitness=float(initial_fitness), converged=True)
+    if config.search == "local":
+        return _local_search(fitness, n, n_keep, config, initial_mask, tol, reached, lower_bound, before)
     with _GLOBAL_RANDOM_LOCK:
         saved_random = random.getstate()
         saved_numpy = np.random.get_state()
@@ -372,6 +389,25 @@ def evolve_neuron_mask(
         polish_evaluations=polished.evaluations,
         converged=polished.converged,
     )
+
+
+def _local_search(fitness: SubsetFitness, n: int, n_keep: int, config: GAConfig, initial_mask: np.ndarray | None,
+                  tol: float, reached: float, lower_bound: float, before: int) -> GAResult:
+    """``search='local'``: the polish of the salience-ranked start (of the first ``n_keep``
+    neurons in canonical order when none is given), no GA."""
+    if initial_mask is None:
+        initial_mask = np.zeros(n, dtype=bool)
+        initial_mask[:n_keep] = True
+    initial_fitness = float(fitness(initial_mask))
+    polished = polish_by_swaps(fitness, initial_mask, initial_fitness, tol=tol, reached=reached,
+                               max_passes=config.polish_passes, budget=config.polish_budget)
+    logger.debug("local search n=%d keep=%d: fitness %.6g -> %.6g (%d swaps, bound %.6g%s)", n, n_keep,
+                 initial_fitness, polished.fitness, polished.swaps, lower_bound,
+                 "" if polished.converged else ", polish capped")
+    return GAResult(polished.keep_mask, float(polished.fitness), [initial_fitness] * (config.generations + 1),
+                    fitness.evaluations - before, initial_fitness, 0, lower_bound, ga_fitness=initial_fitness,
+                    polish_swaps=polished.swaps, polish_evaluations=polished.evaluations,
+                    converged=polished.converged)
 
 
 def fitness_tolerance(fitness: SubsetFitness) -> float:

@@ -121,6 +121,11 @@ class TopologicalPruner(OneShotPruner):
         Seed of the GA (default ``0``; same seed -> same masks; each layer's GA is seeded from
         it and the layer's name); ``None`` for a fresh random run. The
         caller's global ``random`` / NumPy / torch RNG states are left as they were.
+    search
+        ``'ga'`` (default): the thesis' genetic algorithm, then a deterministic polish;
+        ``'local'``: the polish of the salience-ranked start alone, no GA. Deterministic along one
+        path, so a tiny change of the inputs cannot send it elsewhere (see
+        :mod:`~nni_topo_pruner.evolutionary`); its answer is a local optimum near the salience ranking.
     zero_anchor
         Add the zero vector, what a pruned neuron becomes, to every cloud (always kept):
         salience then measures how far the diagram moves when a neuron is zeroed, so small
@@ -159,7 +164,7 @@ class TopologicalPruner(OneShotPruner):
                  cloud_metric: str = DEFAULT_CLOUD_METRIC, wasserstein_order: float = DEFAULT_WASSERSTEIN_ORDER,
                  population_size: Optional[int] = None,
                  generations: Optional[int] = None, crossover_probability: float = 0.8,
-                 mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0,
+                 mutation_probability: float = 0.2, elitism: bool = True, seed: Optional[int] = 0, search: str = "ga",
                  cloud: str = "weights", zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR, calibration_loader: Optional[Iterable] = None, num_images: int = 256,
                  calibration_precision: str = "float64", workers: int = 1, progress: bool = True, existed_wrappers=None):
         # Validate our own options before NNI wraps the model, so a bad option leaves it untouched.
@@ -168,7 +173,7 @@ class TopologicalPruner(OneShotPruner):
             homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
             wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
             crossover_probability=crossover_probability, mutation_probability=mutation_probability, elitism=elitism,
-            seed=seed)
+            seed=seed, search=search)
         self.workers = check_int(workers, "workers", 1)
         cloud = check_choice(cloud, "cloud", SUPPORTED_CLOUDS)
         num_images = check_int(num_images, "num_images", 3)

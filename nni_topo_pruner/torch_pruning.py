@@ -129,7 +129,7 @@ class TopologicalImportance:
     Parameters are the criterion's options of :class:`~nni_topo_pruner.TopologicalPruner`, with
     the same defaults (``homology_dims``, ``distance``, ``cloud_metric``, ``wasserstein_order``,
     ``population_size``, ``generations``, ``crossover_probability``, ``mutation_probability``,
-    ``elitism``, ``seed``, ``zero_anchor``); only the weight cloud is available here (the pruner's
+    ``elitism``, ``seed``, ``search``, ``zero_anchor``); only the weight cloud is available here (the pruner's
     ``cloud='activations'``, ``workers`` and ``progress`` are not).
 
     pruning_ratio
@@ -155,7 +155,7 @@ class TopologicalImportance:
                  cloud_metric: str = DEFAULT_CLOUD_METRIC, wasserstein_order: float = DEFAULT_WASSERSTEIN_ORDER,
                  population_size: Optional[int] = None, generations: Optional[int] = None,
                  crossover_probability: float = 0.8, mutation_probability: float = 0.2, elitism: bool = True,
-                 seed: Optional[int] = 0, zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR,
+                 seed: Optional[int] = 0, search: str = "ga", zero_anchor: Optional[bool] = DEFAULT_ZERO_ANCHOR,
                  pruning_ratio: Optional[float] = None, regularize_every: int = 1) -> None:
         from .topology.validation import check_int
 
@@ -166,7 +166,7 @@ class TopologicalImportance:
             homology_dims=homology_dims, distance=distance, cloud_metric=cloud_metric,
             wasserstein_order=wasserstein_order, population_size=population_size, generations=generations,
             crossover_probability=crossover_probability, mutation_probability=mutation_probability, elitism=elitism,
-            seed=seed)
+            seed=seed, search=search)
         self.zero_anchor = check_zero_anchor(zero_anchor, self.calculator.cloud_metric)
         if pruning_ratio is not None and (isinstance(pruning_ratio, bool) or not isinstance(pruning_ratio, (int, float))
                                           or not 0.0 <= float(pruning_ratio) < 1.0):

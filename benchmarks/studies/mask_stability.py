@@ -59,6 +59,7 @@ VARIANTS: Dict[str, Dict] = {
     "no_anchor": {"zero_anchor": False},
     "cosine": {"cloud_metric": "cosine"},
     "activations": {"cloud": "activations", "num_images": 64},
+    "activations_local": {"cloud": "activations", "num_images": 64, "search": "local"},
 }
 
 
