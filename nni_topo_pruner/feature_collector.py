@@ -186,9 +186,10 @@ class FeatureCollector:
         if name not in self.projections:
             gen = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
             proj = torch.randn(size, limit, generator=gen, dtype=torch.float32) / math.sqrt(limit)
-            self.projections[name] = proj.to(out.device)
-        dtype = torch.float64 if out.dtype == torch.float64 else torch.float32  # project at the pass's precision
-        return (out.reshape(b * c, size).to(dtype) @ self.projections[name].to(dtype)).reshape(b, c, limit)
+            # drawn in float32 (the same numbers at either precision), held at the pass's precision
+            self.projections[name] = proj.to(out.device, torch.float64 if out.dtype == torch.float64 else torch.float32)
+        projection = self.projections[name]
+        return (out.reshape(b * c, size).to(projection.dtype) @ projection).reshape(b, c, limit)
 
     def result(self) -> Dict[str, torch.Tensor]:
         short = {name: count for name, count in self.filled.items() if count < self.num_images}
