@@ -270,10 +270,10 @@ def test_run_interrupted_in_fine_tuning_resumes_without_pruning_again(tmp_path, 
 
     real_epoch = benchmarks.core.training._train_one_epoch
 
-    def interrupt_second_fine_tuning_epoch(model, loader, optimizer, device, desc, progress):
-        if desc.startswith("l1") and desc.endswith("2/2"):
+    def interrupt_second_fine_tuning_epoch(*args, **kwargs):  # (model, loader, optimizer, device, desc, ...)
+        if args[4].startswith("l1") and args[4].endswith("2/2"):
             raise KeyboardInterrupt
-        return real_epoch(model, loader, optimizer, device, desc, progress)
+        return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(benchmarks.core.training, "_train_one_epoch", interrupt_second_fine_tuning_epoch)
     assert main(argv("l1", "0", *extra)) == 130

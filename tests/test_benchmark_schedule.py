@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks.core.training
+
 from benchmarks.grid.compare_runs import compare_runs
 from benchmarks.core.config import PRESETS, apply_overrides, preset_config, run_key, stable_hash, validate
 from benchmarks.grid.gradual import schedule_interval, schedule_plan
@@ -144,17 +146,27 @@ def _records(out: Path) -> dict:
     return {run["pruner"]: run for run in results["runs"]}
 
 
-@needs_offline_data
-def test_agp_and_one_shot_at_the_same_budget_end_to_end(tmp_path):
-    cache = str(tmp_path / "cache")
-    common = [*TINY, "--cache-dir", cache]
+AGP3 = ["--set", "schedule=agp", "--set", "schedule_steps=3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """One-shot and AGP runs of l1 and topological (and AGP without BatchNorm re-estimation for l1)
+    on one tiny baseline; returns ``(folder, the arguments they share)``."""
+    folder = tmp_path_factory.mktemp("schedule")
+    common = [*TINY, "--cache-dir", str(folder / "cache")]
     pruners = "l1,topological"
-    assert main([*common, "--out-dir", str(tmp_path / "oneshot"), "--pruners", pruners]) == 0
-    assert main([*common, "--out-dir", str(tmp_path / "agp"), "--pruners", pruners, "--set", "schedule=agp",
-                 "--set", "schedule_steps=3"]) == 0
+    assert main([*common, "--out-dir", str(folder / "oneshot"), "--pruners", pruners]) == 0
+    assert main([*common, "--out-dir", str(folder / "agp"), "--pruners", pruners, *AGP3]) == 0
     # the snapshot at the last update (test images, BN re-estimation) must not change the training
-    assert main([*common, "--out-dir", str(tmp_path / "agp_nobn"), "--pruners", "l1", "--set", "schedule=agp",
-                 "--set", "schedule_steps=3", "--set", "bn_batches=0"]) == 0
+    assert main([*common, "--out-dir", str(folder / "agp_nobn"), "--pruners", "l1", *AGP3,
+                 "--set", "bn_batches=0"]) == 0
+    return folder, common
+
+
+@needs_offline_data
+def test_agp_and_one_shot_at_the_same_budget_end_to_end(tiny_runs):
+    tmp_path, _ = tiny_runs
     oneshot, agp, nobn = _records(tmp_path / "oneshot"), _records(tmp_path / "agp"), _records(tmp_path / "agp_nobn")
     baseline = json.loads((tmp_path / "agp" / "results.json").read_text())["baseline"]
 
@@ -195,6 +207,42 @@ def test_agp_and_one_shot_at_the_same_budget_end_to_end(tmp_path):
     load = lambda folder: json.loads((tmp_path / folder / "results.json").read_text())  # noqa: E731
     rows = compare_runs(load("agp"), load("oneshot"), metric="recoverability", against="same")
     assert {row["pruner"] for row in rows} == {"l1", "topological"} and all(row["paired"] for row in rows)
+
+
+@needs_offline_data
+def test_interrupted_scheduled_record_resumes_after_its_last_epoch(tiny_runs, tmp_path, monkeypatch):
+    folder, common = tiny_runs
+    straight = _records(folder / "agp")["topological"]
+    argv = [*common, "--out-dir", str(tmp_path / "agp"), "--pruners", "topological", *AGP3]
+    real_epoch = benchmarks.core.training._train_one_epoch
+    trained = []
+
+    def interrupt_in_epoch_two(*args, **kwargs):  # (model, loader, optimizer, device, desc, ...)
+        trained.append(args[4])
+        if args[4].endswith("2/2"):
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks.core.training, "_train_one_epoch", interrupt_in_epoch_two)
+    assert main(argv) == 130  # after epoch 1, which held two of the three mask updates (steps 2 and 4)
+    work = list((tmp_path / "agp" / "work").glob("topological_sparsity0.5_seed0-*"))
+    assert len(work) == 1 and (work[0] / "schedule.ckpt").is_file()
+
+    trained.clear()
+    monkeypatch.setattr(benchmarks.core.training, "_train_one_epoch",
+                        lambda *args, **kwargs: trained.append(args[4]) or real_epoch(*args, **kwargs))
+    assert main(argv) == 0
+    assert [desc[-3:] for desc in trained] == ["2/2"]  # epoch 1 and its two updates were not redone
+    resumed = _records(tmp_path / "agp")["topological"]
+    # the same record as without the interruption: updates, training, measurements, image by image
+    assert resumed["pruning_schedule"]["updates"][:2] != [] and \
+        [(u["optimizer_step"], u["kept"]) for u in resumed["pruning_schedule"]["updates"]] == \
+        [(u["optimizer_step"], u["kept"]) for u in straight["pruning_schedule"]["updates"]]
+    for field in ("curve", "hits_final", "hits_after_pruning", "hits_after_bn", "layer_widths", "criterion"):
+        assert resumed[field] == straight[field], field
+    assert [(r["train_loss"], r["test_acc"]) for r in resumed["finetune_history"]] == \
+        [(r["train_loss"], r["test_acc"]) for r in straight["finetune_history"]]
+    assert not work[0].exists()  # removed once the record is written
 
 
 @needs_offline_data

@@ -210,7 +210,9 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
         num_workers: int = 0, desc: str = "train", progress: bool = True,
         on_epoch: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None, precision: str = "fp32",
         channels_last: bool = False, label_smoothing: float = 0.0, nesterov: bool = False,
-        optimizer_instance: Optional[torch.optim.Optimizer] = None) -> List[Dict[str, Any]]:
+        optimizer_instance: Optional[torch.optim.Optimizer] = None,
+        checkpoint_extra: Optional[Callable[[], Any]] = None,
+        resume_extra: Optional[Callable[[Any], None]] = None) -> List[Dict[str, Any]]:
     """Train ``model`` for at most ``epochs`` epochs; test accuracy after every epoch.
 
     ``optimizer``: ``'sgd'`` (with ``momentum``) or ``'adam'``, both with ``weight_decay``;
@@ -224,7 +226,10 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
 
     With ``checkpoint`` set, the state after each epoch is saved there atomically and a later
     call with the same arguments resumes after the last finished epoch (or returns at once
-    after an early stop). ``optimizer_instance``, when given, is used instead of building
+    after an early stop). ``checkpoint_extra()`` (picklable) is saved with each checkpoint and
+    handed to ``resume_extra`` on resumption, before the model's state is loaded (so that a
+    caller can first give the model buffers the checkpoint holds, e.g. NNI's masks).
+    ``optimizer_instance``, when given, is used instead of building
     ``optimizer`` (it must hold ``model``'s parameters with ``lr`` set): NNI's ``TorchEvaluator``
     re-creates the optimizer and patches its ``step`` to run a scheduled pruner's triggers.
     The model is trained in place; returns one dict per epoch
@@ -257,6 +262,8 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
     if checkpoint is not None:
         state = load_torch_or_none(checkpoint)
         if state is not None and state.get("epochs") == epochs and state.get("seed") == seed:
+            if resume_extra is not None:
+                resume_extra(state.get("extra"))
             model.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -283,19 +290,21 @@ def fit(model: nn.Module, train_set: Dataset, test_loader: Iterable[Tuple[torch.
         _logger.info("%s epoch %d/%d: test acc %.4f, train loss %.4f (%.1f s)", desc, epoch, epochs,
                      row["test_acc"], row["train_loss"], row["seconds"])
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, epochs, seed, model, optimiser, scheduler, history, stopped=False)
+            _save_checkpoint(checkpoint, epochs, seed, model, optimiser, scheduler, history, stopped=False,
+                             extra=None if checkpoint_extra is None else checkpoint_extra())
         if on_epoch is not None and on_epoch(row):
             if checkpoint is not None:  # a resumed call then returns at once
-                _save_checkpoint(checkpoint, epochs, seed, model, optimiser, scheduler, history, stopped=True)
+                _save_checkpoint(checkpoint, epochs, seed, model, optimiser, scheduler, history, stopped=True,
+                                 extra=None if checkpoint_extra is None else checkpoint_extra())
             break
     return history
 
 
 def _save_checkpoint(path: Path, epochs: int, seed: int, model: nn.Module, optimiser: torch.optim.Optimizer,
-                     scheduler: Any, history: List[Dict[str, Any]], stopped: bool) -> None:
+                     scheduler: Any, history: List[Dict[str, Any]], stopped: bool, extra: Any = None) -> None:
     atomic_torch_save({"epochs": epochs, "seed": seed, "model": model.state_dict(),
                        "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                       "history": history, "stopped": stopped}, path)
+                       "history": history, "stopped": stopped, "extra": extra}, path)
 
 
 def convergence_epoch(curve: List[float], reference: float, tolerance: float) -> Optional[int]:

@@ -33,8 +33,12 @@ The record has the one-shot record's fields, read for a schedule as follows:
   ``masked_acc`` / ``sped_up_acc``: the masked model after the budget and the sped-up one before
   its BatchNorm re-estimation (``final_bn_images`` images).
 
-An interrupted scheduled record restarts its training (the mask state of NNI's scheduler is
-not checkpointed); the finished, sped-up model is kept in ``work_dir`` until the record is written.
+An interrupted scheduled record resumes after its last finished epoch: each epoch's checkpoint
+(``work_dir/schedule.ckpt``) holds, besides the training state :func:`fit` keeps, the masks so
+far, the step counters of NNI's triggers (the scheduler's and the bound pruner's), the bound
+pruner's per-step history and this record's bookkeeping (:func:`schedule_state`), so the resumed
+record equals the uninterrupted one (``tests/test_benchmark_schedule.py``). The finished, sped-up
+model is kept in ``work_dir`` until the record is written.
 
 Example (needs a trained baseline, so not a doctest)::
 
@@ -47,7 +51,7 @@ import logging
 import time
 import types
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -103,6 +107,39 @@ def untrained_parameters(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     return [name for name, parameter in model.named_parameters() if parameter.requires_grad and id(parameter) not in held]
 
 
+#: NNI's trigger counters (``_ComboPruner._register_trigger``, ``_NormPruner._register_trigger``):
+#: private attributes of NNI 3.0, its last release
+TRIGGER_COUNTERS = ("_current_step", "_remaining_times", "_is_first_step")
+#: what the bound pruner keeps of its steps (``ScheduledMasks.steps``; the Topological Pruner's reports)
+PRUNER_HISTORY = ("steps", "report", "reports")
+
+
+def schedule_state(scheduler: Any, bound: Any) -> Dict[str, Any]:
+    """What a scheduled training needs, besides its model, optimizer and learning rate, to go on
+    where it stopped: the masks so far, the counters of NNI's triggers (when the next update
+    comes and how many are left) and the bound pruner's history of steps."""
+    return {"masks": {module: {target: mask for target, mask in targets.items() if mask is not None}
+                      for module, targets in bound.get_masks().items()},
+            "counters": {role: {name: getattr(owner, name) for name in TRIGGER_COUNTERS if hasattr(owner, name)}
+                         for role, owner in (("scheduler", scheduler), ("bound", bound))},
+            "history": {name: getattr(bound, name) for name in PRUNER_HISTORY if hasattr(bound, name)}}
+
+
+def restore_schedule_state(scheduler: Any, bound: Any, state: Dict[str, Any]) -> None:
+    """Put :func:`schedule_state`'s ``state`` back into a freshly compressing ``scheduler`` and its
+    ``bound`` pruner (after NNI registered its triggers, before the model's state is loaded: the
+    masks are buffers that exist only once set)."""
+    type(bound).update_masks(bound, state["masks"])  # the class's: a record may wrap the instance's
+    for role, owner in (("scheduler", scheduler), ("bound", bound)):
+        for name, value in state["counters"][role].items():
+            setattr(owner, name, value)
+    done = scheduler.total_times - scheduler._remaining_times
+    if done:  # the target spaces' ratios at the last update (the next update sets its own anyway)
+        scheduler.update_sparse_goals(done)
+    for name, value in state["history"].items():
+        setattr(bound, name, value)
+
+
 def _scheduler_class(schedule: str) -> type:
     from nni.compression.pruning import AGPPruner, LinearPruner
 
@@ -134,9 +171,11 @@ def _measure_masked(model: nn.Module, config: BenchmarkConfig, arrays: CifarArra
 
 
 def prune_during_training(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
-                          sparsity: float, seed: int, device: torch.device, progress: bool = True) -> Dict[str, Any]:
+                          sparsity: float, seed: int, device: torch.device, progress: bool = True,
+                          checkpoint: Optional[Path] = None) -> Dict[str, Any]:
     """Train the baseline for the fine-tuning budget under ``config.schedule``, speed it up and
-    measure it; returns ``{"model", "measurements", "history", "pruning_schedule"}``."""
+    measure it; returns ``{"model", "measurements", "history", "pruning_schedule"}``. With
+    ``checkpoint``, the state after each epoch is saved there and a later call resumes from it."""
     import nni
     from nni.compression.utils import TorchEvaluator
 
@@ -171,10 +210,24 @@ def prune_during_training(config: BenchmarkConfig, baseline: Baseline, arrays: C
             return nni_step(*args, **kwargs)
 
         optimizers.step = types.MethodType(counted_step, optimizers)  # a method: LR schedulers wrap __func__
+
+        def saved() -> Dict[str, Any]:
+            return {**schedule_state(scheduler, bound), "optimizer_steps": optimizer_steps[0],
+                    "updates": list(updates), "snapshot": dict(snapshot)}
+
+        def resumed(state: Dict[str, Any]) -> None:
+            restore_schedule_state(scheduler, bound, state)
+            optimizer_steps[0] = state["optimizer_steps"]
+            updates[:] = state["updates"]
+            snapshot.update(state["snapshot"])
+            _logger.info("%s %s s=%g seed %d: resumed at optimizer step %d, %d of %d mask updates done", pruner,
+                         config.schedule, sparsity, seed, optimizer_steps[0], len(updates), total_times)
+
         history.extend(fit(wrapped, test_loader=evaluation_loader(arrays, config.eval_batch_size),
                            epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed, device=device,
                            desc=f"{pruner} {config.schedule} s={sparsity:g} seed={seed}", progress=progress,
-                           optimizer_instance=optimizers, **options))
+                           optimizer_instance=optimizers, checkpoint=checkpoint, checkpoint_extra=saved,
+                           resume_extra=resumed, **options))
 
     def training_step(batch, wrapped):
         inputs, targets = batch
@@ -270,7 +323,8 @@ def run_scheduled(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArra
     stage_path = work_dir / "scheduled.pt"
     stage = load_torch_or_none(stage_path)
     if stage is None:
-        stage = prune_during_training(config, baseline, arrays, pruner, sparsity, seed, device, progress)
+        stage = prune_during_training(config, baseline, arrays, pruner, sparsity, seed, device, progress,
+                                      checkpoint=work_dir / "schedule.ckpt")
         step("checkpoint", lambda: atomic_torch_save(stage, stage_path))
     else:
         _logger.info("%s sparsity %g seed %d: scheduled model found in %s", pruner, sparsity, seed, work_dir)
