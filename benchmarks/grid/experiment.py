@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -88,6 +88,19 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     return {"model": model, "measurements": measurements, "kept_channels": pruned.kept_channels}
 
 
+def stored_stage(path: Path, make: Callable[[], Dict[str, Any]], found: str) -> Dict[str, Any]:
+    """The stage a record saved in ``path`` (a model and its measurements), or ``make()``'s, saved
+    there first, so that an interrupted record does not prune (or train under a schedule) again;
+    ``found`` is logged when the stored one is used."""
+    stage = load_torch_or_none(path)
+    if stage is None:
+        stage = make()
+        step("checkpoint", lambda: atomic_torch_save(stage, path))
+    else:
+        _logger.info("%s (%s)", found, path)
+    return stage
+
+
 def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,
                    sparsity: float, seed: int, device: torch.device, work_dir: Path,
                    progress: bool = True) -> Dict[str, Any]:
@@ -98,14 +111,9 @@ def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArr
 
         return run_scheduled(config, baseline, arrays, pruner, sparsity, seed, device, work_dir, progress)
     started = time.perf_counter()
-    pruned_path = work_dir / "pruned.pt"
-    stage = load_torch_or_none(pruned_path)
-    if stage is None:
-        stage = prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device, progress)
-        step("checkpoint", lambda: atomic_torch_save(stage, pruned_path))
-    else:
-        _logger.info("%s sparsity %g seed %d: pruned model found in %s; resuming fine-tuning",
-                     pruner, sparsity, seed, work_dir)
+    stage = stored_stage(work_dir / "pruned.pt",
+                         lambda: prune_and_measure(config, baseline, arrays, pruner, sparsity, seed, device, progress),
+                         f"{pruner} sparsity {sparsity:g} seed {seed}: pruned model found; resuming fine-tuning")
     model, measurements = stage["model"].to(device), stage["measurements"]
 
     seed_everything(seed)

@@ -58,11 +58,11 @@ from torch import nn
 
 from .backends import (SPEEDUP_LOGGER, StepError, criterion_summary, kept_channels, nni_pruner_inputs, run_config_list,
                        step)
+from .experiment import stored_stage
 from ..core.baseline import Baseline, measure_size, measure_speed, training_options
 from ..core.config import BenchmarkConfig
 from ..core.data import CifarArrays, calibration_loader, evaluation_loader
 from ..core.measure import layer_widths
-from ..core.store import atomic_torch_save, load_torch_or_none
 from ..core.training import (adapt_batchnorm, convergence_epoch, correct_per_image, evaluate, fit, hits_text,
                        seed_everything)
 
@@ -320,14 +320,10 @@ def run_scheduled(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArra
     :class:`benchmarks.grid.backends.StepError` on failure."""
 
     started = time.perf_counter()
-    stage_path = work_dir / "scheduled.pt"
-    stage = load_torch_or_none(stage_path)
-    if stage is None:
-        stage = prune_during_training(config, baseline, arrays, pruner, sparsity, seed, device, progress,
-                                      checkpoint=work_dir / "schedule.ckpt")
-        step("checkpoint", lambda: atomic_torch_save(stage, stage_path))
-    else:
-        _logger.info("%s sparsity %g seed %d: scheduled model found in %s", pruner, sparsity, seed, work_dir)
+    stage = stored_stage(work_dir / "scheduled.pt",
+                         lambda: prune_during_training(config, baseline, arrays, pruner, sparsity, seed, device,
+                                                       progress, checkpoint=work_dir / "schedule.ckpt"),
+                         f"{pruner} sparsity {sparsity:g} seed {seed}: scheduled model found")
     model, measurements, history = stage["model"].to(device), stage["measurements"], stage["history"]
     schedule = stage["pruning_schedule"]
 
