@@ -24,6 +24,7 @@ _LAZY = {
     "load_compression_config": "nni_topo_pruner.registry",
     "save_masks": "nni_topo_pruner.masks_io",
     "load_masks": "nni_topo_pruner.masks_io",
+    "with_batchnorm_masks": "nni_topo_pruner.scheduled",
 }
 
 __all__ = ["__version__", *_LAZY]

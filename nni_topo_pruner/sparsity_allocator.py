@@ -202,7 +202,7 @@ def unit_masks(units: Sequence[PruningUnit], keep_masks: Sequence[np.ndarray], t
             if source is None:
                 continue
             aligned = _aligned_mask(source, space.align["dims"])
-            if space.granularity is not None or list(aligned.shape) != list(space.shape):
+            if space.granularity not in (None, "default", "out_channel") or list(aligned.shape) != list(space.shape):
                 raise ValueError(f"{module_name}.{target_name}: an aligned target with its own granularity or "
                                  f"shape {space.shape} is not supported (aligned mask shape {list(aligned.shape)})")
             previous = masks.setdefault(module_name, {}).get(target_name)

@@ -56,6 +56,10 @@ def test_scheduled_records_get_keys_of_their_own():
     agp = run_key(dataclasses.replace(base, schedule="agp"), "b", "l1", 0.5, 0)
     assert {k: v for k, v in agp.items() if k != "schedule"} == run_key(base, "b", "l1", 0.5, 0)
     assert agp["schedule"] == {"kind": "agp", "total_times": 5, "interval": "budget // (total_times + 1)"}
+    # batchnorm_masks enters the key only when set (the records above keep theirs)
+    masked_bn = run_key(dataclasses.replace(base, schedule="agp", batchnorm_masks=True), "b", "l1", 0.5, 0)
+    assert masked_bn["schedule"] == {**agp["schedule"], "batchnorm_masks": True}
+    assert run_key(dataclasses.replace(base, schedule="agp", batchnorm_masks=False), "b", "l1", 0.5, 0) == agp
 
 
 def test_no_preset_sets_a_schedule():
@@ -69,6 +73,8 @@ def test_no_preset_sets_a_schedule():
     (["schedule=linear", "backend=torch-pruning"], r"schedule='linear' runs NNI's LinearPruner and needs "
                                                    r"backend='nni'"),
     (["schedule=agp", "pruners=l1,taylor"], r"pruners: 'taylor' \(TaylorPruner\) cannot run under schedule='agp'"),
+    (["batchnorm_masks=true"], r"batchnorm_masks=true changes only what a schedule trains .* set schedule=agp"),
+    (["schedule=agp", "batchnorm_masks=maybe"], r"--set batchnorm_masks=maybe: expected bool, got 'maybe'"),
 ])
 def test_schedule_values_are_validated(assignments, message):
     with pytest.raises(ValueError, match=message):
@@ -246,6 +252,23 @@ def test_interrupted_scheduled_record_resumes_after_its_last_epoch(tiny_runs, tm
 
 
 @needs_offline_data
+def test_batchnorm_masks_make_the_masked_model_the_sped_up_one(tiny_runs, tmp_path):
+    folder, common = tiny_runs
+    assert main([*common, "--out-dir", str(tmp_path / "bn"), "--pruners", "l1", *AGP3,
+                 "--set", "batchnorm_masks=true"]) == 0
+    run = _records(tmp_path / "bn")["l1"]
+    assert run["run_key"]["schedule"]["batchnorm_masks"] is True
+    assert {"op_names": ["features.1"], "target_names": ["weight", "bias"],
+            "target_settings": {t: {"align": {"module_name": "features.0", "target_name": "weight", "dims": [0]}}
+                                for t in ("weight", "bias")}} in run["config_list"]
+    schedule = run["pruning_schedule"]
+    # the masked model after the budget and the sped-up one agree (to float rounding: one image of 128 at most)
+    assert abs(schedule["masked_acc"] - schedule["sped_up_acc"]) <= 1 / 128
+    plain = _records(folder / "agp")["l1"]  # the same layers and channel counts at every update
+    assert [u["kept"] for u in schedule["updates"]] == [u["kept"] for u in plain["pruning_schedule"]["updates"]]
+
+
+@needs_offline_data
 def test_linear_schedule_end_to_end(tmp_path):
     common = [*TINY, "--cache-dir", str(tmp_path / "cache"), "--pruners", "random"]
     assert main([*common, "--out-dir", str(tmp_path / "linear"), "--set", "schedule=linear",
@@ -253,3 +276,9 @@ def test_linear_schedule_end_to_end(tmp_path):
     schedule = _records(tmp_path / "linear")["random"]["pruning_schedule"]
     assert schedule["kind"] == "linear" and [u["optimizer_step"] for u in schedule["updates"]] == [2, 4]
     assert [u["kept"]["features.0"] for u in schedule["updates"]] == [6, 4]  # 0.25, then 0.5 of 8 channels
+
+
+def test_batchnorm_masks_must_be_a_bool_when_set_in_code():
+    config = dataclasses.replace(preset_config("smoke"), schedule="agp", batchnorm_masks=1)
+    with pytest.raises(ValueError, match=r"batchnorm_masks must be true or false, got 1"):
+        validate(config)

@@ -114,6 +114,10 @@ class BenchmarkConfig:
                                      "(finetune_epochs x batches per epoch) // (schedule_steps + 1) optimizer steps, "
                                      "so the last one leaves at least that many steps at the final sparsity; "
                                      "ignored by 'oneshot'")
+    batchnorm_masks: bool = _option(False, "under 'agp' / 'linear': also mask the BatchNorm after each pruned "
+                                           "layer with its channels (nni_topo_pruner.with_batchnorm_masks), so that "
+                                           "the masked model trained is the one the speed-up keeps; refused with "
+                                           "'oneshot' (its speed-up comes before any training)")
     scratch_e: List[str] = _option([], "pruner labels whose pruned architecture is also re-initialised and trained "
                                        "from scratch for baseline_epochs + finetune_epochs epochs (Scratch-E rows "
                                        "'scratch_e:LABEL', Liu et al. ICLR 2019); default none")
@@ -436,7 +440,14 @@ def _check_schedule(config: BenchmarkConfig) -> None:
     steps = getattr(config, "schedule_steps", 1)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"schedule_steps must be an int >= 1, got {steps!r}")
+    batchnorm_masks = getattr(config, "batchnorm_masks", False)
+    if not isinstance(batchnorm_masks, bool):
+        raise ValueError(f"batchnorm_masks must be true or false, got {batchnorm_masks!r}")
     if schedule == "oneshot":
+        if batchnorm_masks:
+            raise ValueError("batchnorm_masks=true changes only what a schedule trains ('agp' / 'linear'): one-shot "
+                             "removes the channels, BatchNorm included, before any training; drop it or set "
+                             "schedule=agp")
         return
     if config.finetune_epochs < 1:
         raise ValueError(f"schedule={schedule!r} updates the masks during the finetune_epochs of training: "
@@ -472,7 +483,9 @@ def schedule_key(config: BenchmarkConfig) -> Dict[str, Any]:
     if schedule == "oneshot":
         return {}
     return {"schedule": {"kind": schedule, "total_times": config.schedule_steps,
-                         "interval": "budget // (total_times + 1)"}}
+                         "interval": "budget // (total_times + 1)",
+                         # only when set: records made before the option existed keep their keys
+                         **({"batchnorm_masks": True} if getattr(config, "batchnorm_masks", False) else {})}}
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:

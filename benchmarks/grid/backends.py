@@ -50,12 +50,14 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..core.config import BACKENDS, BenchmarkConfig, pruner_options_for, pruner_spec
+from ..core.store import atomic_torch_save, load_torch_or_none
 
 _logger = logging.getLogger(__name__)
 
@@ -96,6 +98,19 @@ def step(name: str, action: Callable[[], Any]) -> Any:
         raise
     except Exception as error:  # noqa: BLE001 - recorded by the runner, which carries on
         raise StepError(name, error) from error
+
+
+def stored_stage(path: Path, make: Callable[[], Dict[str, Any]], found: str) -> Dict[str, Any]:
+    """The stage a record saved in ``path`` (a model and its measurements), or ``make()``'s, saved
+    there first, so that an interrupted record does not prune (or train under a schedule) again;
+    ``found`` is logged when the stored one is used."""
+    stage = load_torch_or_none(path)
+    if stage is None:
+        stage = make()
+        step("checkpoint", lambda: atomic_torch_save(stage, path))
+    else:
+        _logger.info("%s (%s)", found, path)
+    return stage
 
 
 @dataclass
@@ -268,9 +283,10 @@ def nni_pruner_inputs(config: BenchmarkConfig, pruner: str, seed: int, calibrati
 
 
 def kept_channels(masks: Dict[str, Dict[str, torch.Tensor]]) -> Dict[str, List[int]]:
-    """Per masked module, the output channels its weight mask keeps."""
+    """Per masked layer, the output channels its weight mask keeps (a BatchNorm's mask, 1-D and
+    aligned with its layer's under ``batchnorm_masks``, is left out)."""
     return {module: torch.nonzero(mask["weight"].flatten(1).abs().sum(1)).flatten().tolist()
-            for module, mask in masks.items() if "weight" in mask}
+            for module, mask in masks.items() if mask.get("weight") is not None and mask["weight"].dim() > 1}
 
 
 def criterion_summary(instance: Any) -> Optional[Dict[str, Any]]:

@@ -23,16 +23,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
-from .backends import SPEEDUP_LOGGER, StepError, prune_with_backend, run_config_list, step
+from .backends import SPEEDUP_LOGGER, StepError, prune_with_backend, run_config_list, step, stored_stage
 from ..core.baseline import Baseline, measure_size, measure_speed, training_options
 from ..core.config import BenchmarkConfig
 from ..core.data import CifarArrays, calibration_loader, evaluation_loader
 from ..core.measure import layer_widths
-from ..core.store import atomic_torch_save, load_torch_or_none
 from ..core.training import adapt_batchnorm, convergence_epoch, correct_per_image, fit, hits_text, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -86,19 +85,6 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
     if pruned.importance is not None:
         measurements["importance"] = pruned.importance
     return {"model": model, "measurements": measurements, "kept_channels": pruned.kept_channels}
-
-
-def stored_stage(path: Path, make: Callable[[], Dict[str, Any]], found: str) -> Dict[str, Any]:
-    """The stage a record saved in ``path`` (a model and its measurements), or ``make()``'s, saved
-    there first, so that an interrupted record does not prune (or train under a schedule) again;
-    ``found`` is logged when the stored one is used."""
-    stage = load_torch_or_none(path)
-    if stage is None:
-        stage = make()
-        step("checkpoint", lambda: atomic_torch_save(stage, path))
-    else:
-        _logger.info("%s (%s)", found, path)
-    return stage
 
 
 def run_experiment(config: BenchmarkConfig, baseline: Baseline, arrays: CifarArrays, pruner: str,

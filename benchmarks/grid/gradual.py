@@ -57,8 +57,7 @@ import torch
 from torch import nn
 
 from .backends import (SPEEDUP_LOGGER, StepError, criterion_summary, kept_channels, nni_pruner_inputs, run_config_list,
-                       step)
-from .experiment import stored_stage
+                       step, stored_stage)
 from ..core.baseline import Baseline, measure_size, measure_speed, training_options
 from ..core.config import BenchmarkConfig
 from ..core.data import CifarArrays, calibration_loader, evaluation_loader
@@ -180,13 +179,15 @@ def prune_during_training(config: BenchmarkConfig, baseline: Baseline, arrays: C
     from nni.compression.utils import TorchEvaluator
 
     from nni_topo_pruner.registry import create_pruner
-    from nni_topo_pruner.sparsity_allocator import channel_keep_mask
+    from nni_topo_pruner.scheduled import with_batchnorm_masks
     from nni_topo_pruner.speedup import speedup_model
 
 
     seed_everything(seed)
     model = baseline.fresh_model().to(device)
     config_list = step("create", lambda: run_config_list(config, baseline, sparsity))
+    if config.batchnorm_masks:  # the masked model trained is then the one the speed-up keeps
+        config_list = step("create", lambda: with_batchnorm_masks(model, config_list))
     dummy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
     options = training_options(config, arrays)
     steps_per_epoch, budget, interval = step("create", lambda: schedule_plan(config, len(options["train_set"])))
@@ -251,8 +252,7 @@ def prune_during_training(config: BenchmarkConfig, baseline: Baseline, arrays: C
         started = time.perf_counter()
         masks = generate()
         updates.append({"optimizer_step": optimizer_steps[0], "seconds": time.perf_counter() - started,
-                        "kept": {module: int(channel_keep_mask(masks[module]["weight"]).sum())
-                                 for module in sorted(masks) if masks[module].get("weight") is not None}})
+                        "kept": {module: len(channels) for module, channels in sorted(kept_channels(masks).items())}})
         return masks
 
     def update_and_measure(masks):

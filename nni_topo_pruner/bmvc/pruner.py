@@ -286,7 +286,7 @@ class BettiPruner(OneShotPruner):
         masks = generate_sparsity(dead_channels_last(metrics, self._target_spaces), self._sparsity_spaces())
         for module_name, targets in masks.items():
             weight = targets.get("weight")
-            if weight is not None and not weight.flatten(1).any():
+            if weight is not None and not weight.any():
                 # the paper's rule can do this when every filter's score exceeds the threshold
                 _logger.warning("BettiPruner: %s loses every filter (scores %s); ModelSpeedup cannot remove a whole "
                                 "layer -- cap it with 'max_sparse_ratio' in the config list", module_name,
