@@ -124,8 +124,8 @@ class ScheduledMasks:
         for module_name in sorted(self._target_spaces):  # type: ignore[attr-defined]
             space = self._target_spaces[module_name].get("weight")  # type: ignore[attr-defined]
             mask = masks.get(module_name, {}).get("weight")
-            if space is None or mask is None:
-                continue
+            if space is None or mask is None or space.align is not None:
+                continue  # an aligned target (with_batchnorm_masks' BatchNorms) follows its layer's mask
             if space.sparse_ratio is not None:
                 record.sparse_ratios[module_name] = float(space.sparse_ratio)
             record.kept[module_name] = int(channel_keep_mask(mask).sum())
