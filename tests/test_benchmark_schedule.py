@@ -60,6 +60,9 @@ def test_scheduled_records_get_keys_of_their_own():
     masked_bn = run_key(dataclasses.replace(base, schedule="agp", batchnorm_masks=True), "b", "l1", 0.5, 0)
     assert masked_bn["schedule"] == {**agp["schedule"], "batchnorm_masks": True}
     assert run_key(dataclasses.replace(base, schedule="agp", batchnorm_masks=False), "b", "l1", 0.5, 0) == agp
+    no_final = run_key(dataclasses.replace(base, schedule="agp", final_bn=False), "b", "l1", 0.5, 0)
+    assert no_final["schedule"] == {**agp["schedule"], "final_bn": False}
+    assert run_key(dataclasses.replace(base, schedule="agp", final_bn=True), "b", "l1", 0.5, 0) == agp
 
 
 def test_no_preset_sets_a_schedule():
@@ -74,6 +77,7 @@ def test_no_preset_sets_a_schedule():
                                                    r"backend='nni'"),
     (["schedule=agp", "pruners=l1,taylor"], r"pruners: 'taylor' \(TaylorPruner\) cannot run under schedule='agp'"),
     (["batchnorm_masks=true"], r"batchnorm_masks=true changes only what a schedule trains .* set schedule=agp"),
+    (["final_bn=false"], r"final_bn=false changes only a schedule's last step .* set schedule=agp"),
     (["schedule=agp", "batchnorm_masks=maybe"], r"--set batchnorm_masks=maybe: expected bool, got 'maybe'"),
 ])
 def test_schedule_values_are_validated(assignments, message):
@@ -255,8 +259,14 @@ def test_interrupted_scheduled_record_resumes_after_its_last_epoch(tiny_runs, tm
 def test_batchnorm_masks_make_the_masked_model_the_sped_up_one(tiny_runs, tmp_path):
     folder, common = tiny_runs
     assert main([*common, "--out-dir", str(tmp_path / "bn"), "--pruners", "l1", *AGP3,
-                 "--set", "batchnorm_masks=true"]) == 0
+                 "--set", "batchnorm_masks=true", "--set", "final_bn=false"]) == 0
     run = _records(tmp_path / "bn")["l1"]
+    # final_bn=false: the sped-up model is measured as it is, no last BatchNorm re-estimation
+    assert run["pruning_schedule"]["final_bn_images"] == 0
+    assert run["recoverability"] == run["pruning_schedule"]["sped_up_acc"]
+    report = (tmp_path / "bn" / "report.md").read_text()
+    assert "with every BatchNorm after a pruned layer masked with it (batchnorm_masks)" in report
+    assert "then the speed-up (no BatchNorm re-estimation after it)" in report
     assert run["run_key"]["schedule"]["batchnorm_masks"] is True
     assert {"op_names": ["features.1"], "target_names": ["weight", "bias"],
             "target_settings": {t: {"align": {"module_name": "features.0", "target_name": "weight", "dims": [0]}}
@@ -278,7 +288,8 @@ def test_linear_schedule_end_to_end(tmp_path):
     assert [u["kept"]["features.0"] for u in schedule["updates"]] == [6, 4]  # 0.25, then 0.5 of 8 channels
 
 
-def test_batchnorm_masks_must_be_a_bool_when_set_in_code():
-    config = dataclasses.replace(preset_config("smoke"), schedule="agp", batchnorm_masks=1)
-    with pytest.raises(ValueError, match=r"batchnorm_masks must be true or false, got 1"):
+@pytest.mark.parametrize("field", ["batchnorm_masks", "final_bn"])
+def test_schedule_switches_must_be_bools_when_set_in_code(field):
+    config = dataclasses.replace(preset_config("smoke"), schedule="agp", **{field: 1})
+    with pytest.raises(ValueError, match=rf"{field} must be true or false, got 1"):
         validate(config)

@@ -118,6 +118,10 @@ class BenchmarkConfig:
                                            "layer with its channels (nni_topo_pruner.with_batchnorm_masks), so that "
                                            "the masked model trained is the one the speed-up keeps; refused with "
                                            "'oneshot' (its speed-up comes before any training)")
+    final_bn: bool = _option(True, "under 'agp' / 'linear': re-estimate BatchNorm once after the speed-up (bn_batches "
+                                   "batches, as one-shot gets after its pruning); false keeps the statistics training "
+                                   "left (with batchnorm_masks the speed-up changes nothing for them to repair); "
+                                   "refused with 'oneshot'")
     scratch_e: List[str] = _option([], "pruner labels whose pruned architecture is also re-initialised and trained "
                                        "from scratch for baseline_epochs + finetune_epochs epochs (Scratch-E rows "
                                        "'scratch_e:LABEL', Liu et al. ICLR 2019); default none")
@@ -443,7 +447,14 @@ def _check_schedule(config: BenchmarkConfig) -> None:
     batchnorm_masks = getattr(config, "batchnorm_masks", False)
     if not isinstance(batchnorm_masks, bool):
         raise ValueError(f"batchnorm_masks must be true or false, got {batchnorm_masks!r}")
+    final_bn = getattr(config, "final_bn", True)
+    if not isinstance(final_bn, bool):
+        raise ValueError(f"final_bn must be true or false, got {final_bn!r}")
     if schedule == "oneshot":
+        if not final_bn:
+            raise ValueError("final_bn=false changes only a schedule's last step ('agp' / 'linear'): one-shot's "
+                             "BatchNorm re-estimation is bn_batches (bn_batches=0 turns it off); drop it or set "
+                             "schedule=agp")
         if batchnorm_masks:
             raise ValueError("batchnorm_masks=true changes only what a schedule trains ('agp' / 'linear'): one-shot "
                              "removes the channels, BatchNorm included, before any training; drop it or set "
@@ -485,7 +496,8 @@ def schedule_key(config: BenchmarkConfig) -> Dict[str, Any]:
     return {"schedule": {"kind": schedule, "total_times": config.schedule_steps,
                          "interval": "budget // (total_times + 1)",
                          # only when set: records made before the option existed keep their keys
-                         **({"batchnorm_masks": True} if getattr(config, "batchnorm_masks", False) else {})}}
+                         **({"batchnorm_masks": True} if getattr(config, "batchnorm_masks", False) else {}),
+                         **({"final_bn": False} if not getattr(config, "final_bn", True) else {})}}
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:

@@ -288,7 +288,7 @@ def prune_during_training(config: BenchmarkConfig, baseline: Baseline, arrays: C
         # (same images, no weight update), so each schedule has one and the same training budget.
         test_loader = evaluation_loader(arrays, config.eval_batch_size)
         values = {"sped_up_acc": evaluate(model, test_loader, device), "final_bn_images": 0}
-        if config.bn_batches:
+        if config.bn_batches and config.final_bn:
             loader = calibration_loader(arrays, config.bn_batches * config.batch_size, config.batch_size, seed)
             values["final_bn_images"] = adapt_batchnorm(model, loader, device, config.bn_batches)
         return values

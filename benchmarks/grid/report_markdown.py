@@ -267,8 +267,10 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
             f"- **Pruning schedule `{config['schedule']}`**: NNI's "
             f"`{'AGPPruner' if config['schedule'] == 'agp' else 'LinearPruner'}` around each pruner makes "
             f"{config.get('schedule_steps')} mask updates, evenly spaced, while the unpruned baseline trains for the "
-            f"budget above (the same epochs, batches and learning rates as one-shot), then the speed-up and one "
-            f"BatchNorm re-estimation; no further training. \"Right after pruning\" and \"after BN re-estimation\" are the masked model right after the "
+            f"budget above (the same epochs, batches and learning rates as one-shot)"
+            f"{' with every BatchNorm after a pruned layer masked with it (batchnorm_masks)' if config.get('batchnorm_masks') else ''}, "
+            f"then the speed-up{' and one BatchNorm re-estimation' if config.get('final_bn', True) and config.get('bn_batches') else ' (no BatchNorm re-estimation after it)'}; "
+            f"no further training. \"Right after pruning\" and \"after BN re-estimation\" are the masked model right after the "
             f"last update (BN re-estimated on a side copy), the curve starts at the unpruned model and convergence "
             f"counts from the first epoch after the last update (benchmarks/grid/gradual.py)."]),
         f"- FLOPs are thop's multiply-accumulates for one 32x32 image. Latency: median of "
