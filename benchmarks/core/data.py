@@ -304,14 +304,22 @@ def evaluation_loader(arrays: CifarArrays, batch_size: int) -> DataLoader:
     return DataLoader(TensorDataset(*evaluation_tensors(arrays)), batch_size=batch_size, shuffle=False)
 
 
-def calibration_loader(arrays: CifarArrays, size: int, batch_size: int, seed: int) -> DataLoader:
-    """``size`` training images (no augmentation) chosen by ``seed``, as (input, target) batches.
+def calibration_loader(arrays: CifarArrays, size: int, batch_size: int, seed: int,
+                       augmented: bool = False) -> DataLoader:
+    """``size`` training images chosen by ``seed``, as (input, target) batches.
 
-    Data-dependent pruners (``requires_calibration_data = True``) get this loader.
+    Data-dependent pruners (``requires_calibration_data = True``) get this loader, and the
+    benchmark re-estimates BatchNorm on it, without augmentation. ``augmented=True`` gives the
+    same images with the training augmentation (random crop with 4 pixels of zero padding,
+    horizontal flip; :class:`BatchedAugmentedCifar`), drawn once from ``seed``.
     """
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"calibration_size must be an int >= 1, got {size!r}")
     keep = _fixed_subset(len(arrays.y_train), min(size, len(arrays.y_train)), seed)
-    images = _normalise()(_to_chw_tensor(arrays.x_train[keep]))
-    labels = torch.as_tensor(arrays.y_train[keep], dtype=torch.int64)
+    if augmented:
+        images, labels = BatchedAugmentedCifar(arrays.x_train[keep], arrays.y_train[keep]).batch(
+            torch.arange(len(keep)), torch.Generator().manual_seed(seed))
+    else:
+        images = _normalise()(_to_chw_tensor(arrays.x_train[keep]))
+        labels = torch.as_tensor(arrays.y_train[keep], dtype=torch.int64)
     return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=False)
