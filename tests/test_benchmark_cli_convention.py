@@ -84,7 +84,7 @@ def test_every_command_line_module_uses_the_convention():
     with ConfigParser (never a bare argparse.ArgumentParser) and is listed in MODULES."""
     paths = [*sorted((BENCHMARKS / "speed").glob("*.py")), *sorted((BENCHMARKS / "studies").glob("*.py")),
              BENCHMARKS / "bmvc" / "betti_activation_plot.py"]
-    with_cli, bare = set(), []
+    with_cli, bare, framework = set(), [], set()
     for path in paths:
         tree = ast.parse(path.read_text())
         calls = {node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
@@ -93,12 +93,41 @@ def test_every_command_line_module_uses_the_convention():
         module = ".".join(path.with_suffix("").relative_to(BENCHMARKS.parent).parts)
         if "ArgumentParser" in calls:
             bare.append(module)
-        if "main" in functions or "ConfigParser" in calls:
+        if _framework_experiments(tree):
+            framework.add(module)  # its command line is benchmarks.core.framework's (tested below)
+        elif "main" in functions or "ConfigParser" in calls:
             with_cli.add(module)
             assert "build_parser" in functions and "ConfigParser" in calls, \
                 f"{module}: its command line needs a build_parser() that returns a ConfigParser"
     assert bare == [], f"these build an argparse parser without benchmarks.core.cli.ConfigParser: {bare}"
     assert with_cli == set(MODULES), f"add a row to MODULES for: {sorted(with_cli - set(MODULES))}"
+    assert framework == set(FRAMEWORK_MODULES), f"add to FRAMEWORK_MODULES: {sorted(framework - set(FRAMEWORK_MODULES))}"
+
+
+#: studies built on benchmarks.core.framework: ``--preset`` names a benchmark preset (required),
+#: ``--set`` changes a BenchmarkConfig field, ``--out-dir`` holds results.json and report.md
+FRAMEWORK_MODULES = {"benchmarks.studies.bn_reestimation": "BnReestimation"}
+
+
+def _framework_experiments(tree: ast.Module) -> List[str]:
+    """The classes of a module that subclass the framework's ``Experiment``."""
+    return [node.name for node in tree.body if isinstance(node, ast.ClassDef)
+            and any(getattr(base, "id", None) == "Experiment" for base in node.bases)]
+
+
+@pytest.mark.parametrize("module", sorted(FRAMEWORK_MODULES))
+def test_framework_studies_use_the_frameworks_command_line(module, tmp_path, capsys):
+    from benchmarks.core import framework
+
+    experiment = getattr(importlib.import_module(module), FRAMEWORK_MODULES[module])()
+    parser = framework.build_parser(experiment)
+    assert isinstance(parser, ConfigParser)
+    code, _, _, text = _exit(capsys, lambda: parser.parse_args(["--help"]))
+    for flag in ("--preset", "--set", "--out-dir", "--fresh", "--no-progress"):
+        assert flag in text, (module, flag)
+    code, last, err, _ = _exit(capsys, lambda: framework.main(type(experiment), [
+        "--preset", "smoke", "--set", "no_such_key=1", "--out-dir", str(tmp_path)]))
+    assert code == 2 and "no_such_key" in last and "Traceback" not in err
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
