@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.core.config import apply_overrides, preset_config, run_key, validate
 from benchmarks.core.data import CifarArrays, calibration_loader
 from benchmarks.run import main as grid_main
 from benchmarks.studies.bn_reestimation import main
@@ -62,6 +63,8 @@ def tiny_study(tmp_path_factory):
     assert main([*common, "--seeds", "0,1", "--out-dir", str(folder / "study")]) == 0
     assert grid_main([*TINY, "--cache-dir", str(folder / "cache"), "--seeds", "0", "--pruners", "l1,topological",
                       "--out-dir", str(folder / "grid")]) == 0
+    assert grid_main([*TINY, "--cache-dir", str(folder / "cache"), "--seeds", "0", "--pruners", "l1",
+                      "--set", "bn_augmented=true", "--out-dir", str(folder / "grid_augmented")]) == 0
     return folder
 
 
@@ -116,3 +119,28 @@ def test_bad_options_are_usage_errors_that_name_them(tmp_path, capsys, extra, me
     with pytest.raises(SystemExit) as exit_info:
         main([*TINY, "--out-dir", str(tmp_path / "out"), *extra])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@needs_offline_data
+def test_bn_augmented_records_re_estimate_on_the_augmented_images(tiny_study):
+    study = json.loads((tiny_study / "study" / "results.json").read_text())["records"]["l1|s0.5|seed0"]
+    plain = json.loads((tiny_study / "grid" / "results.json").read_text())["runs"]
+    run = json.loads((tiny_study / "grid_augmented" / "results.json").read_text())["runs"][0]
+    assert run["run_key"]["bn_augmented"] is True and "bn_augmented" not in plain[0]["run_key"]
+    assert run["hits_after_pruning"] == study["pruned"]["as_is"]["hits"]
+    assert run["hits_after_bn"] == study["pruned"]["augmented"]["hits"]
+    assert "with the training augmentation (bn_augmented)" in (tiny_study / "grid_augmented" / "report.md").read_text()
+    assert "(no augmentation, the same images" in (tiny_study / "grid" / "report.md").read_text()
+
+
+def test_bn_augmented_is_keyed_only_when_true_and_validated():
+    base = validate(preset_config("smoke"))
+    for schedule in ("oneshot", "agp"):
+        plain = validate(apply_overrides(base, [f"schedule={schedule}"]))
+        augmented = validate(apply_overrides(plain, ["bn_augmented=true"]))
+        assert "bn_augmented" not in run_key(plain, "b", "l1", 0.5, 0)
+        assert run_key(augmented, "b", "l1", 0.5, 0) == {**run_key(plain, "b", "l1", 0.5, 0), "bn_augmented": True}
+    with pytest.raises(ValueError, match="bn_augmented=true chooses the images .* set bn_batches >= 1"):
+        validate(apply_overrides(base, ["bn_augmented=true", "bn_batches=0"]))
+    with pytest.raises(ValueError, match="bn_augmented=maybe: expected bool"):
+        validate(apply_overrides(base, ["bn_augmented=maybe"]))

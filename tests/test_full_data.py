@@ -338,7 +338,7 @@ def test_every_config_field_is_keyed_or_documented_as_not():
                "allocation": "topological", "calibration_size": 99, "bn_batches": 3, "finetune_epochs": 9,
                "finetune_lr": 0.02, "latency_batch_size": 4, "latency_warmup": 9, "latency_repeats": 9,
                "schedule": "agp", "schedule_steps": 7, "batchnorm_masks": True,
-               "final_bn": False}
+               "final_bn": False, "bn_augmented": True}
     # keyed only beside another field's non-default value (one-shot records keep their old keys)
     requires = {"schedule_steps": {"schedule": "agp"}, "batchnorm_masks": {"schedule": "agp"},
                 "final_bn": {"schedule": "agp"}}

@@ -101,6 +101,10 @@ class BenchmarkConfig:
     bn_batches: int = _option(16, "batches (of batch_size training images, no augmentation) over which BatchNorm "
                                   "statistics are re-estimated after pruning, before any weight update "
                                   "(adaptive BN); 0 = off")
+    bn_augmented: bool = _option(False, "re-estimate BatchNorm (after one-shot pruning; a schedule's final_bn) on the "
+                                        "same bn_batches batches with the training augmentation (random crop, flip): "
+                                        "un-augmented images cost a trained network 0.7-0.9 points "
+                                        "(benchmarks/results/bn_reestimation); needs bn_batches >= 1")
     # fine-tuning
     finetune_epochs: int = _option(8, "fine-tuning budget in epochs (recoverability is measured after it)")
     finetune_lr: float = _option(0.01, "fine-tuning SGD learning rate (cosine schedule)")
@@ -450,6 +454,12 @@ def _check_schedule(config: BenchmarkConfig) -> None:
     final_bn = getattr(config, "final_bn", True)
     if not isinstance(final_bn, bool):
         raise ValueError(f"final_bn must be true or false, got {final_bn!r}")
+    bn_augmented = getattr(config, "bn_augmented", False)
+    if not isinstance(bn_augmented, bool):
+        raise ValueError(f"bn_augmented must be true or false, got {bn_augmented!r}")
+    if bn_augmented and not config.bn_batches:
+        raise ValueError("bn_augmented=true chooses the images of the BatchNorm re-estimation, and bn_batches=0 "
+                         "turns it off; set bn_batches >= 1 or drop bn_augmented")
     if schedule == "oneshot":
         if not final_bn:
             raise ValueError("final_bn=false changes only a schedule's last step ('agp' / 'linear'): one-shot's "
@@ -566,5 +576,7 @@ def run_key(config: BenchmarkConfig, baseline_hash: str, pruner: str, sparsity: 
             # only when not NNI: records made before backends existed keep their keys (and are reused)
             **({"backend": config.backend} if getattr(config, "backend", "nni") != "nni" else {}),
             **({"allocation": config.allocation} if config.allocation != "uniform" else {}),
+            # only when set: records made before the option existed keep their keys
+            **({"bn_augmented": True} if getattr(config, "bn_augmented", False) else {}),
             **schedule_key(config),
             **training_recipe(config)}

@@ -55,8 +55,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..core.config import BACKENDS, BenchmarkConfig, pruner_options_for, pruner_spec
+from ..core.data import CifarArrays, calibration_loader
 from ..core.store import atomic_torch_save, load_torch_or_none
 
 _logger = logging.getLogger(__name__)
@@ -98,6 +100,13 @@ def step(name: str, action: Callable[[], Any]) -> Any:
         raise
     except Exception as error:  # noqa: BLE001 - recorded by the runner, which carries on
         raise StepError(name, error) from error
+
+
+def bn_loader(config: BenchmarkConfig, arrays: CifarArrays, seed: int) -> DataLoader:
+    """The ``bn_batches`` batches a record re-estimates BatchNorm on: the same training images for
+    every pruner at one seed (comparisons stay paired), augmented when ``bn_augmented``."""
+    return calibration_loader(arrays, config.bn_batches * config.batch_size, config.batch_size, seed,
+                              augmented=getattr(config, "bn_augmented", False))
 
 
 def stored_stage(path: Path, make: Callable[[], Dict[str, Any]], found: str) -> Dict[str, Any]:

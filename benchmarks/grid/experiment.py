@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .backends import SPEEDUP_LOGGER, StepError, prune_with_backend, run_config_list, step, stored_stage
+from .backends import SPEEDUP_LOGGER, StepError, bn_loader, prune_with_backend, run_config_list, step, stored_stage
 from ..core.baseline import Baseline, measure_size, measure_speed, training_options
 from ..core.config import BenchmarkConfig
 from ..core.data import CifarArrays, calibration_loader, evaluation_loader
@@ -69,7 +69,7 @@ def prune_and_measure(config: BenchmarkConfig, baseline: Baseline, arrays: Cifar
         }
         if config.bn_batches:
             # the same images for every pruner at one seed: comparisons stay paired
-            loader = calibration_loader(arrays, config.bn_batches * config.batch_size, config.batch_size, seed)
+            loader = bn_loader(config, arrays, seed)
             values["bn_images"] = adapt_batchnorm(model, loader, device, config.bn_batches)
             adapted = correct_per_image(model, test_loader, device)
             values.update(acc_after_bn=float(adapted.mean()), hits_after_bn=hits_text(adapted))

@@ -56,8 +56,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .backends import (SPEEDUP_LOGGER, StepError, criterion_summary, kept_channels, nni_pruner_inputs, run_config_list,
-                       step, stored_stage)
+from .backends import (SPEEDUP_LOGGER, StepError, bn_loader, criterion_summary, kept_channels, nni_pruner_inputs,
+                       run_config_list, step, stored_stage)
 from ..core.baseline import Baseline, measure_size, measure_speed, training_options
 from ..core.config import BenchmarkConfig
 from ..core.data import CifarArrays, calibration_loader, evaluation_loader
@@ -158,7 +158,7 @@ def _measure_masked(model: nn.Module, config: BenchmarkConfig, arrays: CifarArra
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [{name: buffer.clone() for name, buffer in m.named_buffers(recurse=False)} for m in norms]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        loader = calibration_loader(arrays, config.bn_batches * config.batch_size, config.batch_size, seed)
+        loader = bn_loader(config, arrays, seed)
         values["bn_images"] = adapt_batchnorm(model, loader, device, config.bn_batches)
         adapted = correct_per_image(model, test_loader, device)
     with torch.no_grad():
@@ -289,7 +289,7 @@ def prune_during_training(config: BenchmarkConfig, baseline: Baseline, arrays: C
         test_loader = evaluation_loader(arrays, config.eval_batch_size)
         values = {"sped_up_acc": evaluate(model, test_loader, device), "final_bn_images": 0}
         if config.bn_batches and config.final_bn:
-            loader = calibration_loader(arrays, config.bn_batches * config.batch_size, config.batch_size, seed)
+            loader = bn_loader(config, arrays, seed)
             values["final_bn_images"] = adapt_batchnorm(model, loader, device, config.bn_batches)
         return values
 

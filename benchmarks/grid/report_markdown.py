@@ -256,7 +256,8 @@ def render_report(results: Dict[str, Any], plot_files: Dict[str, Optional[str]])
            f"record stores as `config_list`"),
         (f"- BatchNorm re-estimation (adaptive BN): after the speed-up, every BatchNorm's running statistics are "
          f"re-estimated on {config.get('bn_batches', 0)} batches of {config['batch_size']} training images "
-         f"(no augmentation, the same images for every pruner at one seed), in train mode with no weight update; "
+         f"({'with the training augmentation (bn_augmented)' if config.get('bn_augmented') else 'no augmentation'}, "
+         f"the same images for every pruner at one seed), in train mode with no weight update; "
          f"fine-tuning starts from that model." if config.get("bn_batches") else
          "- BatchNorm re-estimation: off (bn_batches=0)."),
         f"- Fine-tuning budget: {budget} epochs, SGD lr {config['finetune_lr']} (cosine), momentum {config['momentum']}, "

@@ -38,6 +38,7 @@ from ..core.config import PRESETS, BenchmarkConfig, preset_config, validate
 from ..core.data import CifarArrays, calibration_loader, evaluation_loader
 from ..core.framework import Experiment, ExperimentUsageError, PlannedRecord, main as run_main
 from ..core.training import adapt_batchnorm, correct_per_image, fit, hits_text, seed_everything
+from ..grid.backends import bn_loader
 from ..grid.experiment import prune_and_measure
 from ..grid.runner import prepare
 from ..grid.summary import paired_difference
@@ -84,9 +85,8 @@ def pruner_record(config: BenchmarkConfig, baseline: Any, arrays: CifarArrays, p
                               device, progress=progress)
     model = stage["model"].to(device)
     record: Dict[str, Any] = {"pruned": reestimation_effects(model, config, arrays, seed, device)}
-    # the grid's protocol: un-augmented re-estimation, then fine-tuning from that model
-    adapt_batchnorm(model, calibration_loader(arrays, config.bn_batches * config.batch_size, config.batch_size, seed),
-                    device, config.bn_batches)
+    # the grid's protocol: its re-estimation (un-augmented unless bn_augmented), then fine-tuning from that model
+    adapt_batchnorm(model, bn_loader(config, arrays, seed), device, config.bn_batches)
     seed_everything(seed)
     history = fit(model, test_loader=evaluation_loader(arrays, config.eval_batch_size),
                   epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed, device=device,
@@ -108,7 +108,8 @@ def _comparison(records: List[Dict[str, Any]], stage: str, candidate: str, refer
     paired = paired_difference(runs(candidate), runs(reference), "acc_after_bn")
     if len(paired["per_seed"]) == 1:
         row = paired["per_seed"][0]
-        return f"{_points(paired['difference'])} ({row['wins']} / {row['losses']}, p {row['mcnemar_p']:.2g})"
+        p_value = f"p {row['mcnemar_p']:.2g}" if row["mcnemar_p"] >= 1e-16 else "p < 1e-16"
+        return f"{_points(paired['difference'])} ({row['wins']} / {row['losses']}, {p_value})"
     low, high = paired["ci95"]
     return f"{_points(paired['difference'])} [{_points(low)}, {_points(high)}] {paired['verdict']}"
 
@@ -186,7 +187,8 @@ class BnReestimation(Experiment):
 
     def plan(self) -> List[PlannedRecord]:
         config = self.config
-        inputs = {"baseline": self.baseline.key_hash, "bn_batches": config.bn_batches, "batch_size": config.batch_size}
+        inputs = {"baseline": self.baseline.key_hash, "bn_batches": config.bn_batches, "batch_size": config.batch_size,
+                  **({"bn_augmented": True} if config.bn_augmented else {})}  # the fine-tuned stage's start
         plan = [(f"baseline|seed{seed}", {**inputs, "model": "baseline", "seed": seed}) for seed in self.seeds]
         tuned = {**inputs, "sparsity": self.args.sparsity, "finetune_epochs": config.finetune_epochs,
                  "finetune_lr": config.finetune_lr}
