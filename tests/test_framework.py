@@ -102,6 +102,20 @@ def test_another_config_is_refused_unless_fresh(squares, counting, tmp_path, cap
     assert len(results["invocations"]) == 1
 
 
+def test_a_field_added_after_the_results_is_taken_at_its_default(squares, counting, tmp_path, capsys):
+    """Results made before a config field existed resume under the same command (the field at its
+    default, which keeps the old behaviour); asking another value of it is another configuration."""
+    _main(squares, tmp_path, "--set", "numbers=2")
+    stored = json.loads((tmp_path / "results.json").read_text())
+    del stored["config"]["power"]  # as if written before the field existed
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    assert _main(squares, tmp_path, "--set", "numbers=2") == 0
+    assert counting == ["n2"]
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    message = _usage_error(capsys, lambda: _main(squares, tmp_path, "--set", "numbers=2", "--set", "power=3"))
+    assert "power: stored 2, asked 3" in message
+
+
 def test_malformed_records_are_quarantined_and_redone(squares, counting, tmp_path):
     _main(squares, tmp_path, "--set", "numbers=2,3")
     stored = json.loads((tmp_path / "results.json").read_text())

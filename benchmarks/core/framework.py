@@ -55,6 +55,7 @@ from __future__ import annotations
 import abc
 import argparse
 import dataclasses
+import json
 import logging
 import shlex
 import sys
@@ -260,6 +261,28 @@ def _stored_records(experiment: Experiment, stored: Dict[str, Any], path: Path) 
     return usable
 
 
+def config_defaults(config: Any) -> Dict[str, Any]:
+    """The JSON form of the defaults of a dataclass config's fields (``{}`` for other configs).
+
+    >>> from dataclasses import dataclass, field
+    >>> @dataclass
+    ... class Config:
+    ...     numbers: list = field(default_factory=lambda: [1, 2])
+    ...     power: int = 2
+    >>> config_defaults(Config(power=3))
+    {'numbers': [1, 2], 'power': 2}
+    """
+    if not dataclasses.is_dataclass(config):
+        return {}
+    defaults = {}
+    for item in dataclasses.fields(config):
+        if item.default is not dataclasses.MISSING:
+            defaults[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            defaults[item.name] = item.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
+
+
 def load_results(experiment: Experiment, out_dir: Path, fresh: bool) -> Optional[Dict[str, Any]]:
     """The results stored in ``out_dir`` for this experiment's config, ``None`` if there are
     none (or ``fresh``); a file of another configuration is refused, one of the wrong shape is
@@ -273,8 +296,12 @@ def load_results(experiment: Experiment, out_dir: Path, fresh: bool) -> Optional
                                     f"mapping)"))
         return None
     config = experiment.config_dict()
-    if stored.get("config") != config:
-        before = stored.get("config") if isinstance(stored.get("config"), dict) else {}
+    before = stored.get("config") if isinstance(stored.get("config"), dict) else {}
+    # a field added to the config after these results were made is taken at its default (a new
+    # option's default keeps the old behaviour): the documented command still resumes them
+    before = {**{key: value for key, value in config_defaults(experiment.config).items() if key not in before},
+              **before}
+    if before != config:
         differ = "; ".join(f"{key}: stored {before.get(key, '(none)')}, asked {config.get(key, '(none)')}"
                            for key in sorted(set(before) | set(config), key=str)
                            if before.get(key) != config.get(key))

@@ -120,8 +120,10 @@ def render(results: Dict[str, Any]) -> str:
     lines = ["# BatchNorm re-estimation with and without augmentation", "",
              f"Command: `{results['command']}`  ",
              f"Machine: {machine.get('platform')}, {machine.get('cpu_count')} CPUs, torch threads "
-             f"{machine.get('torch_threads')}; commit {results['git'].get('commit')} "
-             f"(dirty: {results['git'].get('dirty')})", "",
+             f"{machine.get('torch_threads')}. Invocations: " + "; ".join(
+                 f"{run['started']} at {run['git'].get('commit', '?')[:7]}"
+                 f"{' (dirty: ' + ', '.join(run['git'].get('changed', [])) + ')' if run['git'].get('dirty') else ''}, "
+                 f"{run['records_before']} records before" for run in results["invocations"]), "",
              f"Baseline {base['key_hash']} (VGG-16 width {base['width']}, test accuracy {100 * base['test_acc']:.2f}%, "
              f"{base['test_images']} test images). Re-estimation: {config['bn_batches']} batches of "
              f"{config['batch_size']} training images per seed (the grid's `bn_batches`, the same images for both "
