@@ -103,7 +103,7 @@ class BenchmarkConfig:
                                   "(adaptive BN); 0 = off")
     bn_augmented: bool = _option(False, "re-estimate BatchNorm (after one-shot pruning; a schedule's final_bn) on the "
                                         "same bn_batches batches with the training augmentation (random crop, flip): "
-                                        "un-augmented images cost a trained network 0.7-0.9 points "
+                                        "un-augmented images cost a trained network 0.7-1.1 points "
                                         "(benchmarks/results/bn_reestimation); needs bn_batches >= 1")
     # fine-tuning
     finetune_epochs: int = _option(8, "fine-tuning budget in epochs (recoverability is measured after it)")
