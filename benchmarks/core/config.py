@@ -98,9 +98,9 @@ class BenchmarkConfig:
                                          "shared out by how far each layer's diagram moves; the same ratios for "
                                          "every pruner, so random at those ratios is the matched control)")
     calibration_size: int = _option(256, "training images given to data-dependent pruners")
-    bn_batches: int = _option(16, "batches (of batch_size training images, no augmentation) over which BatchNorm "
-                                  "statistics are re-estimated after pruning, before any weight update "
-                                  "(adaptive BN); 0 = off")
+    bn_batches: int = _option(16, "batches (of batch_size training images, no augmentation unless bn_augmented) "
+                                  "over which BatchNorm statistics are re-estimated after pruning, before any weight "
+                                  "update (adaptive BN); 0 = off")
     bn_augmented: bool = _option(False, "re-estimate BatchNorm (after one-shot pruning; a schedule's final_bn) on the "
                                         "same bn_batches batches with the training augmentation (random crop, flip): "
                                         "un-augmented images cost a trained network 0.7-1.1 points "
