@@ -26,7 +26,10 @@ The record has the one-shot record's fields, read for a schedule as follows:
   the statistics it had; the RNG is restored, so the measurement does not change the run);
 * ``curve``: the baseline's accuracy (where training starts), then the test accuracy after
   each epoch (the masked model at that epoch's sparsity); the last point is the final model
-  (sped up, BatchNorm re-estimated), whose accuracy is ``recoverability``;
+  (sped up, BatchNorm re-estimated), whose accuracy is ``recoverability``. An epoch that ends a
+  few steps after a large mask update scores low, as a one-shot model does right after pruning:
+  with the full preset's 391 steps an epoch and 5 updates, epoch 2 ends 2 steps
+  after the third (docs/benchmarks.md, "The dip in the curves");
 * ``convergence_epoch``: counted from the first epoch that ends after the last mask update;
 * ``pruning_seconds``: the mask updates' wall time (``finetune_seconds`` includes it);
 * ``pruning_schedule``: the schedule, the optimizer step and kept channels of every update, and
